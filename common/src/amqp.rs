@@ -1,0 +1,33 @@
+//! Connecting to RabbitMQ.
+
+use lapin::{Connection, ConnectionProperties};
+
+use crate::settings::redact_url;
+
+/// RabbitMQ could not be reached; the message says how to start one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot connect to RabbitMQ at {url}: {source}. Start one with `rabbitmq-server -detached` \
+     (installed package) or `docker compose up -d rabbitmq`, or set AMQP_URL"
+)]
+pub struct ConnectError {
+    /// The URL with any password removed.
+    pub url: String,
+    /// The underlying error.
+    #[source]
+    pub source: lapin::Error,
+}
+
+/// Connects to `url`, naming the connection `connection_name` in the management UI.
+///
+/// # Errors
+/// [`ConnectError`] when the broker is unreachable or refuses the credentials.
+pub async fn connect(url: &str, connection_name: &str) -> Result<Connection, ConnectError> {
+    let properties = ConnectionProperties::default().with_connection_name(connection_name.into());
+    Connection::connect(url, properties)
+        .await
+        .map_err(|source| ConnectError {
+            url: redact_url(url),
+            source,
+        })
+}

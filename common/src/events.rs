@@ -1,0 +1,295 @@
+//! Event contracts.
+//!
+//! Every event travels as an [`Envelope`]: `{event_id, event_type, event_version, occurred_at,
+//! data}`. Names are versioned and never changed in place: a breaking change is a new `…V2`
+//! type with its own routing key. Consumers ignore unknown fields, so adding an optional field is
+//! not breaking.
+//!
+//! Never put a password or a password hash in an event. The verification link and code do travel
+//! in `UserRegisteredV1` / `VerificationReminderV1`, because the email-service must mail them; they
+//! must never be logged (their `Debug` output is redacted).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use uuid::Uuid;
+
+/// A domain event with a stable, versioned name.
+pub trait Event: Serialize + DeserializeOwned {
+    /// The `type` of the event (also the AMQP `type` property), e.g. `UserRegisteredV1`.
+    const EVENT_TYPE: &'static str;
+    /// Schema version carried in the envelope.
+    const VERSION: u32;
+    /// Routing key on the `signup.events` topic exchange.
+    const ROUTING_KEY: &'static str;
+
+    /// The aggregate (user) this event belongs to; the relay keeps per-aggregate order.
+    fn aggregate_id(&self) -> Uuid;
+}
+
+/// The JSON body of every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// Unique id of this event; also the outbox row id and the AMQP `message_id`.
+    pub event_id: Uuid,
+    /// [`Event::EVENT_TYPE`].
+    pub event_type: String,
+    /// [`Event::VERSION`].
+    pub event_version: u32,
+    /// When the state change happened (the transaction time).
+    pub occurred_at: DateTime<Utc>,
+    /// The event itself.
+    pub data: T,
+}
+
+impl<T: Event> Envelope<T> {
+    /// Wraps `data` in a new envelope with the given id and time.
+    pub fn new(event_id: Uuid, occurred_at: DateTime<Utc>, data: T) -> Self {
+        Self {
+            event_id,
+            event_type: T::EVENT_TYPE.to_owned(),
+            event_version: T::VERSION,
+            occurred_at,
+            data,
+        }
+    }
+}
+
+/// How a user proves the address: a link and a short code, both valid until `expires_at`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationDetails {
+    /// `PUBLIC_BASE_URL/user/verify?token=…`.
+    pub link: String,
+    /// Six-digit code to type instead of clicking.
+    pub code: String,
+    /// After this instant neither the link nor the code works.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for VerificationDetails {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationDetails")
+            .field("link", &"<redacted>")
+            .field("code", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+/// A user signed up; the email-service sends the verification mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegisteredV1 {
+    /// The new user's id.
+    pub user_id: Uuid,
+    /// Normalised email address.
+    pub email: String,
+    /// Optional first name, for the greeting.
+    pub first_name: Option<String>,
+    /// Optional last name.
+    pub last_name: Option<String>,
+    /// The verification issued with the registration.
+    pub verification: VerificationDetails,
+}
+
+impl Event for UserRegisteredV1 {
+    const EVENT_TYPE: &'static str = "UserRegisteredV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::USER_REGISTERED_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// A still-unverified user is reminded, with a freshly issued verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationReminderV1 {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// Normalised email address.
+    pub email: String,
+    /// Optional first name, for the greeting.
+    pub first_name: Option<String>,
+    /// Optional last name.
+    pub last_name: Option<String>,
+    /// The new verification (older ones no longer work).
+    pub verification: VerificationDetails,
+    /// 1 for the first reminder, 2 for the second, …
+    pub reminder_number: u32,
+}
+
+impl Event for VerificationReminderV1 {
+    const EVENT_TYPE: &'static str = "VerificationReminderV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::VERIFICATION_REMINDER_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// The user proved the address; the email-service sends the welcome mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserVerifiedV1 {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// Normalised email address.
+    pub email: String,
+    /// Optional first name, for the greeting.
+    pub first_name: Option<String>,
+    /// Optional last name.
+    pub last_name: Option<String>,
+    /// When the verification succeeded.
+    pub verified_at: DateTime<Utc>,
+}
+
+impl Event for UserVerifiedV1 {
+    const EVENT_TYPE: &'static str = "UserVerifiedV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::USER_VERIFIED_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// Any event a consumer of `signup.events` understands.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignupEvent {
+    /// See [`UserRegisteredV1`].
+    UserRegistered(Envelope<UserRegisteredV1>),
+    /// See [`VerificationReminderV1`].
+    VerificationReminder(Envelope<VerificationReminderV1>),
+    /// See [`UserVerifiedV1`].
+    UserVerified(Envelope<UserVerifiedV1>),
+}
+
+/// Why a message body could not be turned into a [`SignupEvent`]. Both are permanent: retrying
+/// the same bytes cannot succeed, so consumers dead-letter them at once.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not a valid envelope of the type it claims.
+    #[error("malformed event body: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A well-formed envelope of a type this consumer does not know.
+    #[error("unknown event type {event_type:?} version {version}")]
+    UnknownType {
+        /// The `event_type` found in the envelope.
+        event_type: String,
+        /// The `event_version` found in the envelope.
+        version: u32,
+    },
+}
+
+#[derive(Deserialize)]
+struct EnvelopeHead {
+    event_type: String,
+    event_version: u32,
+}
+
+impl SignupEvent {
+    /// Decodes a message body by the `event_type` inside its envelope.
+    ///
+    /// # Errors
+    /// [`DecodeError::Malformed`] for bytes that are not a valid envelope, and
+    /// [`DecodeError::UnknownType`] for an envelope of an unknown type or version.
+    pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
+        let head: EnvelopeHead = serde_json::from_slice(body)?;
+        match (head.event_type.as_str(), head.event_version) {
+            (UserRegisteredV1::EVENT_TYPE, UserRegisteredV1::VERSION) => {
+                Ok(Self::UserRegistered(serde_json::from_slice(body)?))
+            }
+            (VerificationReminderV1::EVENT_TYPE, VerificationReminderV1::VERSION) => {
+                Ok(Self::VerificationReminder(serde_json::from_slice(body)?))
+            }
+            (UserVerifiedV1::EVENT_TYPE, UserVerifiedV1::VERSION) => {
+                Ok(Self::UserVerified(serde_json::from_slice(body)?))
+            }
+            _ => Err(DecodeError::UnknownType {
+                event_type: head.event_type,
+                version: head.event_version,
+            }),
+        }
+    }
+
+    /// The event id of the envelope.
+    pub fn event_id(&self) -> Uuid {
+        match self {
+            Self::UserRegistered(e) => e.event_id,
+            Self::VerificationReminder(e) => e.event_id,
+            Self::UserVerified(e) => e.event_id,
+        }
+    }
+
+    /// The event type name of the envelope.
+    pub fn event_type(&self) -> &str {
+        match self {
+            Self::UserRegistered(e) => &e.event_type,
+            Self::VerificationReminder(e) => &e.event_type,
+            Self::UserVerified(e) => &e.event_type,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registered() -> Envelope<UserRegisteredV1> {
+        Envelope::new(
+            Uuid::new_v4(),
+            Utc::now(),
+            UserRegisteredV1 {
+                user_id: Uuid::new_v4(),
+                email: "ann@example.com".into(),
+                first_name: Some("Ann".into()),
+                last_name: None,
+                verification: VerificationDetails {
+                    link: "http://x/user/verify?token=secret-token".into(),
+                    code: "123456".into(),
+                    expires_at: Utc::now(),
+                },
+            },
+        )
+    }
+
+    #[test]
+    fn decode_round_trips_a_known_event() {
+        let envelope = registered();
+        let body = serde_json::to_vec(&envelope).unwrap();
+        assert_eq!(
+            SignupEvent::decode(&body).unwrap(),
+            SignupEvent::UserRegistered(envelope)
+        );
+    }
+
+    #[test]
+    fn decode_ignores_unknown_fields() {
+        let mut json = serde_json::to_value(registered()).unwrap();
+        json["data"]["new_optional_field"] = serde_json::json!(42);
+        json["extra"] = serde_json::json!("x");
+        let body = serde_json::to_vec(&json).unwrap();
+        assert!(matches!(
+            SignupEvent::decode(&body),
+            Ok(SignupEvent::UserRegistered(_))
+        ));
+    }
+
+    #[test]
+    fn decode_rejects_unknown_types_and_garbage() {
+        let mut json = serde_json::to_value(registered()).unwrap();
+        json["event_type"] = serde_json::json!("UserDeletedV1");
+        let body = serde_json::to_vec(&json).unwrap();
+        assert!(matches!(
+            SignupEvent::decode(&body),
+            Err(DecodeError::UnknownType { .. })
+        ));
+        assert!(matches!(
+            SignupEvent::decode(b"{not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn verification_secrets_are_redacted_in_debug_output() {
+        let debug = format!("{:?}", registered());
+        assert!(!debug.contains("secret-token"));
+        assert!(!debug.contains("123456"));
+    }
+}

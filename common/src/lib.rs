@@ -1,0 +1,20 @@
+//! Shared vocabulary of the signup-outbox services.
+//!
+//! `common` owns what more than one service must agree on, and nothing else: no HTTP, no
+//! service logic.
+//!
+//! - [`events`]: the versioned event contracts (`UserRegisteredV1`, …) and their envelope.
+//! - [`topology`]: exchange, queue and routing-key names, and the idempotent declaration of the
+//!   RabbitMQ topology every service performs at start-up.
+//! - [`settings`]: layered configuration loading (defaults → optional file → environment) with
+//!   errors that name the offending variable.
+//! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and trace-context helpers.
+//! - [`shutdown`]: the Ctrl-C / SIGTERM future every `main` waits on.
+//! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable.
+
+pub mod amqp;
+pub mod events;
+pub mod settings;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;

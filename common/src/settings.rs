@@ -1,0 +1,227 @@
+//! Layered settings: built-in defaults → optional file → environment variables.
+//!
+//! Each service declares a `Settings` struct whose field names are the lower-cased environment
+//! variable names (`database_url` ← `DATABASE_URL`) and whose `Default` holds the built-in
+//! defaults. [`load`] layers an optional file (`CONFIG_FILE`, TOML) and the environment on top and
+//! deserialises the result; a bad value stops start-up with a message naming the variable.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde::{Deserialize, Deserializer, Serialize, de::DeserializeOwned};
+
+/// Environment variable naming an optional TOML settings file.
+pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
+
+/// Invalid configuration; the message names the variable and the bad value's problem.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct SettingsError(String);
+
+/// Loads `T` from its defaults, `CONFIG_FILE` and the process environment.
+///
+/// # Errors
+/// [`SettingsError`] naming the variable whose value cannot be used.
+pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, SettingsError> {
+    load_from(std::env::vars().collect())
+}
+
+/// Like [`load`], with an explicit environment (tests use this instead of mutating the process
+/// environment).
+///
+/// # Errors
+/// [`SettingsError`] naming the variable whose value cannot be used.
+pub fn load_from<T: DeserializeOwned + Serialize + Default>(
+    env: HashMap<String, String>,
+) -> Result<T, SettingsError> {
+    let defaults = config::Config::try_from(&T::default()).map_err(describe)?;
+    let mut builder = config::Config::builder().add_source(defaults);
+    if let Some(file) = env.get(CONFIG_FILE_VAR).filter(|f| !f.is_empty()) {
+        builder = builder.add_source(config::File::with_name(file).required(true));
+    }
+    // Empty variables count as unset, so `FOO=` in a .env file falls back to the default.
+    let env: HashMap<String, String> = env.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    builder
+        .add_source(config::Environment::default().source(Some(env)))
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(describe)
+}
+
+fn describe(error: config::ConfigError) -> SettingsError {
+    use config::ConfigError;
+    let key = match &error {
+        ConfigError::Type { key: Some(key), .. } | ConfigError::At { key: Some(key), .. } => {
+            Some(key.to_uppercase())
+        }
+        _ => None,
+    };
+    match (key, error) {
+        (Some(key), ConfigError::At { error, .. }) => SettingsError(format!("{key}: {error}")),
+        (Some(key), error) => SettingsError(format!("{key}: {error}")),
+        (None, error) => SettingsError(error.to_string()),
+    }
+}
+
+/// Log output format (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A list of durations written as `1s,5s,30s` (humantime units).
+///
+/// # Errors
+/// A deserialisation error naming the element that does not parse.
+pub fn deserialize_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        List(Vec<String>),
+    }
+    let items = match Raw::deserialize(d)? {
+        Raw::Text(text) => text.split(',').map(str::to_owned).collect(),
+        Raw::List(list) => list,
+    };
+    items
+        .iter()
+        .map(|item| {
+            humantime::parse_duration(item.trim())
+                .map_err(|e| serde::de::Error::custom(format!("{item:?} is not a duration: {e}")))
+        })
+        .collect()
+}
+
+/// Serialises durations as `1s,5s` (the inverse of [`deserialize_durations`]).
+///
+/// # Errors
+/// Never, for a well-behaved serializer.
+pub fn serialize_durations<S: serde::Serializer>(
+    value: &[Duration],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let text: Vec<String> = value
+        .iter()
+        .map(|d| humantime::format_duration(*d).to_string())
+        .collect();
+    s.serialize_str(&text.join(","))
+}
+
+/// `scheme://user:***@host/…`: a URL safe to log.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Example {
+        http_addr: SocketAddr,
+        batch_size: u32,
+        #[serde(with = "humantime_serde")]
+        poll_interval: Duration,
+        #[serde(
+            deserialize_with = "deserialize_durations",
+            serialize_with = "serialize_durations"
+        )]
+        delays: Vec<Duration>,
+        log_format: LogFormat,
+    }
+
+    impl Default for Example {
+        fn default() -> Self {
+            Self {
+                http_addr: "127.0.0.1:8080".parse().unwrap(),
+                batch_size: 10,
+                poll_interval: Duration::from_millis(500),
+                delays: vec![Duration::from_secs(1)],
+                log_format: LogFormat::Pretty,
+            }
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn redact_url_hides_the_password_only() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+    }
+
+    #[test]
+    fn defaults_apply_without_environment() {
+        let loaded: Example = load_from(env(&[])).unwrap();
+        assert_eq!(loaded, Example::default());
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let loaded: Example = load_from(env(&[
+            ("HTTP_ADDR", "0.0.0.0:9000"),
+            ("BATCH_SIZE", "250"),
+            ("POLL_INTERVAL", "2s"),
+            ("DELAYS", "1s, 5s,2m"),
+            ("LOG_FORMAT", "json"),
+            ("UNRELATED", "ignored"),
+        ]))
+        .unwrap();
+        assert_eq!(loaded.http_addr.port(), 9000);
+        assert_eq!(loaded.batch_size, 250);
+        assert_eq!(loaded.poll_interval, Duration::from_secs(2));
+        assert_eq!(
+            loaded.delays,
+            vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(120)
+            ]
+        );
+        assert_eq!(loaded.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn empty_variables_fall_back_to_defaults() {
+        let loaded: Example = load_from(env(&[("BATCH_SIZE", "")])).unwrap();
+        assert_eq!(loaded.batch_size, 10);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("HTTP_ADDR", "not-an-address"),
+            ("BATCH_SIZE", "many"),
+            ("POLL_INTERVAL", "soon"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let error = load_from::<Example>(env(&[(var, value)])).unwrap_err();
+            assert!(
+                error.to_string().contains(var),
+                "{var}={value} gave {error}"
+            );
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! RabbitMQ names and the topology every service declares at start-up.
+//!
+//! ```text
+//! signup.events (topic) ──user.registered.v1 / user.verification_reminder.v1 / user.verified.v1──▶ email-service (quorum)
+//!        email-service.retry.<delay> (TTL = delay) ──dead-letter──▶ email-service
+//!        email-service.dlq (quorum)  ◀── permanent failures, exhausted retries, delivery-limit overflow
+//! ```
+//!
+//! Declaring is idempotent, so every service declares the whole topology: an event published
+//! before the email-service ever started is kept in its queue. Names are constants; a
+//! [`Topology`] can be *namespaced* (a prefix on every name) so tests and side-by-side stacks on
+//! one broker never see each other's messages.
+
+use std::time::Duration;
+
+use lapin::{
+    Channel,
+    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldTable},
+};
+
+/// The topic exchange all sign-up events are published to.
+pub const EXCHANGE: &str = "signup.events";
+/// The email-service work queue.
+pub const EMAIL_QUEUE: &str = "email-service";
+/// The email-service dead-letter queue.
+pub const EMAIL_DLQ: &str = "email-service.dlq";
+/// Prefix of the email-service delayed-retry queues (`email-service.retry.5s`, …).
+pub const EMAIL_RETRY_QUEUE_PREFIX: &str = "email-service.retry";
+/// PostgreSQL `NOTIFY` channel the user-service signals after writing outbox rows.
+pub const OUTBOX_NOTIFY_CHANNEL: &str = "outbox_wakeup";
+
+/// Routing keys on [`EXCHANGE`].
+pub mod routing_keys {
+    /// [`crate::events::UserRegisteredV1`].
+    pub const USER_REGISTERED_V1: &str = "user.registered.v1";
+    /// [`crate::events::VerificationReminderV1`].
+    pub const VERIFICATION_REMINDER_V1: &str = "user.verification_reminder.v1";
+    /// [`crate::events::UserVerifiedV1`].
+    pub const USER_VERIFIED_V1: &str = "user.verified.v1";
+    /// Every key the email-service queue is bound to.
+    pub const EMAIL_SERVICE_BINDINGS: [&str; 3] = [
+        USER_REGISTERED_V1,
+        VERIFICATION_REMINDER_V1,
+        USER_VERIFIED_V1,
+    ];
+}
+
+/// Default delays of the email-service retry ladder.
+pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
+
+/// Redeliveries of one message (e.g. a process crash while handling it, again and again) after
+/// which the broker dead-letters it instead of delivering it again: a poison message that kills
+/// the consumer can never block the queue.
+pub const EMAIL_QUEUE_DELIVERY_LIMIT: i64 = 20;
+
+/// The concrete names in use, optionally namespaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    /// Topic exchange events are published to.
+    pub exchange: String,
+    /// Email-service work queue.
+    pub email_queue: String,
+    /// Email-service dead-letter queue.
+    pub email_dlq: String,
+    /// Retry delays, in order; one queue per delay.
+    pub retry_delays: Vec<Duration>,
+    prefix: String,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self::new("", DEFAULT_RETRY_DELAYS.to_vec())
+    }
+}
+
+impl Topology {
+    /// The topology with every name prefixed by `namespace` (`""` gives the constants).
+    pub fn new(namespace: &str, retry_delays: Vec<Duration>) -> Self {
+        let name = |base: &str| format!("{namespace}{base}");
+        Self {
+            exchange: name(EXCHANGE),
+            email_queue: name(EMAIL_QUEUE),
+            email_dlq: name(EMAIL_DLQ),
+            retry_delays,
+            prefix: name(EMAIL_RETRY_QUEUE_PREFIX),
+        }
+    }
+
+    /// Name of the retry queue holding messages for `delay` (the delay is part of the name because
+    /// a queue's TTL cannot change once declared).
+    pub fn retry_queue(&self, delay: Duration) -> String {
+        format!("{}.{}ms", self.prefix, delay.as_millis())
+    }
+
+    /// Declares exchange, queues and bindings. Idempotent; safe to call from every service.
+    ///
+    /// # Errors
+    /// Any AMQP error, e.g. a queue that exists with different arguments.
+    pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        };
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+
+        let mut dlq_args = FieldTable::default();
+        dlq_args.insert("x-queue-type".into(), string("quorum"));
+        channel
+            .queue_declare(self.email_dlq.as_str().into(), durable, dlq_args)
+            .await?;
+
+        let mut work_args = FieldTable::default();
+        work_args.insert("x-queue-type".into(), string("quorum"));
+        work_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(EMAIL_QUEUE_DELIVERY_LIMIT),
+        );
+        work_args.insert("x-dead-letter-exchange".into(), string(""));
+        work_args.insert("x-dead-letter-routing-key".into(), string(&self.email_dlq));
+        channel
+            .queue_declare(self.email_queue.as_str().into(), durable, work_args)
+            .await?;
+        for key in routing_keys::EMAIL_SERVICE_BINDINGS {
+            channel
+                .queue_bind(
+                    self.email_queue.as_str().into(),
+                    self.exchange.as_str().into(),
+                    key.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+
+        for delay in &self.retry_delays {
+            let mut retry_args = FieldTable::default();
+            let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            retry_args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            retry_args.insert("x-dead-letter-exchange".into(), string(""));
+            retry_args.insert(
+                "x-dead-letter-routing-key".into(),
+                string(&self.email_queue),
+            );
+            channel
+                .queue_declare(
+                    self.retry_queue(*delay).as_str().into(),
+                    durable,
+                    retry_args,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn string(value: &str) -> AMQPValue {
+    AMQPValue::LongString(value.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_topology_uses_the_documented_names() {
+        let t = Topology::default();
+        assert_eq!(t.exchange, "signup.events");
+        assert_eq!(t.email_queue, "email-service");
+        assert_eq!(t.email_dlq, "email-service.dlq");
+        assert_eq!(
+            t.retry_queue(Duration::from_secs(5)),
+            "email-service.retry.5000ms"
+        );
+    }
+
+    #[test]
+    fn namespaced_topology_prefixes_every_name() {
+        let t = Topology::new("t1.", vec![]);
+        assert_eq!(t.exchange, "t1.signup.events");
+        assert_eq!(t.email_dlq, "t1.email-service.dlq");
+        assert_eq!(
+            t.retry_queue(Duration::from_millis(1500)),
+            "t1.email-service.retry.1500ms"
+        );
+    }
+}

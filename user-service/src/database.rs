@@ -1,0 +1,53 @@
+//! Connecting to the user-service database and migrating it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm_migration::MigratorTrait;
+
+use crate::migration::Migrator;
+
+/// Connects to `url` and applies pending migrations.
+///
+/// SQLite runs with one connection in WAL mode: SQLite has a single writer anyway, and one
+/// connection avoids `SQLITE_BUSY` between our own transactions.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails.
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = connect(url, max_connections).await?;
+    Migrator::up(&db, None)
+        .await
+        .context("applying user-service migrations")?;
+    Ok(db)
+}
+
+/// Connects to `url` without migrating (the relay uses this on the user-service database).
+///
+/// # Errors
+/// When the database is unreachable.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let is_sqlite = url.starts_with("sqlite:");
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(if is_sqlite { 1 } else { max_connections })
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.with_context(|| {
+        format!(
+            "connecting to DATABASE_URL {}",
+            common::settings::redact_url(url)
+        )
+    })?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON")
+            .await
+            .context("configuring SQLite")?;
+    }
+    Ok(db)
+}

@@ -1,0 +1,177 @@
+//! `ApiError`: every failure of the HTTP API, mapped to a status and one stable JSON shape:
+//! `{"error": {"code": "...", "message": "...", "details"?: {...}}}`.
+//!
+//! A 500 tells the client nothing internal; its full cause chain is logged once, here.
+
+use axum::{
+    Json,
+    extract::rejection::JsonRejection,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::{Value, json};
+
+/// An error answered to an HTTP client.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not valid JSON.
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// The body is not `application/json`.
+    #[error("expected a request with `Content-Type: application/json`")]
+    UnsupportedMediaType,
+    /// The body is larger than `MAX_BODY_BYTES`.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// Valid JSON that breaks the request rules; `details` maps each field to its problems.
+    #[error("the request is invalid")]
+    Validation(Value),
+    /// A header the endpoint understands has an unusable value.
+    #[error("invalid header {name}: {reason}")]
+    InvalidHeader {
+        /// Header name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Another account uses this email.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// The `Idempotency-Key` was used before with a different request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    /// The verification token is unknown, superseded or already used by someone else.
+    #[error("this verification link is invalid or was replaced by a newer one")]
+    InvalidToken,
+    /// Wrong code; `attempts_left` more tries before the verification locks.
+    #[error("the code is not correct")]
+    InvalidCode {
+        /// Wrong tries left.
+        attempts_left: u32,
+    },
+    /// Too many wrong codes: a new verification must be requested.
+    #[error("too many wrong codes; request a new verification mail")]
+    TooManyAttempts,
+    /// The verification expired: a new one must be requested.
+    #[error("this verification has expired; request a new verification mail")]
+    VerificationExpired,
+    /// Anything unexpected. Logged with its cause chain, answered as an opaque 500.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(error: sea_orm::DbErr) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+impl ApiError {
+    /// HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidHeader { .. } | Self::InvalidCode { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::EmailTaken => StatusCode::CONFLICT,
+            Self::InvalidToken => StatusCode::NOT_FOUND,
+            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            Self::VerificationExpired => StatusCode::GONE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::Validation(_) => "validation_failed",
+            Self::InvalidHeader { .. } => "invalid_header",
+            Self::EmailTaken => "email_taken",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::InvalidToken => "invalid_token",
+            Self::InvalidCode { .. } => "invalid_code",
+            Self::TooManyAttempts => "too_many_attempts",
+            Self::VerificationExpired => "verification_expired",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn details(&self) -> Option<Value> {
+        match self {
+            Self::Validation(details) => Some(details.clone()),
+            Self::InvalidCode { attempts_left } => Some(json!({ "attempts_left": attempts_left })),
+            _ => None,
+        }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Value {
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let Some(details) = self.details() {
+            error["details"] = details;
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            // The one place the cause chain is logged; the client sees only "internal error".
+            tracing::error!(error = format!("{cause:#}"), "request failed");
+        }
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => Self::Validation(json!({
+                "body": [{ "code": "invalid_shape", "message": e.body_text() }]
+            })),
+            JsonRejection::JsonSyntaxError(e) => Self::MalformedJson(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            other => Self::MalformedJson(other.body_text()),
+        }
+    }
+}
+
+/// `Json<T>` whose rejections are [`ApiError`]s, so malformed bodies get the common error shape.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// Turns `validator` errors into `details`: `{field: [{code, message}]}`.
+pub fn validation_details(errors: &validator::ValidationErrors) -> Value {
+    let fields: serde_json::Map<String, Value> = errors
+        .field_errors()
+        .into_iter()
+        .map(|(field, errors)| {
+            let list = errors
+                .iter()
+                .map(|e| {
+                    json!({
+                        "code": e.code,
+                        "message": e.message.as_deref().map_or_else(|| e.code.to_string(), str::to_owned),
+                    })
+                })
+                .collect();
+            (field.to_string(), Value::Array(list))
+        })
+        .collect();
+    Value::Object(fields)
+}

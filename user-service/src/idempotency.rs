@@ -1,0 +1,171 @@
+//! `Idempotency-Key` for `POST /user/register`.
+//!
+//! The first successful response for a key is stored in the registration transaction. A retry
+//! with the same key and the same request gets that response again (no second user, no second
+//! event); the same key with another request gets 422 `idempotency_key_reused`.
+//!
+//! "Same request" is decided without keeping a fast hash of the password (that would undo
+//! argon2): the fingerprint covers email and names, and the password is checked against the
+//! stored user's argon2 hash.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    http::{HeaderMap, HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    entity::{idempotency_key, user},
+    error::ApiError,
+    register::{NewUser, RegisterResponse, is_unique_violation},
+    startup::AppState,
+};
+
+/// Header carrying the key.
+pub const HEADER: &str = "idempotency-key";
+/// Longest accepted key.
+pub const MAX_KEY_LEN: usize = 255;
+
+/// A syntactically valid key: 1–255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// Reads the optional header.
+    ///
+    /// # Errors
+    /// [`ApiError::InvalidHeader`] for an empty, too long or non-ASCII key.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get(HEADER) else {
+            return Ok(None);
+        };
+        let text = value.to_str().unwrap_or_default();
+        if text.is_empty()
+            || text.len() > MAX_KEY_LEN
+            || !text.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ApiError::InvalidHeader {
+                name: "Idempotency-Key",
+                reason: "must be 1 to 255 visible ASCII characters",
+            });
+        }
+        Ok(Some(Self(text.to_owned())))
+    }
+}
+
+fn fingerprint(new_user: &NewUser) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        Some(new_user.email.as_str()),
+        new_user.first_name.as_deref(),
+        new_user.last_name.as_deref(),
+    ] {
+        // Length-prefixed, so ("ab", "c") and ("a", "bc") differ; None differs from "".
+        match part {
+            Some(text) => {
+                hasher.update((text.len() as u64 + 1).to_be_bytes());
+                hasher.update(text.as_bytes());
+            }
+            None => hasher.update(0u64.to_be_bytes()),
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The unexpired stored response for `key`, if any.
+///
+/// # Errors
+/// Database errors.
+pub async fn find(
+    conn: &impl ConnectionTrait,
+    key: &IdempotencyKey,
+    now: DateTime<Utc>,
+) -> Result<Option<idempotency_key::Model>, ApiError> {
+    Ok(idempotency_key::Entity::find_by_id(key.0.clone())
+        .filter(idempotency_key::Column::ExpiresAt.gt(now))
+        .one(conn)
+        .await?)
+}
+
+/// Stores the response for `key` in the caller's transaction. An expired row for the key is
+/// replaced.
+///
+/// # Errors
+/// Database errors; a concurrent request that stored the same key first makes this fail with a
+/// unique violation, and the caller answers with that request's response instead.
+pub async fn store<T: Serialize>(
+    conn: &impl ConnectionTrait,
+    key: &IdempotencyKey,
+    new_user: &NewUser,
+    status: StatusCode,
+    response: &T,
+    now: DateTime<Utc>,
+    ttl: Duration,
+) -> Result<(), ApiError> {
+    idempotency_key::Entity::delete_many()
+        .filter(idempotency_key::Column::Key.eq(key.0.clone()))
+        .filter(idempotency_key::Column::ExpiresAt.lte(now))
+        .exec(conn)
+        .await?;
+    let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    let row = idempotency_key::ActiveModel {
+        key: Set(key.0.clone()),
+        request_hash: Set(fingerprint(new_user)),
+        response_status: Set(i32::from(status.as_u16())),
+        response_body: Set(serde_json::to_string(response).map_err(anyhow::Error::from)?),
+        created_at: Set(now),
+        expires_at: Set(expires_at),
+    };
+    idempotency_key::Entity::insert(row)
+        .exec_without_returning(conn)
+        .await
+        .map_err(|error| {
+            if is_unique_violation(&error) {
+                ApiError::IdempotencyKeyReused
+            } else {
+                error.into()
+            }
+        })?;
+    Ok(())
+}
+
+/// Answers a retried request: the stored response if it is the same request, else 422.
+///
+/// # Errors
+/// [`ApiError::IdempotencyKeyReused`] when the request differs from the stored one.
+pub async fn replay(
+    state: &AppState,
+    stored: idempotency_key::Model,
+    new_user: &NewUser,
+) -> Result<Response, ApiError> {
+    if stored.request_hash != fingerprint(new_user) {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let response: RegisterResponse =
+        serde_json::from_str(&stored.response_body).map_err(anyhow::Error::from)?;
+    let password_hash = user::Entity::find_by_id(response.user_id)
+        .one(&state.db)
+        .await?
+        .map(|u| u.password_hash);
+    let same_password = match password_hash {
+        Some(hash) => state.hasher.verify(&new_user.password, &hash).await?,
+        None => false,
+    };
+    if !same_password {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    metrics::counter!("user_registrations_total", "outcome" => "replayed").increment(1);
+    let status = StatusCode::from_u16(u16::try_from(stored.response_status).unwrap_or(500))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut reply = (status, Json(response)).into_response();
+    reply
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(reply)
+}

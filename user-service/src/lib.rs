@@ -1,0 +1,35 @@
+//! user-service: sign-up over HTTP with a transactional outbox.
+//!
+//! It owns the users, their verifications and the outbox of the user-service database. Every
+//! state change and the event announcing it are written in one transaction; the outbox-relay
+//! publishes the events afterwards.
+//!
+//! Modules:
+//! - [`startup`]: `Application` (database, router, listener, graceful shutdown) and `AppState`.
+//! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
+//! - [`register`]: `POST /user/register`.
+//! - [`idempotency`]: `Idempotency-Key` replay for registration.
+//! - [`verification`]: issuing link tokens and codes, stored hashed.
+//! - [`password`]: the `Password` newtype and argon2id hashing off the async threads.
+//! - [`outbox`]: appending events to the outbox inside a transaction (+ `pg_notify`).
+//! - [`trace`]: correlation id and W3C `traceparent` carried into the events.
+//! - [`health`]: liveness, readiness and Prometheus metrics.
+//! - [`error`]: `ApiError`, the one JSON error shape.
+//! - [`database`], [`migration`], [`entity`]: connection, schema and sea-orm entities.
+
+pub mod database;
+pub mod entity;
+pub mod error;
+pub mod health;
+pub mod idempotency;
+pub mod migration;
+pub mod outbox;
+pub mod password;
+pub mod register;
+pub mod settings;
+pub mod startup;
+pub mod trace;
+pub mod verification;
+
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,268 @@
+//! `POST /user/register`: validate, hash, then write the user, its first verification and the
+//! `UserRegisteredV1` outbox row in ONE transaction.
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use common::events::UserRegisteredV1;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, SqlErr, TransactionTrait};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+use validator::Validate;
+
+use crate::{
+    entity::user,
+    error::{ApiError, ApiJson, validation_details},
+    idempotency::{self, IdempotencyKey},
+    outbox,
+    password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
+    startup::AppState,
+    trace::TraceContext,
+    verification::issue_verification,
+};
+
+/// The registration request. Unknown fields are rejected (422), so a typo such as `fist_name`
+/// is reported instead of silently ignored. No `Debug`: it holds the plain password.
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Trimmed and lower-cased while deserialising, so `Ann@X.com` and ` ann@x.com` are one account.
+    #[serde(deserialize_with = "normalised_email")]
+    #[validate(
+        email(code = "invalid_email", message = "must be a valid email address"),
+        length(
+            max = 254,
+            code = "too_long",
+            message = "must be at most 254 characters"
+        )
+    )]
+    email: String,
+    #[validate(length(
+        min = "MIN_PASSWORD_CHARS",
+        max = "MAX_PASSWORD_CHARS",
+        code = "invalid_length",
+        message = "must be between 8 and 128 characters"
+    ))]
+    password: String,
+    #[serde(default, deserialize_with = "trimmed_name")]
+    #[validate(length(
+        max = 100,
+        code = "too_long",
+        message = "must be at most 100 characters"
+    ))]
+    first_name: Option<String>,
+    #[serde(default, deserialize_with = "trimmed_name")]
+    #[validate(length(
+        max = 100,
+        code = "too_long",
+        message = "must be at most 100 characters"
+    ))]
+    last_name: Option<String>,
+}
+
+fn normalised_email<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(String::deserialize(d)?.trim().to_lowercase())
+}
+
+/// Blank names count as absent.
+fn trimmed_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty()))
+}
+
+/// A registration that passed validation: the only way to build one is [`NewUser::parse`].
+#[derive(Debug)]
+pub struct NewUser {
+    /// Normalised email.
+    pub email: String,
+    /// The password, secret.
+    pub password: Password,
+    /// Optional first name.
+    pub first_name: Option<String>,
+    /// Optional last name.
+    pub last_name: Option<String>,
+}
+
+impl NewUser {
+    /// Validates the request once and builds the domain value.
+    ///
+    /// # Errors
+    /// [`ApiError::Validation`] with per-field details.
+    pub fn parse(request: RegisterRequest) -> Result<Self, ApiError> {
+        request
+            .validate()
+            .map_err(|errors| ApiError::Validation(validation_details(&errors)))?;
+        Ok(Self {
+            email: request.email,
+            password: Password::new_unchecked(request.password),
+            first_name: request.first_name,
+            last_name: request.last_name,
+        })
+    }
+}
+
+/// 201 body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RegisterResponse {
+    /// The new user's id.
+    pub user_id: Uuid,
+    /// Always `pending_verification` for a new account.
+    pub status: String,
+}
+
+/// `POST /user/register`.
+#[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> Result<Response, ApiError> {
+    let trace = TraceContext::from_headers(&headers);
+    tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let new_user = NewUser::parse(request)?;
+
+    if let Some(key) = &key
+        && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
+    {
+        return idempotency::replay(&state, stored, &new_user).await;
+    }
+
+    let password_hash = state.hasher.hash(&new_user.password).await?;
+    match create_user(&state, &new_user, password_hash, &trace, key.as_ref()).await {
+        Ok(response) => {
+            tracing::Span::current().record("user_id", tracing::field::display(response.user_id));
+            metrics::counter!("user_registrations_total", "outcome" => "created").increment(1);
+            tracing::info!("user registered");
+            Ok((StatusCode::CREATED, Json(response)).into_response())
+        }
+        Err(error) => {
+            // A concurrent request with the same key may have committed first: answer like it.
+            if let Some(key) = &key
+                && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
+            {
+                return idempotency::replay(&state, stored, &new_user).await;
+            }
+            let outcome = if matches!(error, ApiError::EmailTaken) {
+                "email_taken"
+            } else {
+                "error"
+            };
+            metrics::counter!("user_registrations_total", "outcome" => outcome).increment(1);
+            Err(error)
+        }
+    }
+}
+
+/// The transaction: user row, first verification, `UserRegisteredV1` outbox row (and, with a key,
+/// the stored response). Commit or nothing.
+async fn create_user(
+    state: &AppState,
+    new_user: &NewUser,
+    password_hash: String,
+    trace: &TraceContext,
+    key: Option<&IdempotencyKey>,
+) -> Result<RegisterResponse, ApiError> {
+    let settings = &state.settings;
+    let now = Utc::now();
+    let user_id = Uuid::now_v7();
+    let next_reminder_at = (settings.max_reminders > 0).then(|| {
+        now + chrono::Duration::from_std(settings.reminder_interval)
+            .unwrap_or(chrono::Duration::MAX)
+    });
+
+    let txn = state.db.begin().await?;
+    insert_user(
+        &txn,
+        user_id,
+        new_user,
+        password_hash,
+        now,
+        next_reminder_at,
+    )
+    .await?;
+    let verification = issue_verification(
+        &txn,
+        user_id,
+        now,
+        settings.verification_ttl,
+        &settings.public_base_url,
+    )
+    .await?;
+    outbox::enqueue(
+        &txn,
+        now,
+        UserRegisteredV1 {
+            user_id,
+            email: new_user.email.clone(),
+            first_name: new_user.first_name.clone(),
+            last_name: new_user.last_name.clone(),
+            verification,
+        },
+        trace,
+    )
+    .await?;
+    let response = RegisterResponse {
+        user_id,
+        status: user::STATUS_PENDING.to_owned(),
+    };
+    if let Some(key) = key {
+        idempotency::store(
+            &txn,
+            key,
+            new_user,
+            StatusCode::CREATED,
+            &response,
+            now,
+            settings.idempotency_ttl,
+        )
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(response)
+}
+
+/// Inserts the user row; the unique email index turns a duplicate into [`ApiError::EmailTaken`].
+///
+/// # Errors
+/// [`ApiError::EmailTaken`] on a duplicate email, [`ApiError::Internal`] otherwise.
+pub async fn insert_user(
+    conn: &impl ConnectionTrait,
+    user_id: Uuid,
+    new_user: &NewUser,
+    password_hash: String,
+    now: DateTime<Utc>,
+    next_reminder_at: Option<DateTime<Utc>>,
+) -> Result<(), ApiError> {
+    let row = user::ActiveModel {
+        id: Set(user_id),
+        email: Set(new_user.email.clone()),
+        password_hash: Set(password_hash),
+        first_name: Set(new_user.first_name.clone()),
+        last_name: Set(new_user.last_name.clone()),
+        status: Set(user::STATUS_PENDING.to_owned()),
+        created_at: Set(now),
+        verified_at: Set(None),
+        reminders_sent: Set(0),
+        next_reminder_at: Set(next_reminder_at),
+        last_resend_at: Set(None),
+    };
+    user::Entity::insert(row)
+        .exec_without_returning(conn)
+        .await
+        .map_err(|error| match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::EmailTaken,
+            _ => ApiError::from(error),
+        })?;
+    Ok(())
+}
+
+/// Whether `error` is a unique-index violation.
+pub fn is_unique_violation(error: &DbErr) -> bool {
+    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
