@@ -10,11 +10,17 @@
 //!   errors that name the offending variable.
 //! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and trace-context helpers.
 //! - [`shutdown`]: the Ctrl-C / SIGTERM future every `main` waits on.
+//! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings.
+//! - `testing` (feature): a fresh database and AMQP namespace per test.
 //! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable.
 
 pub mod amqp;
+pub mod database;
 pub mod events;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -15,9 +15,8 @@
 //! - [`trace`]: correlation id and W3C `traceparent` carried into the events.
 //! - [`health`]: liveness, readiness and Prometheus metrics.
 //! - [`error`]: `ApiError`, the one JSON error shape.
-//! - [`database`], [`migration`], [`entity`]: connection, schema and sea-orm entities.
+//! - [`migration`], [`entity`]: schema (migrated at start-up) and sea-orm entities.
 
-pub mod database;
 pub mod entity;
 pub mod error;
 pub mod health;

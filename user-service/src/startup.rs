@@ -20,7 +20,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{database, health, password::PasswordHasher, register, settings::Settings};
+use crate::{health, migration, password::PasswordHasher, register, settings::Settings};
 
 /// Shared, cheaply cloned state of the handlers.
 #[derive(Clone)]
@@ -46,7 +46,7 @@ impl Application {
     /// # Errors
     /// When the database is unreachable, a migration fails or the address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = database::connect_and_migrate(
+        let db = migration::connect_and_migrate(
             &settings.database_url,
             settings.database_max_connections,
         )

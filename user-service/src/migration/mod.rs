@@ -37,3 +37,18 @@ async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbE
     }
     Ok(())
 }
+
+/// Connects to the user-service database and applies pending migrations.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails.
+pub async fn connect_and_migrate(
+    url: &str,
+    max_connections: u32,
+) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = common::database::connect(url, max_connections).await?;
+    Migrator::up(&db, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("applying user-service migrations: {e}"))?;
+    Ok(db)
+}

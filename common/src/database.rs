@@ -1,32 +1,15 @@
-//! Connecting to the user-service database and migrating it.
+//! Connecting to a service database (PostgreSQL or SQLite) with the pool settings every service
+//! uses.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
-use sea_orm_migration::MigratorTrait;
 
-use crate::migration::Migrator;
-
-/// Connects to `url` and applies pending migrations.
+/// Connects to `url` (`postgres://…` or `sqlite://…`).
 ///
 /// SQLite runs with one connection in WAL mode: SQLite has a single writer anyway, and one
-/// connection avoids `SQLITE_BUSY` between our own transactions.
-///
-/// # Errors
-/// When the database is unreachable or a migration fails.
-pub async fn connect_and_migrate(
-    url: &str,
-    max_connections: u32,
-) -> anyhow::Result<DatabaseConnection> {
-    let db = connect(url, max_connections).await?;
-    Migrator::up(&db, None)
-        .await
-        .context("applying user-service migrations")?;
-    Ok(db)
-}
-
-/// Connects to `url` without migrating (the relay uses this on the user-service database).
+/// connection avoids `SQLITE_BUSY` between the process's own transactions.
 ///
 /// # Errors
 /// When the database is unreachable.
@@ -41,7 +24,7 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
     let db = Database::connect(options).await.with_context(|| {
         format!(
             "connecting to DATABASE_URL {}",
-            common::settings::redact_url(url)
+            crate::settings::redact_url(url)
         )
     })?;
     if db.get_database_backend() == DbBackend::Sqlite {
