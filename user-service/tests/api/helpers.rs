@@ -1,0 +1,146 @@
+//! `spawn_app`: a user-service on a random port with its own fresh database.
+
+use std::net::SocketAddr;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use user_service::{Application, Settings};
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: DatabaseConnection,
+    pub database_url: String,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    // Keeps a SQLite file alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings for tests: random port, cheap argon2 (the policy, not the cost, is under test).
+pub fn test_settings(database_url: String) -> Settings {
+    Settings {
+        database_url,
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        argon2_memory_kib: 1024,
+        argon2_iterations: 1,
+        ..Settings::default()
+    }
+}
+
+pub async fn spawn_app(label: &str) -> TestApp {
+    let url = common::testing::fresh_postgres_database(label)
+        .await
+        .unwrap();
+    spawn_with(test_settings(url), None).await
+}
+
+pub async fn spawn_sqlite_app() -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/users.db?mode=rwc", dir.path().display());
+    spawn_with(test_settings(url), Some(dir)).await
+}
+
+pub async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> TestApp {
+    let database_url = settings.database_url.clone();
+    let app = Application::build(settings).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let db = app.db().clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(app.run(shutdown.clone()));
+    TestApp {
+        addr,
+        db,
+        database_url,
+        client: reqwest::Client::new(),
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn register(&self, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/user/register"))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register_with_key(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/user/register"))
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!("SELECT COUNT(*) AS n FROM {table}"))
+            .await
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(backend, sql.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+
+    /// The outbox rows as (event_type, routing_key, payload, headers), in sequence order.
+    pub async fn outbox(&self) -> Vec<(String, String, Value, Value)> {
+        let backend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                backend,
+                "SELECT event_type, routing_key, payload, headers FROM outbox ORDER BY seq",
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| {
+                let json = |col: &str| -> Value {
+                    match backend {
+                        DbBackend::Postgres => row.try_get::<Value>("", col).unwrap(),
+                        _ => {
+                            serde_json::from_str(&row.try_get::<String>("", col).unwrap()).unwrap()
+                        }
+                    }
+                };
+                (
+                    row.try_get("", "event_type").unwrap(),
+                    row.try_get("", "routing_key").unwrap(),
+                    json("payload"),
+                    json("headers"),
+                )
+            })
+            .collect()
+    }
+}
+
+pub fn ann() -> Value {
+    json!({
+        "email": "Ann@Example.com",
+        "password": "correct horse battery",
+        "first_name": "Ann",
+        "last_name": "Lee",
+    })
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the user-service HTTP API against real PostgreSQL (and SQLite where the
+//! behaviour differs). Each test gets its own database, so the suite runs in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod helpers;
+mod idempotency;
+mod process;
+mod register;
+mod validation;
