@@ -125,6 +125,30 @@ impl Event for VerificationReminderV1 {
     }
 }
 
+/// The user asked for a new verification mail (`POST /user/verification/resend`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationResentV1 {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// Normalised email address.
+    pub email: String,
+    /// Optional first name, for the greeting.
+    pub first_name: Option<String>,
+    /// Optional last name.
+    pub last_name: Option<String>,
+    /// The new verification (older ones no longer work).
+    pub verification: VerificationDetails,
+}
+
+impl Event for VerificationResentV1 {
+    const EVENT_TYPE: &'static str = "VerificationResentV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::VERIFICATION_RESENT_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 /// The user proved the address; the email-service sends the welcome mail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UserVerifiedV1 {
@@ -156,6 +180,8 @@ pub enum SignupEvent {
     UserRegistered(Envelope<UserRegisteredV1>),
     /// See [`VerificationReminderV1`].
     VerificationReminder(Envelope<VerificationReminderV1>),
+    /// See [`VerificationResentV1`].
+    VerificationResent(Envelope<VerificationResentV1>),
     /// See [`UserVerifiedV1`].
     UserVerified(Envelope<UserVerifiedV1>),
 }
@@ -198,6 +224,9 @@ impl SignupEvent {
             (VerificationReminderV1::EVENT_TYPE, VerificationReminderV1::VERSION) => {
                 Ok(Self::VerificationReminder(serde_json::from_slice(body)?))
             }
+            (VerificationResentV1::EVENT_TYPE, VerificationResentV1::VERSION) => {
+                Ok(Self::VerificationResent(serde_json::from_slice(body)?))
+            }
             (UserVerifiedV1::EVENT_TYPE, UserVerifiedV1::VERSION) => {
                 Ok(Self::UserVerified(serde_json::from_slice(body)?))
             }
@@ -213,6 +242,7 @@ impl SignupEvent {
         match self {
             Self::UserRegistered(e) => e.event_id,
             Self::VerificationReminder(e) => e.event_id,
+            Self::VerificationResent(e) => e.event_id,
             Self::UserVerified(e) => e.event_id,
         }
     }
@@ -222,6 +252,7 @@ impl SignupEvent {
         match self {
             Self::UserRegistered(e) => &e.event_type,
             Self::VerificationReminder(e) => &e.event_type,
+            Self::VerificationResent(e) => &e.event_type,
             Self::UserVerified(e) => &e.event_type,
         }
     }

@@ -1,7 +1,7 @@
 //! RabbitMQ names and the topology every service declares at start-up.
 //!
 //! ```text
-//! signup.events (topic) ──user.registered.v1 / user.verification_reminder.v1 / user.verified.v1──▶ email-service (quorum)
+//! signup.events (topic) ──user.registered.v1 / …reminder.v1 / …resent.v1 / user.verified.v1──▶ email-service (quorum)
 //!        email-service.retry.<delay> (TTL = delay) ──dead-letter──▶ email-service
 //!        email-service.dlq (quorum)  ◀── permanent failures, exhausted retries, delivery-limit overflow
 //! ```
@@ -36,6 +36,8 @@ pub mod routing_keys {
     pub const USER_REGISTERED_V1: &str = "user.registered.v1";
     /// [`crate::events::VerificationReminderV1`].
     pub const VERIFICATION_REMINDER_V1: &str = "user.verification_reminder.v1";
+    /// [`crate::events::VerificationResentV1`].
+    pub const VERIFICATION_RESENT_V1: &str = "user.verification_resent.v1";
     /// [`crate::events::UserVerifiedV1`].
     pub const USER_VERIFIED_V1: &str = "user.verified.v1";
     /// Every key the email-service queue is bound to.

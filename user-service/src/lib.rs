@@ -10,6 +10,9 @@
 //! - [`register`]: `POST /user/register`.
 //! - [`idempotency`]: `Idempotency-Key` replay for registration.
 //! - [`verification`]: issuing link tokens and codes, stored hashed.
+//! - [`verify`]: `GET`/`POST /user/verify` (confirmation page, link or code).
+//! - [`resend`]: `POST /user/verification/resend`, rate-limited, no account enumeration.
+//! - [`reminder`]: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
 //! - [`password`]: the `Password` newtype and argon2id hashing off the async threads.
 //! - [`outbox`]: appending events to the outbox inside a transaction (+ `pg_notify`).
 //! - [`trace`]: correlation id and W3C `traceparent` carried into the events.
@@ -25,10 +28,13 @@ pub mod migration;
 pub mod outbox;
 pub mod password;
 pub mod register;
+pub mod reminder;
+pub mod resend;
 pub mod settings;
 pub mod startup;
 pub mod trace;
 pub mod verification;
+pub mod verify;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -64,7 +64,7 @@ pub struct RegisterRequest {
     last_name: Option<String>,
 }
 
-fn normalised_email<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+pub(crate) fn normalised_email<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(String::deserialize(d)?.trim().to_lowercase())
 }
 

@@ -20,7 +20,10 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use crate::{health, migration, password::PasswordHasher, register, settings::Settings};
+use crate::{
+    health, migration, password::PasswordHasher, register, reminder, resend, settings::Settings,
+    verify,
+};
 
 /// Shared, cheaply cloned state of the handlers.
 #[derive(Clone)]
@@ -102,10 +105,19 @@ impl Application {
     /// When the server fails.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr()?, "user-service listening");
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        let scheduler = tokio::spawn(reminder::run_scheduler(
+            self.state.db.clone(),
+            self.state.settings.clone(),
+            shutdown.clone(),
+        ));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
-            .context("HTTP server failed")?;
+            .context("HTTP server failed");
+        // Stop the scheduler too when the server ended on its own (an error).
+        shutdown.cancel();
+        scheduler.await.context("reminder scheduler panicked")?;
+        served?;
         tracing::info!("user-service stopped");
         Ok(())
     }
@@ -118,6 +130,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
     Router::new()
         .route("/user/register", post(register::register))
+        .route("/user/verify", get(verify::verify_page).post(verify::verify))
+        .route("/user/verification/resend", post(resend::resend))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

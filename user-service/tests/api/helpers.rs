@@ -11,6 +11,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db: DatabaseConnection,
     pub database_url: String,
+    pub settings: Settings,
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     // Keeps a SQLite file alive for the test's duration.
@@ -49,6 +50,7 @@ pub async fn spawn_sqlite_app() -> TestApp {
 
 pub async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> TestApp {
     let database_url = settings.database_url.clone();
+    let kept = settings.clone();
     let app = Application::build(settings).await.unwrap();
     let addr = app.local_addr().unwrap();
     let db = app.db().clone();
@@ -58,6 +60,7 @@ pub async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> T
         addr,
         db,
         database_url,
+        settings: kept,
         client: reqwest::Client::new(),
         shutdown,
         _dir: dir,
@@ -133,6 +136,53 @@ impl TestApp {
                 )
             })
             .collect()
+    }
+}
+
+impl TestApp {
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Payloads of the outbox events of one type, oldest first.
+    pub async fn events(&self, event_type: &str) -> Vec<Value> {
+        self.outbox()
+            .await
+            .into_iter()
+            .filter(|(t, ..)| t == event_type)
+            .map(|(_, _, payload, _)| payload)
+            .collect()
+    }
+
+    /// (token, code) of the newest verification event.
+    pub async fn latest_secrets(&self) -> (String, String) {
+        let payload = self
+            .outbox()
+            .await
+            .into_iter()
+            .rev()
+            .find_map(|(.., payload, _)| {
+                payload["data"]["verification"]
+                    .is_object()
+                    .then_some(payload)
+            })
+            .expect("a verification event");
+        let verification = &payload["data"]["verification"];
+        let token = verification["link"]
+            .as_str()
+            .unwrap()
+            .split("token=")
+            .nth(1)
+            .unwrap();
+        (
+            token.to_owned(),
+            verification["code"].as_str().unwrap().to_owned(),
+        )
     }
 }
 

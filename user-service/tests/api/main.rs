@@ -7,4 +7,6 @@ mod helpers;
 mod idempotency;
 mod process;
 mod register;
+mod reminders;
 mod validation;
+mod verification;

@@ -1,0 +1,145 @@
+//! The reminder scheduler: every `REMINDER_INTERVAL`, up to `MAX_REMINDERS` times, a still
+//! unverified user gets a fresh verification and a `VerificationReminderV1`.
+//!
+//! The timer is the `users.next_reminder_at` column, so it is as durable as the database. Each
+//! reminder is one transaction: claim one due user (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+//! several user-service instances never pick the same user), issue the verification, write the
+//! event, move `next_reminder_at` (or clear it after the last reminder), commit.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::events::VerificationReminderV1;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    entity::user, outbox, settings::Settings, trace::TraceContext, verification::issue_verification,
+};
+
+/// Runs [`send_due_reminders`] every `REMINDER_POLL_INTERVAL` until `shutdown`.
+pub async fn run_scheduler(
+    db: DatabaseConnection,
+    settings: std::sync::Arc<Settings>,
+    shutdown: CancellationToken,
+) {
+    if settings.max_reminders == 0 {
+        tracing::info!("reminders disabled (MAX_REMINDERS=0)");
+        return;
+    }
+    let mut backoff = settings.reminder_poll_interval;
+    loop {
+        match send_due_reminders(&db, &settings, Utc::now()).await {
+            Ok(_) => backoff = settings.reminder_poll_interval,
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "reminder scheduler failed; retrying"
+                );
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(backoff) => {}
+        }
+    }
+    tracing::info!("reminder scheduler stopped");
+}
+
+#[derive(FromQueryResult)]
+struct DueUser {
+    id: Uuid,
+    email: String,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    reminders_sent: i32,
+}
+
+/// Sends every reminder due at `now`, one transaction per user; returns how many were sent.
+///
+/// # Errors
+/// Database errors (the current user's transaction is rolled back; it stays due).
+pub async fn send_due_reminders(
+    db: &DatabaseConnection,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<usize> {
+    let mut sent = 0;
+    while send_one_reminder(db, settings, now).await? {
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+/// Claims one due user and reminds them; `false` when none is due.
+async fn send_one_reminder(
+    db: &DatabaseConnection,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> anyhow::Result<bool> {
+    let txn = db.begin().await?;
+    let backend = txn.get_database_backend();
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let claim = Statement::from_sql_and_values(
+        backend,
+        format!(
+            "SELECT id, email, first_name, last_name, reminders_sent FROM users \
+             WHERE status = $1 AND next_reminder_at <= $2 \
+             ORDER BY next_reminder_at LIMIT 1{lock}"
+        ),
+        [user::STATUS_PENDING.into(), now.into()],
+    );
+    let Some(due) = DueUser::find_by_statement(claim).one(&txn).await? else {
+        return Ok(false);
+    };
+    let reminder_number = u32::try_from(due.reminders_sent).unwrap_or(0) + 1;
+    let next = (reminder_number < settings.max_reminders).then(|| {
+        now + chrono::Duration::from_std(settings.reminder_interval)
+            .unwrap_or(chrono::Duration::MAX)
+    });
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "UPDATE users SET reminders_sent = $1, next_reminder_at = $2 WHERE id = $3",
+        [
+            i32::try_from(reminder_number)?.into(),
+            next.into(),
+            due.id.into(),
+        ],
+    ))
+    .await?;
+    let verification = issue_verification(
+        &txn,
+        due.id,
+        now,
+        settings.verification_ttl,
+        &settings.public_base_url,
+    )
+    .await?;
+    outbox::enqueue(
+        &txn,
+        now,
+        VerificationReminderV1 {
+            user_id: due.id,
+            email: due.email,
+            first_name: due.first_name,
+            last_name: due.last_name,
+            verification,
+            reminder_number,
+        },
+        &TraceContext::new_root(),
+    )
+    .await?;
+    txn.commit().await?;
+    metrics::counter!("reminders_sent_total").increment(1);
+    metrics::counter!("verifications_issued_total", "reason" => "reminder").increment(1);
+    tracing::info!(user_id = %due.id, reminder_number, "verification reminder written");
+    Ok(true)
+}

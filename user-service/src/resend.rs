@@ -1,0 +1,112 @@
+//! `POST /user/verification/resend`: a new verification mail on request.
+//!
+//! The answer is always 202 with the same body, whether the address is unknown, pending,
+//! verified or rate-limited: the endpoint does not reveal which addresses have accounts. For a
+//! pending user at most one resend per `RESEND_MIN_INTERVAL` is acted on; extra requests are
+//! accepted, ignored and counted.
+
+use axum::{Json, extract::State, http::HeaderMap, http::StatusCode};
+use chrono::Utc;
+use common::events::VerificationResentV1;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, TransactionTrait,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    entity::user,
+    error::{ApiError, ApiJson},
+    outbox,
+    register::normalised_email,
+    startup::AppState,
+    trace::TraceContext,
+    verification::issue_verification,
+};
+
+/// `{"email": "…"}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResendRequest {
+    #[serde(deserialize_with = "normalised_email")]
+    email: String,
+}
+
+/// `POST /user/verification/resend`.
+#[tracing::instrument(name = "resend", skip_all, fields(correlation_id))]
+pub async fn resend(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ResendRequest>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let trace = TraceContext::from_headers(&headers);
+    tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
+    let outcome = resend_verification(&state, &request.email, &trace).await?;
+    metrics::counter!("verification_resends_total", "outcome" => outcome).increment(1);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))))
+}
+
+/// Issues a new verification for a pending user unless rate-limited; returns what happened.
+async fn resend_verification(
+    state: &AppState,
+    email: &str,
+    trace: &TraceContext,
+) -> Result<&'static str, ApiError> {
+    let settings = &state.settings;
+    let Some(found) = user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(&state.db)
+        .await?
+    else {
+        return Ok("unknown_address");
+    };
+    if found.status != user::STATUS_PENDING {
+        return Ok("already_verified");
+    }
+    let now = Utc::now();
+    let cutoff = now
+        - chrono::Duration::from_std(settings.resend_min_interval).unwrap_or(chrono::Duration::MAX);
+    let txn = state.db.begin().await?;
+    // The conditional update is the rate limit: of concurrent requests only one passes.
+    let claimed = txn
+        .execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "UPDATE users SET last_resend_at = $1 WHERE id = $2 AND status = $3 \
+             AND (last_resend_at IS NULL OR last_resend_at <= $4)",
+            [
+                now.into(),
+                found.id.into(),
+                user::STATUS_PENDING.into(),
+                cutoff.into(),
+            ],
+        ))
+        .await?;
+    if claimed.rows_affected() == 0 {
+        return Ok("rate_limited");
+    }
+    let verification = issue_verification(
+        &txn,
+        found.id,
+        now,
+        settings.verification_ttl,
+        &settings.public_base_url,
+    )
+    .await?;
+    outbox::enqueue(
+        &txn,
+        now,
+        VerificationResentV1 {
+            user_id: found.id,
+            email: found.email,
+            first_name: found.first_name,
+            last_name: found.last_name,
+            verification,
+        },
+        trace,
+    )
+    .await?;
+    txn.commit().await?;
+    metrics::counter!("verifications_issued_total", "reason" => "resend").increment(1);
+    tracing::info!(user_id = %found.id, "verification resent");
+    Ok("sent")
+}

@@ -1,0 +1,391 @@
+//! Proving the address: `GET /user/verify?token=…` shows a confirmation page (mail scanners
+//! prefetch GET links, so a GET never consumes anything) and `POST /user/verify` confirms by
+//! link token or by email + code.
+//!
+//! Verifying sets the user verified, stops reminders and writes `UserVerifiedV1` in one
+//! transaction. Repeating it answers `already_verified` and writes nothing. Codes are compared
+//! as hashes in constant time; after `MAX_CODE_ATTEMPTS` wrong codes the verification locks until
+//! a new one is issued.
+
+use axum::{
+    Form,
+    extract::{FromRequest, Query, Request, State},
+    http::{StatusCode, header},
+    response::{Html, IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use common::events::UserVerifiedV1;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    entity::{user, verification},
+    error::{ApiError, ApiJson},
+    outbox,
+    register::normalised_email,
+    startup::AppState,
+    trace::TraceContext,
+    verification::{hash_code, hash_token},
+};
+
+/// `POST /user/verify` body: a link token, or the email and the code from the mail.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum VerifyRequest {
+    /// `{"token": "…"}` (the link).
+    Token {
+        /// Token from the link.
+        token: String,
+    },
+    /// `{"email": "…", "code": "123456"}`.
+    Code {
+        /// The account's email (normalised like at registration).
+        #[serde(deserialize_with = "normalised_email")]
+        email: String,
+        /// Six-digit code from the mail.
+        code: String,
+    },
+}
+
+/// The page's form post.
+#[derive(Deserialize)]
+pub struct TokenForm {
+    token: String,
+}
+
+/// Result of a successful verification request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyOutcome {
+    /// The address was verified now.
+    Verified,
+    /// It had been verified before; nothing changed.
+    AlreadyVerified,
+}
+
+/// `POST /user/verify`: JSON answers JSON; the confirmation page's form post answers HTML.
+pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
+    let trace = TraceContext::from_headers(request.headers());
+    let is_form = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let result = match Form::<TokenForm>::from_request(request, &state).await {
+            Ok(Form(form)) => verify_by_token(&state, &form.token, &trace).await,
+            Err(_) => Err(ApiError::InvalidToken),
+        };
+        return outcome_page(result);
+    }
+    let result = match ApiJson::<VerifyRequest>::from_request(request, &state).await {
+        Ok(ApiJson(VerifyRequest::Token { token })) => {
+            verify_by_token(&state, &token, &trace).await
+        }
+        Ok(ApiJson(VerifyRequest::Code { email, code })) => {
+            verify_by_code(&state, &email, &code, &trace).await
+        }
+        Err(error) => Err(error),
+    };
+    match result {
+        Ok(outcome) => axum::Json(json!({ "status": outcome })).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Verifies with a link token.
+#[tracing::instrument(name = "verify_by_token", skip_all, fields(user_id))]
+async fn verify_by_token(
+    state: &AppState,
+    token: &str,
+    trace: &TraceContext,
+) -> Result<VerifyOutcome, ApiError> {
+    let now = Utc::now();
+    let txn = state.db.begin().await?;
+    let (found, user) = match find_by_token(&txn, token).await? {
+        Some(found) => found,
+        None => return Err(count_failure("link", ApiError::InvalidToken)),
+    };
+    tracing::Span::current().record("user_id", tracing::field::display(user.id));
+    if user.status == user::STATUS_VERIFIED {
+        return Ok(VerifyOutcome::AlreadyVerified);
+    }
+    if found.superseded_at.is_some() || found.consumed_at.is_some() {
+        return Err(count_failure("link", ApiError::InvalidToken));
+    }
+    if found.expires_at <= now {
+        return Err(count_failure("link", ApiError::VerificationExpired));
+    }
+    let outcome = complete_verification(&txn, &user, found.id, now, trace).await?;
+    txn.commit().await?;
+    count_success("link", outcome);
+    Ok(outcome)
+}
+
+/// Verifies with email + code, counting wrong codes.
+#[tracing::instrument(name = "verify_by_code", skip_all, fields(user_id))]
+async fn verify_by_code(
+    state: &AppState,
+    email: &str,
+    code: &str,
+    trace: &TraceContext,
+) -> Result<VerifyOutcome, ApiError> {
+    let max_attempts = state.settings.max_code_attempts;
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::Validation(json!({
+            "code": [{ "code": "invalid_format", "message": "must be six digits" }]
+        })));
+    }
+    let now = Utc::now();
+    let txn = state.db.begin().await?;
+    let Some(user) = user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(&txn)
+        .await?
+    else {
+        // Same answer as a wrong code: this endpoint does not reveal which addresses exist.
+        return Err(count_failure(
+            "code",
+            ApiError::InvalidCode {
+                attempts_left: max_attempts,
+            },
+        ));
+    };
+    tracing::Span::current().record("user_id", tracing::field::display(user.id));
+    if user.status == user::STATUS_VERIFIED {
+        return Ok(VerifyOutcome::AlreadyVerified);
+    }
+    let Some(current) = current_verification(&txn, &user).await? else {
+        return Err(count_failure(
+            "code",
+            ApiError::InvalidCode { attempts_left: 0 },
+        ));
+    };
+    if current.expires_at <= now {
+        return Err(count_failure("code", ApiError::VerificationExpired));
+    }
+    let attempts = u32::try_from(current.attempts).unwrap_or(u32::MAX);
+    if attempts >= max_attempts {
+        return Err(count_failure("code", ApiError::TooManyAttempts));
+    }
+    let matches: bool = hash_code(current.id, code)
+        .as_bytes()
+        .ct_eq(current.code_hash.as_bytes())
+        .into();
+    if !matches {
+        txn.execute_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "UPDATE verifications SET attempts = attempts + 1 WHERE id = $1",
+            [current.id.into()],
+        ))
+        .await?;
+        txn.commit().await?;
+        metrics::counter!("verification_failed_attempts_total").increment(1);
+        let attempts_left = max_attempts.saturating_sub(attempts + 1);
+        return Err(count_failure(
+            "code",
+            ApiError::InvalidCode { attempts_left },
+        ));
+    }
+    let outcome = complete_verification(&txn, &user, current.id, now, trace).await?;
+    txn.commit().await?;
+    count_success("code", outcome);
+    Ok(outcome)
+}
+
+/// The verification a token belongs to, with its user.
+async fn find_by_token(
+    conn: &impl ConnectionTrait,
+    token: &str,
+) -> Result<Option<(verification::Model, user::Model)>, ApiError> {
+    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(None);
+    }
+    let Some(found) = verification::Entity::find()
+        .filter(verification::Column::TokenHash.eq(hash_token(token)))
+        .one(conn)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let user = user::Entity::find_by_id(found.user_id).one(conn).await?;
+    Ok(user.map(|user| (found, user)))
+}
+
+/// The user's newest live verification, locked on PostgreSQL so wrong attempts are counted
+/// one at a time.
+async fn current_verification(
+    txn: &DatabaseTransaction,
+    user: &user::Model,
+) -> Result<Option<verification::Model>, ApiError> {
+    let mut query = verification::Entity::find()
+        .filter(verification::Column::UserId.eq(user.id))
+        .filter(verification::Column::SupersededAt.is_null())
+        .filter(verification::Column::ConsumedAt.is_null())
+        .order_by_desc(verification::Column::CreatedAt);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    Ok(query.one(txn).await?)
+}
+
+/// Marks the user verified (only if still pending), consumes the verification and writes
+/// `UserVerifiedV1`, in the caller's transaction.
+async fn complete_verification(
+    txn: &DatabaseTransaction,
+    user: &user::Model,
+    verification_id: uuid::Uuid,
+    now: DateTime<Utc>,
+    trace: &TraceContext,
+) -> Result<VerifyOutcome, ApiError> {
+    let backend = txn.get_database_backend();
+    // The status guard makes concurrent confirmations safe: only one updates the row.
+    let updated = txn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            "UPDATE users SET status = $1, verified_at = $2, next_reminder_at = NULL \
+             WHERE id = $3 AND status = $4",
+            [
+                user::STATUS_VERIFIED.into(),
+                now.into(),
+                user.id.into(),
+                user::STATUS_PENDING.into(),
+            ],
+        ))
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Ok(VerifyOutcome::AlreadyVerified);
+    }
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "UPDATE verifications SET consumed_at = $1 WHERE id = $2",
+        [now.into(), verification_id.into()],
+    ))
+    .await?;
+    outbox::enqueue(
+        txn,
+        now,
+        UserVerifiedV1 {
+            user_id: user.id,
+            email: user.email.clone(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            verified_at: now,
+        },
+        trace,
+    )
+    .await?;
+    tracing::info!("user verified");
+    Ok(VerifyOutcome::Verified)
+}
+
+fn count_success(method: &'static str, outcome: VerifyOutcome) {
+    let outcome = match outcome {
+        VerifyOutcome::Verified => "verified",
+        VerifyOutcome::AlreadyVerified => "already_verified",
+    };
+    metrics::counter!("verifications_total", "method" => method, "outcome" => outcome).increment(1);
+}
+
+fn count_failure(method: &'static str, error: ApiError) -> ApiError {
+    metrics::counter!("verifications_total", "method" => method, "outcome" => error.code())
+        .increment(1);
+    error
+}
+
+/// `?token=` of the GET link.
+#[derive(Deserialize)]
+pub struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `GET /user/verify?token=…`: a page whose button POSTs the confirmation. Never consumes.
+pub async fn verify_page(
+    State(state): State<AppState>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let token = query.token.unwrap_or_default();
+    let result = async {
+        let Some((found, user)) = find_by_token(&state.db, &token).await? else {
+            return Err(ApiError::InvalidToken);
+        };
+        if user.status == user::STATUS_VERIFIED {
+            return Ok(VerifyOutcome::AlreadyVerified);
+        }
+        if found.superseded_at.is_some() || found.consumed_at.is_some() {
+            return Err(ApiError::InvalidToken);
+        }
+        if found.expires_at <= Utc::now() {
+            return Err(ApiError::VerificationExpired);
+        }
+        Ok(VerifyOutcome::Verified)
+    }
+    .await;
+    match result {
+        // The token is 64 hex characters here (checked by find_by_token): safe to embed.
+        Ok(VerifyOutcome::Verified) => page(
+            StatusCode::OK,
+            "Confirm your email address",
+            &format!(
+                "<p>Press the button to confirm your email address.</p>\
+                 <form method=\"post\" action=\"/user/verify\">\
+                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
+                 <button type=\"submit\">Confirm my email address</button></form>"
+            ),
+        ),
+        other => outcome_page(other),
+    }
+}
+
+fn outcome_page(result: Result<VerifyOutcome, ApiError>) -> Response {
+    match result {
+        Ok(VerifyOutcome::Verified) => page(
+            StatusCode::OK,
+            "Email address verified",
+            "<p>Thank you, your email address is verified. You can close this page.</p>",
+        ),
+        Ok(VerifyOutcome::AlreadyVerified) => page(
+            StatusCode::OK,
+            "Already verified",
+            "<p>Your email address was already verified. Nothing more to do.</p>",
+        ),
+        Err(error @ ApiError::VerificationExpired) => page(
+            error.status(),
+            "This link has expired",
+            "<p>This verification link has expired. Request a new verification mail.</p>",
+        ),
+        Err(ApiError::Internal(cause)) => ApiError::Internal(cause).into_response(),
+        Err(error) => page(
+            error.status(),
+            "This link is not valid",
+            "<p>This verification link is not valid, or a newer mail replaced it. \
+             Use the link in the most recent mail, or request a new one.</p>",
+        ),
+    }
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"
+    );
+    (
+        status,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+            ),
+        ],
+        Html(html),
+    )
+        .into_response()
+}

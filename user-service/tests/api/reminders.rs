@@ -1,0 +1,130 @@
+//! The reminder scheduler, driven deterministically with an explicit `now`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use user_service::reminder::send_due_reminders;
+
+use crate::helpers::{spawn_with, test_settings};
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn app_with_reminders(label: &str, max: u32) -> crate::helpers::TestApp {
+    let url = common::testing::fresh_postgres_database(label)
+        .await
+        .unwrap();
+    let mut settings = test_settings(url);
+    settings.reminder_interval = HOUR;
+    settings.max_reminders = max;
+    spawn_with(settings, None).await
+}
+
+#[tokio::test]
+async fn reminders_stop_after_the_maximum_and_each_has_a_working_link() {
+    let app = app_with_reminders("reminders_max", 2).await;
+    assert_eq!(app.register(&crate::helpers::ann()).await.status(), 201);
+    let start = Utc::now();
+
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, start)
+            .await
+            .unwrap(),
+        0,
+        "not due yet"
+    );
+    let first_due = start + chrono::Duration::seconds(3601);
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, first_due)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, first_due)
+            .await
+            .unwrap(),
+        0,
+        "moved on"
+    );
+    let second_due = first_due + chrono::Duration::seconds(3601);
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, second_due)
+            .await
+            .unwrap(),
+        1
+    );
+    let much_later = second_due + chrono::Duration::days(30);
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, much_later)
+            .await
+            .unwrap(),
+        0,
+        "max reached"
+    );
+
+    let reminders = app.events("VerificationReminderV1").await;
+    assert_eq!(reminders.len(), 2);
+    assert_eq!(reminders[0]["data"]["reminder_number"], 1);
+    assert_eq!(reminders[1]["data"]["reminder_number"], 2);
+    // The newest reminder's link works.
+    let (token, _) = app.latest_secrets().await;
+    let response = app
+        .post_json("/user/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn verifying_after_the_first_reminder_stops_the_second() {
+    let app = app_with_reminders("reminders_stop", 2).await;
+    assert_eq!(app.register(&crate::helpers::ann()).await.status(), 201);
+    let first_due = Utc::now() + chrono::Duration::seconds(3601);
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, first_due)
+            .await
+            .unwrap(),
+        1
+    );
+    let (token, _) = app.latest_secrets().await;
+    assert_eq!(
+        app.post_json("/user/verify", &json!({"token": token}))
+            .await
+            .status(),
+        200
+    );
+    let later = first_due + chrono::Duration::days(30);
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, later)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(app.events("VerificationReminderV1").await.len(), 1);
+}
+
+#[tokio::test]
+async fn two_schedulers_together_send_each_reminder_once() {
+    let app = app_with_reminders("reminders_two", 2).await;
+    for i in 0..30 {
+        let body = json!({"email": format!("user{i}@example.com"), "password": "long enough"});
+        assert_eq!(app.register(&body).await.status(), 201);
+    }
+    // A second "instance": its own connection pool to the same database.
+    let other = common::database::connect(&app.database_url, 5)
+        .await
+        .unwrap();
+    let due = Utc::now() + chrono::Duration::seconds(3601);
+    let (a, b) = tokio::join!(
+        send_due_reminders(&app.db, &app.settings, due),
+        send_due_reminders(&other, &app.settings, due),
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 30);
+    let reminders = app.events("VerificationReminderV1").await;
+    assert_eq!(reminders.len(), 30);
+    let users: std::collections::HashSet<_> = reminders
+        .iter()
+        .map(|r| r["data"]["user_id"].to_string())
+        .collect();
+    assert_eq!(users.len(), 30, "no user reminded twice");
+}
