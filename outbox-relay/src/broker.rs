@@ -9,7 +9,10 @@
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -41,6 +44,7 @@ pub struct Broker {
     topology: Topology,
     connection: tokio::sync::Mutex<Option<Connection>>,
     status: Mutex<Option<ConnectionStatus>>,
+    redeclare: AtomicBool,
 }
 
 impl Broker {
@@ -52,6 +56,7 @@ impl Broker {
             topology,
             connection: tokio::sync::Mutex::new(None),
             status: Mutex::new(None),
+            redeclare: AtomicBool::new(false),
         }
     }
 
@@ -83,9 +88,24 @@ impl Broker {
                     let _ = old.close(200, "reconnecting".into()).await;
                 }
                 let connection = self.connect().await?;
+                self.redeclare.store(false, Ordering::Relaxed);
                 guard.insert(connection)
             }
         };
+        if self.redeclare.swap(false, Ordering::Relaxed) {
+            // A channel broke (e.g. the exchange was deleted: 404 closes the channel): declare
+            // again so the next batch can succeed without waiting for a reconnect.
+            let setup = connection
+                .create_channel()
+                .await
+                .map_err(BrokerError::Channel)?;
+            let declared = self.topology.declare(&setup).await;
+            let _ = setup.close(200, "topology declared".into()).await;
+            if let Err(error) = declared {
+                self.redeclare.store(true, Ordering::Relaxed);
+                return Err(BrokerError::Channel(error));
+            }
+        }
         let channel = connection
             .create_channel()
             .await
@@ -115,6 +135,11 @@ impl Broker {
             *status = Some(connection.status().clone());
         }
         Ok(connection)
+    }
+
+    /// Makes the next [`open_channel`](Self::open_channel) declare the topology again.
+    pub fn redeclare_topology(&self) {
+        self.redeclare.store(true, Ordering::Relaxed);
     }
 
     /// Closes the connection (graceful shutdown).

@@ -178,6 +178,7 @@ impl Relay {
         txn.commit().await?;
 
         if outcome.channel_broken {
+            self.broker.redeclare_topology();
             let _ = channel
                 .close(200, "abandoning channel after failure".into())
                 .await;
