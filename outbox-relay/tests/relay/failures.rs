@@ -147,6 +147,8 @@ async fn the_relay_recovers_when_the_broker_closes_its_connection() {
         http_get(&ready_url).await.0 == 200
     })
     .await;
+    let reconnected = connection_pid(&name).await.expect("the relay reconnected");
+    assert_ne!(reconnected, pid, "a new connection, not the closed one");
     let duplicated = duplicates(&deliveries);
     println!("connection dropped; {duplicated} duplicates");
     assert!(
