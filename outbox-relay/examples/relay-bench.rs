@@ -7,7 +7,8 @@
 //! ```
 //! Options: `--rows N` (100000), `--batch B` (250), `--in-flight W` (1000), `--samples K` (200).
 //! Uses `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) to create a
-//! scratch database and `AMQP_URL` for the broker; everything lives in a fresh namespace.
+//! scratch database (dropped at the end) and `AMQP_URL` for the broker; exchanges and queues live
+//! in a fresh namespace and are deleted at the end.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -263,6 +264,11 @@ async fn main() -> anyhow::Result<()> {
     channel
         .exchange_delete(topology.exchange.as_str().into(), Default::default())
         .await?;
-    println!("scratch database left for inspection: {db_url}");
+    db.close().await?;
+    let (admin_url, name) = db_url.rsplit_once('/').expect("a database URL");
+    let admin = sea_orm::Database::connect(format!("{admin_url}/postgres")).await?;
+    admin
+        .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await?;
     Ok(())
 }
