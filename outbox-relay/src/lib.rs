@@ -1,1 +1,36 @@
-//! outbox-relay
+//! outbox-relay: moves transactional-outbox rows to RabbitMQ without losing one.
+//!
+//! It is generic: a row is a routing key, headers and payload bytes; event types are opaque.
+//! A row is marked published only after the broker confirmed it (acked, not returned), in the
+//! transaction that claimed it, so a crash republishes at most the in-flight batches. Several
+//! relays may run against one PostgreSQL outbox (`FOR UPDATE SKIP LOCKED`); one aggregate's
+//! events are still published in sequence order. On SQLite a single relay works by polling plus
+//! an in-process wake-up.
+//!
+//! Modules:
+//! - [`startup`]: `Application` (build from [`Settings`], run until cancelled).
+//! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
+//! - [`relay`]: claim → publish → mark, the batch pipelines and their backoff.
+//! - [`outbox`]: the SQL of the outbox table (claim, mark, failures, backlog, purge).
+//! - [`broker`]: the RabbitMQ connection and confirmed, pipelined publishing.
+//! - [`wakeup`]: `LISTEN`/`NOTIFY` and the in-process wake-up.
+//! - [`retention`]: deleting old published rows in batches.
+//! - [`admin`]: health and Prometheus metrics on `ADMIN_ADDR`.
+//!
+//! Metrics: `outbox_relay_backlog`, `outbox_relay_oldest_unpublished_age_seconds`,
+//! `outbox_relay_published_total`, `outbox_relay_confirm_latency_seconds`,
+//! `outbox_relay_batch_duration_seconds`, `outbox_relay_publish_failures_total{reason=nack|returned|timeout|channel}`,
+//! `outbox_relay_errors_total{kind=database|broker|outbox_missing}`, `outbox_relay_purged_total`.
+
+pub mod admin;
+pub mod broker;
+pub mod outbox;
+pub mod relay;
+pub mod retention;
+pub mod settings;
+pub mod startup;
+pub mod wakeup;
+
+pub use relay::{BatchReport, Relay, RelayError};
+pub use settings::Settings;
+pub use startup::Application;

@@ -1,0 +1,229 @@
+//! The outbox table as the relay sees it: claiming pending rows, marking them published,
+//! recording failures, measuring the backlog and purging old published rows.
+//!
+//! The relay is generic: a row is a routing key, headers and payload bytes. It never decodes an
+//! event. SQL is written once per backend where they differ (`SKIP LOCKED`, array parameters);
+//! every value is bound as a parameter (no `NOW()`), so the same code runs on SQLite.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
+use uuid::Uuid;
+
+/// One pending outbox row, as published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Outbox sequence: publication order.
+    pub seq: i64,
+    /// Event id: the AMQP `message_id`.
+    pub id: Uuid,
+    /// The aggregate whose events keep their order.
+    pub aggregate_id: Uuid,
+    /// AMQP `type` property.
+    pub event_type: String,
+    /// Routing key on the events exchange.
+    pub routing_key: String,
+    /// The JSON body, published byte for byte.
+    pub payload: String,
+    /// JSON object of string headers (`correlation_id`, `traceparent`, …).
+    pub headers: String,
+    /// When the row was written; the AMQP `timestamp` property.
+    pub created_at: DateTime<Utc>,
+    /// Failed publish attempts so far.
+    pub attempts: i32,
+}
+
+const COLUMNS: &str = "seq, id, aggregate_id, event_type, routing_key";
+
+/// Rows in sequence order whose aggregate has no earlier pending row, locked by this
+/// transaction; rows locked by another relay are skipped, not waited for. The `NOT EXISTS` is
+/// what keeps one aggregate's events in order across relays: a row is only eligible once every
+/// earlier row of its aggregate is published, so a batch holds at most one row per aggregate.
+const CLAIM_POSTGRES: &str = "SELECT {columns}, payload::text AS payload, headers::text AS headers, \
+     created_at, attempts FROM outbox o \
+     WHERE o.published_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox e \
+       WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
+     ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
+
+/// SQLite has no row locks: one relay instance only.
+const CLAIM_SQLITE: &str = "SELECT {columns}, payload, headers, created_at, attempts FROM outbox o \
+     WHERE o.published_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox e \
+       WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
+     ORDER BY o.seq LIMIT $1";
+
+/// Claims up to `limit` publishable rows (see the module docs for the ordering rule).
+///
+/// On PostgreSQL `conn` must be an open transaction: the rows stay locked until it ends.
+///
+/// # Errors
+/// Any database error, including a missing `outbox` table (see [`is_missing_table`]).
+pub async fn claim_batch(conn: &impl ConnectionTrait, limit: u32) -> Result<Vec<OutboxRow>, DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => CLAIM_POSTGRES,
+        _ => CLAIM_SQLITE,
+    }
+    .replace("{columns}", COLUMNS);
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [Value::from(i64::from(limit))],
+        ))
+        .await?;
+    rows.iter().map(decode_row).collect()
+}
+
+fn decode_row(row: &QueryResult) -> Result<OutboxRow, DbErr> {
+    Ok(OutboxRow {
+        seq: row.try_get("", "seq")?,
+        id: row.try_get("", "id")?,
+        aggregate_id: row.try_get("", "aggregate_id")?,
+        event_type: row.try_get("", "event_type")?,
+        routing_key: row.try_get("", "routing_key")?,
+        payload: row.try_get("", "payload")?,
+        headers: row.try_get("", "headers")?,
+        created_at: row.try_get("", "created_at")?,
+        attempts: row.try_get("", "attempts")?,
+    })
+}
+
+/// `seq IN (…)` with the whole list bound as one parameter: a `bigint[]` literal on PostgreSQL,
+/// a JSON array read by `json_each` on SQLite.
+fn seq_list(backend: DbBackend, seqs: &[i64]) -> (&'static str, Value) {
+    let joined = seqs
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    match backend {
+        DbBackend::Postgres => (
+            "seq = ANY($2::text::bigint[])",
+            format!("{{{joined}}}").into(),
+        ),
+        _ => (
+            "seq IN (SELECT value FROM json_each($2))",
+            format!("[{joined}]").into(),
+        ),
+    }
+}
+
+/// Marks rows published at `at`. Call only with rows the broker confirmed.
+///
+/// # Errors
+/// Any database error.
+pub async fn mark_published(
+    conn: &impl ConnectionTrait,
+    seqs: &[i64],
+    at: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    if seqs.is_empty() {
+        return Ok(0);
+    }
+    let backend = conn.get_database_backend();
+    let (condition, list) = seq_list(backend, seqs);
+    let sql = format!("UPDATE outbox SET published_at = $1 WHERE {condition}");
+    let result = conn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [Value::from(at), list],
+        ))
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// Counts a failed attempt on rows that stay pending, with the reason.
+///
+/// # Errors
+/// Any database error.
+pub async fn record_failure(
+    conn: &impl ConnectionTrait,
+    seqs: &[i64],
+    error: &str,
+) -> Result<(), DbErr> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let backend = conn.get_database_backend();
+    let (condition, list) = seq_list(backend, seqs);
+    let sql =
+        format!("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE {condition}");
+    conn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [Value::from(error.to_owned()), list],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Size and age of the backlog.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backlog {
+    /// Rows not yet published.
+    pub pending: i64,
+    /// Creation time of the oldest pending row.
+    pub oldest_created_at: Option<DateTime<Utc>>,
+}
+
+/// Measures the backlog (both queries use the partial index on pending rows).
+///
+/// # Errors
+/// Any database error.
+pub async fn backlog(conn: &impl ConnectionTrait) -> Result<Backlog, DbErr> {
+    let backend = conn.get_database_backend();
+    let count = conn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COUNT(*) AS pending FROM outbox WHERE published_at IS NULL",
+        ))
+        .await?;
+    let pending = match count {
+        Some(row) => row.try_get("", "pending")?,
+        None => 0,
+    };
+    let oldest = conn
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT created_at FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT 1",
+        ))
+        .await?;
+    let oldest_created_at = match oldest {
+        Some(row) => Some(row.try_get("", "created_at")?),
+        None => None,
+    };
+    Ok(Backlog {
+        pending,
+        oldest_created_at,
+    })
+}
+
+/// Deletes at most `limit` rows published before `cutoff`; returns how many. Pending rows are
+/// never touched, whatever their age.
+///
+/// # Errors
+/// Any database error.
+pub async fn delete_published_before(
+    conn: &impl ConnectionTrait,
+    cutoff: DateTime<Utc>,
+    limit: u32,
+) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let sql = "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox \
+               WHERE published_at IS NOT NULL AND published_at < $1 LIMIT $2)";
+    let result = conn
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [Value::from(cutoff), Value::from(i64::from(limit))],
+        ))
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// Whether `error` says the `outbox` table does not exist yet (the user-service has not
+/// migrated): worth one clear warning and a retry, not a crash.
+pub fn is_missing_table(error: &DbErr) -> bool {
+    let text = error.to_string();
+    text.contains("relation \"outbox\" does not exist") || text.contains("no such table: outbox")
+}

@@ -1,0 +1,364 @@
+//! The relay itself: claim a batch, publish it with confirms, mark what was confirmed — and the
+//! loops that keep doing that until shutdown.
+//!
+//! Invariant: a row is marked published only after the broker acked it and did not return it,
+//! in the transaction that claimed it (PostgreSQL). A crash anywhere before the commit leaves
+//! the rows pending, so they are republished: zero loss, duplicates bounded by the in-flight
+//! batches.
+
+use std::{
+    collections::BTreeMap,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use lapin::Channel;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+use tokio::{sync::Mutex, time::Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    broker::{Broker, BrokerError, Outcome, publish_batch},
+    outbox::{self, OutboxRow},
+    wakeup::Wakeup,
+};
+
+/// Why a batch could not run. Every variant is transient: back off and retry.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The `outbox` table does not exist yet: the user-service has not migrated its database.
+    #[error("the outbox table does not exist yet (has the user-service migrated DATABASE_URL?)")]
+    OutboxMissing,
+    /// The database failed; nothing was marked.
+    #[error("outbox database error: {0}")]
+    Database(#[source] DbErr),
+    /// The broker is unreachable; nothing was claimed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl From<DbErr> for RelayError {
+    fn from(error: DbErr) -> Self {
+        if outbox::is_missing_table(&error) {
+            Self::OutboxMissing
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Rows claimed.
+    pub claimed: usize,
+    /// Rows confirmed and marked published.
+    pub published: usize,
+    /// Rows left pending (nack, returned, timeout, channel error), with `attempts` increased.
+    pub failed: usize,
+}
+
+/// Tunables of the publishing loop.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows per batch.
+    pub batch_size: u32,
+    /// Unconfirmed publishes per batch at most.
+    pub window: usize,
+    /// Per-publish confirm timeout.
+    pub confirm_timeout: Duration,
+    /// Fallback poll interval.
+    pub poll_interval: Duration,
+}
+
+/// Moves outbox rows to the broker. Cheap to share (`Arc`); see [`Relay::relay_once`].
+pub struct Relay {
+    db: DatabaseConnection,
+    broker: Arc<Broker>,
+    config: RelayConfig,
+    wakeup: Wakeup,
+    channel: Mutex<Option<Channel>>,
+    warned_missing_table: AtomicBool,
+}
+
+impl Relay {
+    /// A relay over `db`'s outbox publishing through `broker`.
+    pub fn new(
+        db: DatabaseConnection,
+        broker: Arc<Broker>,
+        config: RelayConfig,
+        wakeup: Wakeup,
+    ) -> Self {
+        Self {
+            db,
+            broker,
+            config,
+            wakeup,
+            channel: Mutex::new(None),
+            warned_missing_table: AtomicBool::new(false),
+        }
+    }
+
+    /// The outbox database.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The broker connection.
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    /// Claims, publishes and marks one batch (deterministic; tests call it until it returns
+    /// nothing claimed).
+    ///
+    /// # Errors
+    /// [`RelayError`] when the database or broker is unavailable; claimed rows then stay pending.
+    pub async fn relay_once(&self) -> Result<BatchReport, RelayError> {
+        let mut channel = self.channel.lock().await;
+        self.relay_batch(&mut channel).await
+    }
+
+    /// One batch on the caller's channel slot (each pipeline owns one channel, so confirms and
+    /// returns of concurrent batches never mix).
+    async fn relay_batch(&self, slot: &mut Option<Channel>) -> Result<BatchReport, RelayError> {
+        let started = Instant::now();
+        // The channel first: with the broker down nothing is claimed, no attempt is counted.
+        let channel = match slot.take() {
+            Some(channel) if channel.status().connected() => channel,
+            _ => self.broker.open_channel().await?,
+        };
+        let postgres = self.db.get_database_backend() == DbBackend::Postgres;
+        // PostgreSQL: the claiming transaction holds the row locks until the mark commits.
+        // SQLite: a single relay, so the rows are read outside a transaction, leaving the one
+        // connection (and the write lock) free while the batch is in flight.
+        let claim_txn = if postgres {
+            Some(self.db.begin().await?)
+        } else {
+            None
+        };
+        let rows = match &claim_txn {
+            Some(txn) => outbox::claim_batch(txn, self.config.batch_size).await?,
+            None => outbox::claim_batch(&self.db, self.config.batch_size).await?,
+        };
+        if rows.is_empty() {
+            if let Some(txn) = claim_txn {
+                txn.commit().await?;
+            }
+            *slot = Some(channel);
+            return Ok(BatchReport::default());
+        }
+
+        let outcome = publish_batch(
+            &channel,
+            &self.broker.topology().exchange,
+            &rows,
+            self.config.window,
+            self.config.confirm_timeout,
+        )
+        .await;
+        let confirmed_at = Utc::now();
+        let (confirmed, failures) = split(&rows, &outcome.outcomes);
+
+        let txn = match claim_txn {
+            Some(txn) => txn,
+            None => self.db.begin().await?,
+        };
+        outbox::mark_published(&txn, &confirmed, confirmed_at).await?;
+        for (error, seqs) in &failures {
+            outbox::record_failure(&txn, seqs, error).await?;
+        }
+        // A crash or error before this commit republishes the confirmed rows: duplicates, never
+        // loss.
+        txn.commit().await?;
+
+        if outcome.channel_broken {
+            self.broker.redeclare_topology();
+            let _ = channel
+                .close(200, "abandoning channel after failure".into())
+                .await;
+        } else {
+            *slot = Some(channel);
+        }
+        let failed = rows.len() - confirmed.len();
+        record_metrics(&outcome.outcomes, confirmed.len(), started);
+        if failed > 0 {
+            let first = failures.keys().next().map_or("", String::as_str);
+            tracing::warn!(
+                claimed = rows.len(),
+                failed,
+                error = first,
+                "rows left pending"
+            );
+        }
+        tracing::debug!(
+            claimed = rows.len(),
+            published = confirmed.len(),
+            "batch relayed"
+        );
+        Ok(BatchReport {
+            claimed: rows.len(),
+            published: confirmed.len(),
+            failed,
+        })
+    }
+
+    /// Runs one batch pipeline until `shutdown`: drains while batches come back non-empty, then
+    /// waits for a wake-up or the poll interval. On shutdown the in-flight batch gets up to the
+    /// confirm timeout to finish; after that it is dropped and its rows stay pending.
+    pub async fn run_pipeline(&self, shutdown: CancellationToken) {
+        let mut slot: Option<Channel> = None;
+        let mut wake = self.wakeup.subscribe();
+        let mut backoff = Backoff::default();
+        'outer: loop {
+            // Drain. Marking the receiver seen *before* claiming means a wake-up arriving
+            // during the drain triggers one more round instead of being lost.
+            loop {
+                if shutdown.is_cancelled() {
+                    break 'outer;
+                }
+                wake.borrow_and_update();
+                let result = {
+                    let mut batch = pin!(self.relay_batch(&mut slot));
+                    tokio::select! {
+                        result = &mut batch => Some(result),
+                        () = shutdown.cancelled() => {
+                            tokio::time::timeout(self.config.confirm_timeout, &mut batch).await.ok()
+                        }
+                    }
+                };
+                match result {
+                    None => {
+                        tracing::warn!(
+                            "shutdown: in-flight batch abandoned, its rows stay pending"
+                        );
+                        break 'outer;
+                    }
+                    // Progress (or nothing to do): keep draining. A batch with some failed rows
+                    // but others published goes on too, so one unroutable row does not throttle
+                    // everyone else.
+                    Some(Ok(report)) if report.failed == 0 || report.published > 0 => {
+                        backoff.reset();
+                        self.warned_missing_table.store(false, Ordering::Relaxed);
+                        if report.claimed == 0 {
+                            break;
+                        }
+                    }
+                    Some(Ok(_)) => {
+                        // Nothing but nacks, returns, timeouts or a channel failure: back off.
+                        if !sleep_or_cancel(backoff.next(), &shutdown).await {
+                            break 'outer;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        self.log_error(&error);
+                        if !sleep_or_cancel(backoff.next(), &shutdown).await {
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                _ = wake.changed() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        if let Some(channel) = slot {
+            let _ = channel.close(200, "shutting down".into()).await;
+        }
+    }
+
+    fn log_error(&self, error: &RelayError) {
+        let kind = match error {
+            RelayError::OutboxMissing => "outbox_missing",
+            RelayError::Database(_) => "database",
+            RelayError::Broker(_) => "broker",
+        };
+        metrics::counter!("outbox_relay_errors_total", "kind" => kind).increment(1);
+        match error {
+            RelayError::OutboxMissing => {
+                if !self.warned_missing_table.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "{error}; retrying with backoff. Start the user-service once to migrate it."
+                    );
+                }
+            }
+            other => tracing::warn!(error = %other, "relay batch failed; retrying with backoff"),
+        }
+    }
+}
+
+/// Sequences of confirmed rows, and failed rows grouped by their error text.
+fn split(rows: &[OutboxRow], outcomes: &[Outcome]) -> (Vec<i64>, BTreeMap<String, Vec<i64>>) {
+    let mut confirmed = Vec::with_capacity(rows.len());
+    let mut failures: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (row, outcome) in rows.iter().zip(outcomes) {
+        match outcome {
+            Outcome::Confirmed => confirmed.push(row.seq),
+            Outcome::Failed(_, error) => failures.entry(error.clone()).or_default().push(row.seq),
+        }
+    }
+    (confirmed, failures)
+}
+
+fn record_metrics(outcomes: &[Outcome], published: usize, started: Instant) {
+    metrics::counter!("outbox_relay_published_total").increment(published as u64);
+    metrics::histogram!("outbox_relay_batch_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    for outcome in outcomes {
+        if let Outcome::Failed(kind, _) = outcome {
+            metrics::counter!("outbox_relay_publish_failures_total", "reason" => kind.as_str())
+                .increment(1);
+        }
+    }
+}
+
+/// Sleeps `duration` unless `shutdown` comes first; `false` means shut down.
+pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(duration) => true,
+    }
+}
+
+/// Exponential backoff, 100 ms doubling to 30 s.
+#[derive(Debug, Default)]
+pub(crate) struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub(crate) fn next(&mut self) -> Duration {
+        let delay = Duration::from_millis(100).saturating_mul(1 << self.failures.min(9));
+        self.failures = self.failures.saturating_add(1);
+        delay.min(Duration::from_secs(30))
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_a_cap_and_resets() {
+        let mut backoff = Backoff::default();
+        assert_eq!(backoff.next(), Duration::from_millis(100));
+        assert_eq!(backoff.next(), Duration::from_millis(200));
+        for _ in 0..20 {
+            backoff.next();
+        }
+        assert_eq!(backoff.next(), Duration::from_secs(30));
+        backoff.reset();
+        assert_eq!(backoff.next(), Duration::from_millis(100));
+    }
+}

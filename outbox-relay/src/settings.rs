@@ -1,0 +1,193 @@
+//! outbox-relay settings: field names are the lower-cased environment variables.
+
+use std::{net::SocketAddr, time::Duration};
+
+use common::settings::{LogFormat, deserialize_durations, serialize_durations};
+use serde::{Deserialize, Serialize};
+
+/// Every tunable of the relay. Defaults work on a developer machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `DATABASE_URL`: the user-service database (`postgres://…` or `sqlite://…`).
+    pub database_url: String,
+    /// `AMQP_URL`: the RabbitMQ broker.
+    pub amqp_url: String,
+    /// `AMQP_NAMESPACE`: prefix for every exchange and queue name (tests, side-by-side stacks).
+    pub amqp_namespace: String,
+    /// `AMQP_CONNECTION_NAME`: the connection name shown by the broker (`rabbitmqctl`, UI).
+    pub amqp_connection_name: String,
+    /// `RETRY_DELAYS`: the email-service retry ladder; the relay declares the same retry queues.
+    #[serde(
+        deserialize_with = "deserialize_durations",
+        serialize_with = "serialize_durations"
+    )]
+    pub retry_delays: Vec<Duration>,
+    /// `RELAY_BATCH_SIZE`: rows claimed, published and marked per transaction.
+    pub relay_batch_size: u32,
+    /// `RELAY_MAX_IN_FLIGHT`: unconfirmed publishes per relay process at most. The relay runs
+    /// `ceil(RELAY_MAX_IN_FLIGHT / RELAY_BATCH_SIZE)` batches at once (one on SQLite).
+    pub relay_max_in_flight: u32,
+    /// `RELAY_POLL_INTERVAL`: fallback poll when no wake-up arrives.
+    #[serde(with = "humantime_serde")]
+    pub relay_poll_interval: Duration,
+    /// `RELAY_CONFIRM_TIMEOUT`: a publish not confirmed within this time stays pending.
+    #[serde(with = "humantime_serde")]
+    pub relay_confirm_timeout: Duration,
+    /// `RELAY_RETENTION`: published rows older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub relay_retention: Duration,
+    /// `RELAY_RETENTION_BATCH`: rows deleted per statement by the retention task.
+    pub relay_retention_batch: u32,
+    /// `ADMIN_ADDR`: `GET /health/live`, `GET /health/ready`, `GET /metrics`.
+    pub admin_addr: SocketAddr,
+    /// `LOG_FORMAT`: `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "sqlite://signup.db?mode=rwc".into(),
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_namespace: String::new(),
+            amqp_connection_name: "outbox-relay".into(),
+            retry_delays: common::topology::DEFAULT_RETRY_DELAYS.to_vec(),
+            relay_batch_size: 250,
+            relay_max_in_flight: 1000,
+            relay_poll_interval: Duration::from_millis(500),
+            relay_confirm_timeout: Duration::from_secs(10),
+            relay_retention: Duration::from_secs(24 * 3600),
+            relay_retention_batch: 5000,
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults → `CONFIG_FILE` → environment, then checks ranges.
+    ///
+    /// # Errors
+    /// A message naming the variable with the bad value.
+    pub fn load() -> anyhow::Result<Self> {
+        let settings: Self = common::settings::load()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: ranges and URL shapes.
+    ///
+    /// # Errors
+    /// A message naming the variable with the bad value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let scheme_ok = ["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| self.database_url.starts_with(p));
+        anyhow::ensure!(
+            scheme_ok,
+            "invalid configuration: DATABASE_URL must start with postgres:// or sqlite:"
+        );
+        anyhow::ensure!(
+            self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://"),
+            "invalid configuration: AMQP_URL must start with amqp:// or amqps://"
+        );
+        anyhow::ensure!(
+            (1..=10_000).contains(&self.relay_batch_size),
+            "invalid configuration: RELAY_BATCH_SIZE must be between 1 and 10000, got {}",
+            self.relay_batch_size
+        );
+        anyhow::ensure!(
+            (1..=100_000).contains(&self.relay_max_in_flight),
+            "invalid configuration: RELAY_MAX_IN_FLIGHT must be between 1 and 100000, got {}",
+            self.relay_max_in_flight
+        );
+        anyhow::ensure!(
+            self.relay_poll_interval >= Duration::from_millis(10),
+            "invalid configuration: RELAY_POLL_INTERVAL must be at least 10ms"
+        );
+        anyhow::ensure!(
+            self.relay_confirm_timeout >= Duration::from_millis(100),
+            "invalid configuration: RELAY_CONFIRM_TIMEOUT must be at least 100ms"
+        );
+        anyhow::ensure!(
+            !self.relay_retention.is_zero(),
+            "invalid configuration: RELAY_RETENTION must be positive"
+        );
+        anyhow::ensure!(
+            self.relay_retention_batch > 0,
+            "invalid configuration: RELAY_RETENTION_BATCH must be at least 1"
+        );
+        Ok(())
+    }
+
+    /// Batches run at once: enough to keep `RELAY_MAX_IN_FLIGHT` publishes unconfirmed, and
+    /// exactly one on SQLite (no `SKIP LOCKED`, so two claimers would publish the same rows).
+    pub fn concurrent_batches(&self) -> usize {
+        if self.database_url.starts_with("sqlite:") {
+            return 1;
+        }
+        let batches = self.relay_max_in_flight.div_ceil(self.relay_batch_size);
+        usize::try_from(batches.clamp(1, 16)).unwrap_or(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let settings: Settings = common::settings::load_from(env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.relay_batch_size, 250);
+        assert_eq!(settings.concurrent_batches(), 1, "SQLite default");
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let settings = load(&[
+            ("DATABASE_URL", "postgres://localhost/x"),
+            ("RELAY_BATCH_SIZE", "100"),
+            ("RELAY_MAX_IN_FLIGHT", "250"),
+            ("RELAY_POLL_INTERVAL", "2s"),
+            ("RETRY_DELAYS", "1s,2s"),
+        ])
+        .unwrap();
+        assert_eq!(settings.concurrent_batches(), 3);
+        assert_eq!(settings.relay_poll_interval, Duration::from_secs(2));
+        assert_eq!(settings.retry_delays.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("RELAY_BATCH_SIZE", "0"),
+            ("RELAY_BATCH_SIZE", "lots"),
+            ("RELAY_MAX_IN_FLIGHT", "0"),
+            ("RELAY_POLL_INTERVAL", "1ms"),
+            ("RELAY_CONFIRM_TIMEOUT", "soon"),
+            ("RELAY_RETENTION", "0s"),
+            ("RELAY_RETENTION_BATCH", "0"),
+            ("ADMIN_ADDR", "nowhere"),
+            ("DATABASE_URL", "mysql://x"),
+            ("AMQP_URL", "http://x"),
+        ] {
+            let error = load(&[(var, value)]).unwrap_err();
+            assert!(
+                error.to_string().contains(var),
+                "{var}={value} gave {error}"
+            );
+        }
+    }
+}

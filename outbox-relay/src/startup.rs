@@ -1,0 +1,168 @@
+//! Building and running the relay: database, broker, batch pipelines, wake-ups, retention and
+//! the admin server.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use common::topology::{OUTBOX_NOTIFY_CHANNEL, Topology};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    admin,
+    broker::Broker,
+    relay::{Relay, RelayConfig},
+    retention,
+    settings::Settings,
+    wakeup::{self, Wakeup},
+};
+
+/// A built relay, its admin port bound, ready to [`run`](Application::run).
+pub struct Application {
+    settings: Settings,
+    relay: Arc<Relay>,
+    wakeup: Wakeup,
+    notify: Arc<Notify>,
+    admin: TcpListener,
+}
+
+impl Application {
+    /// Connects the database (lazily on PostgreSQL: an unreachable server is retried by the
+    /// pipelines, not fatal) and binds `ADMIN_ADDR`. The broker is connected by the first batch.
+    ///
+    /// # Errors
+    /// When the SQLite file cannot be opened or the admin address cannot be bound.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool_size = u32::try_from(settings.concurrent_batches()).unwrap_or(16) + 3;
+        let db = connect_database(&settings.database_url, pool_size).await?;
+        Self::build_with_db(settings, db).await
+    }
+
+    /// Like [`build`](Self::build) with an already connected database (the all-in-one runner
+    /// may share the user-service's). On PostgreSQL the pool needs
+    /// `concurrent_batches() + 2` connections: one per pipeline, one for `LISTEN`, one spare.
+    ///
+    /// # Errors
+    /// When the admin address cannot be bound.
+    pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+        common::telemetry::metrics();
+        let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
+        let broker = Arc::new(Broker::new(
+            settings.amqp_url.clone(),
+            settings.amqp_connection_name.clone(),
+            topology,
+        ));
+        let wakeup = Wakeup::default();
+        let config = RelayConfig {
+            batch_size: settings.relay_batch_size,
+            window: usize::try_from(settings.relay_max_in_flight).unwrap_or(usize::MAX),
+            confirm_timeout: settings.relay_confirm_timeout,
+            poll_interval: settings.relay_poll_interval,
+        };
+        let relay = Arc::new(Relay::new(db, broker, config, wakeup.clone()));
+        let admin = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| format!("binding ADMIN_ADDR {}", settings.admin_addr))?;
+        Ok(Self {
+            settings,
+            relay,
+            wakeup,
+            notify: Arc::new(Notify::new()),
+            admin,
+        })
+    }
+
+    /// The relay, for deterministic [`Relay::relay_once`] calls in tests.
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
+    }
+
+    /// In-process wake-up: a writer in the same process calls `notify_one()` after committing
+    /// outbox rows and the relay publishes them at once instead of at the next poll (the way to
+    /// get low latency on SQLite, which has no `LISTEN`).
+    pub fn wakeup_handle(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+
+    /// The bound admin address (useful with port 0).
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.admin.local_addr()?)
+    }
+
+    /// Relays until `shutdown` is cancelled, then lets in-flight batches finish (up to the
+    /// confirm timeout; abandoned rows stay pending) and closes the broker connection.
+    ///
+    /// # Errors
+    /// When the admin server fails.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let pipelines = self.settings.concurrent_batches();
+        tracing::info!(
+            admin = %self.admin_addr()?,
+            pipelines,
+            batch_size = self.settings.relay_batch_size,
+            exchange = %self.relay.broker().topology().exchange,
+            "outbox-relay running"
+        );
+        let mut tasks = JoinSet::new();
+        for _ in 0..pipelines {
+            let (relay, shutdown) = (self.relay.clone(), shutdown.clone());
+            tasks.spawn(async move { relay.run_pipeline(shutdown).await });
+        }
+        let db = self.relay.db().clone();
+        tasks.spawn(wakeup::listen(
+            db.clone(),
+            OUTBOX_NOTIFY_CHANNEL,
+            self.wakeup.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(wakeup::forward_notify(
+            self.notify.clone(),
+            self.wakeup.clone(),
+            shutdown.clone(),
+        ));
+        tasks.spawn(retention::run(
+            db,
+            self.settings.relay_retention,
+            self.settings.relay_retention_batch,
+            shutdown.clone(),
+        ));
+        let server = axum::serve(self.admin, admin::router(self.relay.clone()))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let served = server.await.context("admin server failed");
+        // The server only returns early on failure: stop the pipelines too.
+        shutdown.cancel();
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(error) = joined {
+                tracing::error!(%error, "relay task panicked");
+            }
+        }
+        self.relay.broker().close().await;
+        tracing::info!("outbox-relay stopped");
+        served
+    }
+}
+
+/// PostgreSQL lazily (the first query connects, so an unreachable server is retried by the
+/// loops instead of failing start-up); SQLite through the shared helper (WAL, one connection).
+async fn connect_database(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    if url.starts_with("sqlite:") {
+        return common::database::connect(url, 1).await;
+    }
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(max_connections)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy(true)
+        .sqlx_logging(false);
+    Database::connect(options).await.with_context(|| {
+        format!(
+            "connecting to DATABASE_URL {}",
+            common::settings::redact_url(url)
+        )
+    })
+}

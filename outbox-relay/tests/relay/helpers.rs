@@ -1,0 +1,320 @@
+//! Per-test isolation: a fresh PostgreSQL database migrated by the user-service, an AMQP
+//! namespace, a bound test queue, and rows written through `user_service::outbox::enqueue`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use chrono::Utc;
+use common::{events::UserVerifiedV1, topology::Topology};
+use futures::StreamExt;
+use lapin::{
+    Channel, Connection, Consumer,
+    message::Delivery,
+    options::{
+        BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueBindOptions,
+        QueueDeclareOptions, QueueDeleteOptions,
+    },
+    types::FieldTable,
+};
+use outbox_relay::Settings;
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
+use tokio::time::Instant;
+use user_service::trace::TraceContext;
+use uuid::Uuid;
+
+/// One test's database and broker namespace.
+pub struct TestContext {
+    pub db: DatabaseConnection,
+    pub db_url: String,
+    pub namespace: String,
+    pub topology: Topology,
+    pub amqp: Connection,
+    pub channel: Channel,
+    test_queues: std::sync::Mutex<Vec<String>>,
+}
+
+impl TestContext {
+    pub async fn new(label: &str) -> Self {
+        let db_url = common::testing::fresh_postgres_database(label)
+            .await
+            .unwrap();
+        Self::with_db_url(db_url).await
+    }
+
+    pub async fn with_db_url(db_url: String) -> Self {
+        let db = user_service::migration::connect_and_migrate(&db_url, 5)
+            .await
+            .unwrap();
+        let namespace = common::testing::unique_namespace();
+        let topology = Topology::new(&namespace, vec![Duration::from_secs(1)]);
+        let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-test-client")
+            .await
+            .unwrap();
+        let channel = amqp.create_channel().await.unwrap();
+        topology.declare(&channel).await.unwrap();
+        Self {
+            db,
+            db_url,
+            namespace,
+            topology,
+            amqp,
+            channel,
+            test_queues: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Relay settings for this test: its database, namespace and a unique connection name.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            database_url: self.db_url.clone(),
+            amqp_url: common::testing::amqp_url(),
+            amqp_namespace: self.namespace.clone(),
+            amqp_connection_name: format!("relay-{}", Uuid::new_v4().simple()),
+            retry_delays: self.topology.retry_delays.clone(),
+            relay_batch_size: 100,
+            relay_max_in_flight: 200,
+            relay_poll_interval: Duration::from_millis(100),
+            relay_confirm_timeout: Duration::from_secs(5),
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            ..Settings::default()
+        }
+    }
+
+    /// A fresh queue bound to the namespace's exchange with `#`, and a consumer on it.
+    pub async fn bind_test_queue(&self) -> Consumer {
+        let queue = format!("{}test.{}", self.namespace, Uuid::new_v4().simple());
+        self.channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.topology.exchange.as_str().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        self.test_queues.lock().unwrap().push(queue.clone());
+        let consumer_channel = self.amqp.create_channel().await.unwrap();
+        consumer_channel
+            .basic_qos(1000, BasicQosOptions::default())
+            .await
+            .unwrap();
+        consumer_channel
+            .basic_consume(
+                queue.as_str().into(),
+                "relay-test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// See [`write_events`].
+    pub async fn write_events(&self, aggregates: &[Uuid]) -> Vec<Uuid> {
+        write_events(&self.db, aggregates).await
+    }
+
+    /// `(published, total)` row counts.
+    pub async fn published_count(&self) -> (i64, i64) {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT COUNT(published_at) AS published, COUNT(*) AS total FROM outbox",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            row.try_get("", "published").unwrap(),
+            row.try_get("", "total").unwrap(),
+        )
+    }
+
+    /// Event ids grouped by aggregate, in outbox sequence order.
+    pub async fn expected_order(&self) -> HashMap<Uuid, Vec<Uuid>> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT id, aggregate_id FROM outbox ORDER BY seq",
+            ))
+            .await
+            .unwrap();
+        let mut order: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for row in rows {
+            let id: Uuid = row.try_get("", "id").unwrap();
+            let aggregate: Uuid = row.try_get("", "aggregate_id").unwrap();
+            order.entry(aggregate).or_default().push(id);
+        }
+        order
+    }
+
+    /// Deletes the namespace's exchange and queues (best effort).
+    pub async fn cleanup(&self) {
+        let t = &self.topology;
+        let mut queues = vec![t.email_queue.clone(), t.email_dlq.clone()];
+        queues.extend(t.retry_delays.iter().map(|d| t.retry_queue(*d)));
+        queues.extend(self.test_queues.lock().unwrap().iter().cloned());
+        for queue in queues {
+            let _ = self
+                .channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        let _ = self
+            .channel
+            .exchange_delete(t.exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+}
+
+/// Writes one event per aggregate in one transaction, through the user-service writer.
+/// Returns the event ids in outbox order.
+pub async fn write_events(db: &DatabaseConnection, aggregates: &[Uuid]) -> Vec<Uuid> {
+    let txn = db.begin().await.unwrap();
+    let mut ids = Vec::with_capacity(aggregates.len());
+    for aggregate in aggregates {
+        let event = UserVerifiedV1 {
+            user_id: *aggregate,
+            email: format!("{}@example.com", aggregate.simple()),
+            first_name: Some("Ann".into()),
+            last_name: None,
+            verified_at: Utc::now(),
+        };
+        let id = user_service::outbox::enqueue(&txn, Utc::now(), event, &TraceContext::new_root())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    txn.commit().await.unwrap();
+    ids
+}
+
+/// Deliveries read until `expected` distinct message ids arrived (panics after `timeout`), then
+/// until the queue stays quiet for 300 ms, so late duplicates are counted too.
+pub async fn collect(consumer: &mut Consumer, expected: usize, timeout: Duration) -> Vec<Delivery> {
+    let deadline = Instant::now() + timeout;
+    let mut deliveries = Vec::new();
+    let mut distinct = HashSet::new();
+    while distinct.len() < expected {
+        let next = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {expected} events arrived in {timeout:?}",
+                    distinct.len()
+                )
+            });
+        let delivery = next.unwrap().unwrap();
+        distinct.insert(message_id(&delivery));
+        deliveries.push(delivery);
+    }
+    while let Ok(Some(Ok(delivery))) =
+        tokio::time::timeout(Duration::from_millis(300), consumer.next()).await
+    {
+        deliveries.push(delivery);
+    }
+    deliveries
+}
+
+pub fn message_id(delivery: &Delivery) -> Uuid {
+    delivery
+        .properties
+        .message_id()
+        .as_ref()
+        .unwrap()
+        .as_str()
+        .parse()
+        .unwrap()
+}
+
+/// Number of deliveries beyond the first of each message id.
+pub fn duplicates(deliveries: &[Delivery]) -> usize {
+    let distinct: HashSet<Uuid> = deliveries.iter().map(message_id).collect();
+    deliveries.len() - distinct.len()
+}
+
+/// Asserts that each aggregate's events arrived (first occurrences) in outbox order.
+pub fn assert_per_aggregate_order(expected: &HashMap<Uuid, Vec<Uuid>>, deliveries: &[Delivery]) {
+    let aggregate_of: HashMap<Uuid, Uuid> = expected
+        .iter()
+        .flat_map(|(aggregate, ids)| ids.iter().map(move |id| (*id, *aggregate)))
+        .collect();
+    let mut seen = HashSet::new();
+    let mut arrived: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for delivery in deliveries {
+        let id = message_id(delivery);
+        if seen.insert(id) {
+            arrived.entry(aggregate_of[&id]).or_default().push(id);
+        }
+    }
+    for (aggregate, ids) in expected {
+        assert_eq!(
+            arrived.get(aggregate),
+            Some(ids),
+            "events of aggregate {aggregate} out of order or missing"
+        );
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET http://{addr_and_path}` over a plain socket: `(status, body)`, `(0, "")` when the
+/// server is unreachable. (reqwest would need a TLS provider for nothing but loopback HTTP.)
+pub async fn http_get(addr_and_path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, path) = addr_and_path
+        .split_once('/')
+        .map_or((addr_and_path, String::from("/")), |(a, p)| {
+            (a, format!("/{p}"))
+        });
+    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).await.is_err() {
+        return (0, String::new());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
