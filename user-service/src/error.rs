@@ -11,6 +11,27 @@ use axum::{
 };
 use serde_json::{Value, json};
 
+/// `{"error": {...}}`: the body of every error response.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code, message and optional details of an error.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `email_taken`.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Per-field problems (`validation_failed`) or `attempts_left` (`invalid_code`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Value>,
+}
+
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -111,12 +132,14 @@ impl ApiError {
     }
 
     /// The JSON body of this error.
-    pub fn body(&self) -> Value {
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        if let Some(details) = self.details() {
-            error["details"] = details;
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+                details: self.details(),
+            },
         }
-        json!({ "error": error })
     }
 }
 

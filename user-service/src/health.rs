@@ -6,6 +6,8 @@ use serde_json::json;
 use crate::startup::AppState;
 
 /// Liveness: the process serves requests.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "Alive", body = Object)))]
 pub async fn live() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
@@ -13,6 +15,10 @@ pub async fn live() -> impl IntoResponse {
 /// Readiness: the database answers. The broker is deliberately not checked: registration only
 /// writes the outbox, so the user-service stays useful while RabbitMQ is down (the relay reports
 /// the broker).
+#[utoipa::path(get, path = "/health/ready", tag = "operations", responses(
+    (status = 200, description = "Database reachable", body = Object),
+    (status = 503, description = "Database unreachable", body = Object),
+))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     match state.db.ping().await {
         Ok(()) => (
@@ -30,6 +36,8 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus text exposition of every metric of the process.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics() -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],

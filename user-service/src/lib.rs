@@ -17,6 +17,7 @@
 //! - [`outbox`]: appending events to the outbox inside a transaction (+ `pg_notify`).
 //! - [`trace`]: correlation id and W3C `traceparent` carried into the events.
 //! - [`health`]: liveness, readiness and Prometheus metrics.
+//! - [`openapi`]: the OpenAPI document (`GET /openapi.json`), generated from the handlers.
 //! - [`error`]: `ApiError`, the one JSON error shape.
 //! - [`migration`], [`entity`]: schema (migrated at start-up) and sea-orm entities.
 
@@ -25,6 +26,7 @@ pub mod error;
 pub mod health;
 pub mod idempotency;
 pub mod migration;
+pub mod openapi;
 pub mod outbox;
 pub mod password;
 pub mod register;

@@ -16,7 +16,7 @@ use validator::Validate;
 
 use crate::{
     entity::user,
-    error::{ApiError, ApiJson, validation_details},
+    error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     outbox,
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
@@ -27,7 +27,7 @@ use crate::{
 
 /// The registration request. Unknown fields are rejected (422), so a typo such as `fist_name`
 /// is reported instead of silently ignored. No `Debug`: it holds the plain password.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// Trimmed and lower-cased while deserialising, so `Ann@X.com` and ` ann@x.com` are one account.
@@ -47,6 +47,7 @@ pub struct RegisterRequest {
         code = "invalid_length",
         message = "must be between 8 and 128 characters"
     ))]
+    #[schema(min_length = 8, max_length = 128, format = Password)]
     password: String,
     #[serde(default, deserialize_with = "trimmed_name")]
     #[validate(length(
@@ -107,7 +108,7 @@ impl NewUser {
 }
 
 /// 201 body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RegisterResponse {
     /// The new user's id.
     pub user_id: Uuid,
@@ -116,6 +117,23 @@ pub struct RegisterResponse {
 }
 
 /// `POST /user/register`.
+#[utoipa::path(
+    post,
+    path = "/user/register",
+    tag = "registration",
+    request_body = RegisterRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Retry key: the same key and request replay the stored response")),
+    responses(
+        (status = 201, description = "User created, verification mail queued", body = RegisterResponse),
+        (status = 400, description = "`malformed_json` or `invalid_header`", body = ErrorBody),
+        (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
+        (status = 422, description = "`validation_failed` (per-field details) or `idempotency_key_reused`", body = ErrorBody),
+        (status = 500, description = "`internal_error`", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]
 pub async fn register(
     State(state): State<AppState>,

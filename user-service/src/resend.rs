@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{
     entity::user,
-    error::{ApiError, ApiJson},
+    error::{ApiError, ApiJson, ErrorBody},
     outbox,
     register::normalised_email,
     startup::AppState,
@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// `{"email": "…"}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResendRequest {
     #[serde(deserialize_with = "normalised_email")]
@@ -33,6 +33,16 @@ pub struct ResendRequest {
 }
 
 /// `POST /user/verification/resend`.
+#[utoipa::path(
+    post,
+    path = "/user/verification/resend",
+    tag = "verification",
+    request_body = ResendRequest,
+    responses(
+        (status = 202, description = "Always `{\"status\": \"accepted\"}`, whatever the address", body = Object),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+    )
+)]
 #[tracing::instrument(name = "resend", skip_all, fields(correlation_id))]
 pub async fn resend(
     State(state): State<AppState>,

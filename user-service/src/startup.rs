@@ -9,7 +9,6 @@ use axum::{
     http::{HeaderName, StatusCode},
     middleware::{self, Next},
     response::Response,
-    routing::{get, post},
 };
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -20,9 +19,12 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
 use crate::{
-    health, migration, password::PasswordHasher, register, reminder, resend, settings::Settings,
-    verify,
+    health, migration, openapi, password::PasswordHasher, register, reminder, resend,
+    settings::Settings, verify,
 };
 
 /// Shared, cheaply cloned state of the handlers.
@@ -34,6 +36,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Argon2id hasher with its concurrency bound.
     pub hasher: PasswordHasher,
+    /// The OpenAPI document of the router.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
 
 /// A built user-service, bound to its port, ready to [`run`](Application::run).
@@ -73,12 +77,14 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
+        let (routes, openapi) = documented_routes();
         let state = AppState {
             db,
             settings: Arc::new(settings),
             hasher,
+            openapi: Arc::new(openapi),
         };
-        let router = router(state.clone());
+        let router = router(routes, state.clone());
         Ok(Self {
             listener,
             router,
@@ -123,18 +129,25 @@ impl Application {
     }
 }
 
-/// The HTTP routes with their middleware.
-pub fn router(state: AppState) -> Router {
+/// Every route with its OpenAPI description: registering a handler here documents it.
+pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(register::register))
+        .routes(routes!(verify::verify_page, verify::verify))
+        .routes(routes!(resend::resend))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .split_for_parts()
+}
+
+/// The routes with their middleware and state.
+pub fn router(routes: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;
-    Router::new()
-        .route("/user/register", post(register::register))
-        .route("/user/verify", get(verify::verify_page).post(verify::verify))
-        .route("/user/verification/resend", post(resend::resend))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+    routes
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))

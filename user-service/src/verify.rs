@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     entity::{user, verification},
-    error::{ApiError, ApiJson},
+    error::{ApiError, ApiJson, ErrorBody},
     outbox,
     register::normalised_email,
     startup::AppState,
@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// `POST /user/verify` body: a link token, or the email and the code from the mail.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum VerifyRequest {
     /// `{"token": "…"}` (the link).
@@ -53,13 +53,20 @@ pub enum VerifyRequest {
 }
 
 /// The page's form post.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct TokenForm {
     token: String,
 }
 
+/// `{"status": "verified" | "already_verified"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct VerifyResponse {
+    /// The outcome.
+    pub status: VerifyOutcome,
+}
+
 /// Result of a successful verification request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VerifyOutcome {
     /// The address was verified now.
@@ -69,6 +76,23 @@ pub enum VerifyOutcome {
 }
 
 /// `POST /user/verify`: JSON answers JSON; the confirmation page's form post answers HTML.
+#[utoipa::path(
+    post,
+    path = "/user/verify",
+    tag = "verification",
+    request_body(content(
+        (VerifyRequest = "application/json"),
+        (TokenForm = "application/x-www-form-urlencoded"),
+    )),
+    responses(
+        (status = 200, description = "Verified now or before (JSON); the form post gets an HTML page", body = VerifyResponse),
+        (status = 400, description = "`invalid_code` with `details.attempts_left`", body = ErrorBody),
+        (status = 404, description = "`invalid_token`: unknown, used or replaced link", body = ErrorBody),
+        (status = 410, description = "`verification_expired`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: request a new verification", body = ErrorBody),
+    )
+)]
 pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let trace = TraceContext::from_headers(request.headers());
     let is_form = request
@@ -93,7 +117,7 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Response
         Err(error) => Err(error),
     };
     match result {
-        Ok(outcome) => axum::Json(json!({ "status": outcome })).into_response(),
+        Ok(status) => axum::Json(VerifyResponse { status }).into_response(),
         Err(error) => error.into_response(),
     }
 }
@@ -299,12 +323,23 @@ fn count_failure(method: &'static str, error: ApiError) -> ApiError {
 }
 
 /// `?token=` of the GET link.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct TokenQuery {
     token: Option<String>,
 }
 
 /// `GET /user/verify?token=…`: a page whose button POSTs the confirmation. Never consumes.
+#[utoipa::path(
+    get,
+    path = "/user/verify",
+    tag = "verification",
+    params(TokenQuery),
+    responses(
+        (status = 200, description = "Confirmation page (or: already verified)", content_type = "text/html", body = String),
+        (status = 404, description = "Invalid or replaced link", content_type = "text/html", body = String),
+        (status = 410, description = "Expired link", content_type = "text/html", body = String),
+    )
+)]
 pub async fn verify_page(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,

@@ -5,6 +5,7 @@
 
 mod helpers;
 mod idempotency;
+mod openapi;
 mod process;
 mod register;
 mod reminders;
