@@ -5,6 +5,8 @@
 //! the server delivers only at commit: a wake-up hint for the relay, never a source of truth (a
 //! lost notification only costs the relay's poll interval).
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use common::{
     events::{Envelope, Event},
@@ -15,6 +17,26 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{entity::outbox, trace::TraceContext};
+
+/// An in-process wake-up for a relay running in the same process (the all-in-one runner): on
+/// SQLite there is no `NOTIFY`, so after each commit that wrote outbox rows the writer signals
+/// this instead. Without a relay attached it does nothing; like `NOTIFY` it is only a hint.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxWakeup(Option<Arc<tokio::sync::Notify>>);
+
+impl OutboxWakeup {
+    /// Signals `notify` after each outbox commit.
+    pub fn new(notify: Arc<tokio::sync::Notify>) -> Self {
+        Self(Some(notify))
+    }
+
+    /// Call after committing a transaction that enqueued events.
+    pub fn committed(&self) {
+        if let Some(notify) = &self.0 {
+            notify.notify_one();
+        }
+    }
+}
 
 /// Appends `event` to the outbox inside the caller's transaction and returns its event id.
 ///

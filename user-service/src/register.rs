@@ -242,6 +242,7 @@ async fn create_user(
         .await?;
     }
     txn.commit().await?;
+    state.outbox_wakeup.committed();
     Ok(response)
 }
 

@@ -17,13 +17,18 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    entity::user, outbox, settings::Settings, trace::TraceContext, verification::issue_verification,
+    entity::user,
+    outbox::{self, OutboxWakeup},
+    settings::Settings,
+    trace::TraceContext,
+    verification::issue_verification,
 };
 
 /// Runs [`send_due_reminders`] every `REMINDER_POLL_INTERVAL` until `shutdown`.
 pub async fn run_scheduler(
     db: DatabaseConnection,
     settings: std::sync::Arc<Settings>,
+    outbox_wakeup: OutboxWakeup,
     shutdown: CancellationToken,
 ) {
     if settings.max_reminders == 0 {
@@ -33,7 +38,12 @@ pub async fn run_scheduler(
     let mut backoff = settings.reminder_poll_interval;
     loop {
         match send_due_reminders(&db, &settings, Utc::now()).await {
-            Ok(_) => backoff = settings.reminder_poll_interval,
+            Ok(sent) => {
+                if sent > 0 {
+                    outbox_wakeup.committed();
+                }
+                backoff = settings.reminder_poll_interval;
+            }
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),

@@ -116,6 +116,7 @@ async fn resend_verification(
     )
     .await?;
     txn.commit().await?;
+    state.outbox_wakeup.committed();
     metrics::counter!("verifications_issued_total", "reason" => "resend").increment(1);
     tracing::info!(user_id = %found.id, "verification resent");
     Ok("sent")

@@ -23,8 +23,8 @@ use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    health, migration, openapi, password::PasswordHasher, register, reminder, resend,
-    settings::Settings, verify,
+    health, migration, openapi, outbox::OutboxWakeup, password::PasswordHasher, register, reminder,
+    resend, settings::Settings, verify,
 };
 
 /// Shared, cheaply cloned state of the handlers.
@@ -36,6 +36,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Argon2id hasher with its concurrency bound.
     pub hasher: PasswordHasher,
+    /// Signalled after each commit that wrote outbox rows.
+    pub outbox_wakeup: OutboxWakeup,
     /// The OpenAPI document of the router.
     pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
@@ -58,14 +60,19 @@ impl Application {
             settings.database_max_connections,
         )
         .await?;
-        Self::build_with_db(settings, db).await
+        Self::build_with_db(settings, db, OutboxWakeup::default()).await
     }
 
-    /// Like [`build`](Self::build) with an already connected, migrated database.
+    /// Like [`build`](Self::build) with an already connected, migrated database and an
+    /// in-process outbox wake-up (the all-in-one runner passes its relay's).
     ///
     /// # Errors
     /// When the address cannot be bound.
-    pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+    pub async fn build_with_db(
+        settings: Settings,
+        db: DatabaseConnection,
+        outbox_wakeup: OutboxWakeup,
+    ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         common::telemetry::metrics();
         let hasher = PasswordHasher::new(
@@ -82,6 +89,7 @@ impl Application {
             db,
             settings: Arc::new(settings),
             hasher,
+            outbox_wakeup,
             openapi: Arc::new(openapi),
         };
         let router = router(routes, state.clone());
@@ -114,6 +122,7 @@ impl Application {
         let scheduler = tokio::spawn(reminder::run_scheduler(
             self.state.db.clone(),
             self.state.settings.clone(),
+            self.state.outbox_wakeup.clone(),
             shutdown.clone(),
         ));
         let served = axum::serve(self.listener, self.router)

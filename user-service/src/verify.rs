@@ -147,6 +147,7 @@ async fn verify_by_token(
     }
     let outcome = complete_verification(&txn, &user, found.id, now, trace).await?;
     txn.commit().await?;
+    state.outbox_wakeup.committed();
     count_success("link", outcome);
     Ok(outcome)
 }
@@ -218,6 +219,7 @@ async fn verify_by_code(
     }
     let outcome = complete_verification(&txn, &user, current.id, now, trace).await?;
     txn.commit().await?;
+    state.outbox_wakeup.committed();
     count_success("code", outcome);
     Ok(outcome)
 }
