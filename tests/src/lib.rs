@@ -1,1 +1,125 @@
-//! e2e
+//! signup-outbox in one process: the user-service, the outbox-relay and the email-service built
+//! from their libraries and run side by side, for developers (`cargo run -p signup-outbox`), the
+//! end-to-end tests and the end-to-end benchmark.
+//!
+//! It is deliberately thin: each service is configured exactly as its own binary would be (the
+//! same environment variables), and only the names two services would otherwise share are split:
+//! `EMAIL_DATABASE_URL` (the email-service inbox), `RELAY_ADMIN_ADDR` and `EMAIL_ADMIN_ADDR`.
+//! `DATABASE_URL` is the user-service database, which the relay reads too.
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use user_service::outbox::OutboxWakeup;
+
+/// Settings only the all-in-one runner reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunnerSettings {
+    /// `EMAIL_DATABASE_URL`: the email-service inbox database.
+    pub email_database_url: String,
+    /// `RELAY_ADMIN_ADDR`: health and metrics of the relay.
+    pub relay_admin_addr: std::net::SocketAddr,
+    /// `EMAIL_ADMIN_ADDR`: health and metrics of the email-service.
+    pub email_admin_addr: std::net::SocketAddr,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            email_database_url: "sqlite://email.db?mode=rwc".into(),
+            relay_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9101)),
+            email_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9102)),
+        }
+    }
+}
+
+/// The settings of the three services as the runner uses them.
+#[derive(Debug, Clone)]
+pub struct StackSettings {
+    /// user-service settings.
+    pub user: user_service::Settings,
+    /// outbox-relay settings (its `DATABASE_URL` is the user-service's).
+    pub relay: outbox_relay::Settings,
+    /// email-service settings.
+    pub email: email_service::Settings,
+}
+
+impl StackSettings {
+    /// Reads every service's settings from the environment (see the crate docs).
+    ///
+    /// # Errors
+    /// A message naming the variable with a bad value.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let runner: RunnerSettings = common::settings::load()?;
+        let user = user_service::Settings::load()?;
+        let mut relay = outbox_relay::Settings::load()?;
+        let mut email = email_service::Settings::load()?;
+        relay.database_url = user.database_url.clone();
+        relay.admin_addr = runner.relay_admin_addr;
+        email.database_url = runner.email_database_url;
+        email.admin_addr = runner.email_admin_addr;
+        Ok(Self { user, relay, email })
+    }
+}
+
+/// The three services, built and bound, ready to [`run`](Stack::run).
+pub struct Stack {
+    /// The user-service (HTTP API).
+    pub user: user_service::Application,
+    /// The outbox-relay.
+    pub relay: outbox_relay::Application,
+    /// The email-service.
+    pub email: email_service::Application,
+}
+
+impl Stack {
+    /// Checks that RabbitMQ answers (one clear error if not), migrates the user database and
+    /// builds the three services. The relay shares the user-service's connection pool and is
+    /// woken in-process after each outbox commit (SQLite has no `NOTIFY`).
+    ///
+    /// # Errors
+    /// [`common::amqp::ConnectError`] when RabbitMQ is unreachable; database or bind errors.
+    pub async fn build(settings: StackSettings) -> anyhow::Result<Self> {
+        let probe = common::amqp::connect(&settings.relay.amqp_url, "signup-outbox-startup-check").await?;
+        probe.close(200, "ok".into()).await.ok();
+
+        let db = user_service::migration::connect_and_migrate(
+            &settings.user.database_url,
+            settings.user.database_max_connections,
+        )
+        .await?;
+        let relay = outbox_relay::Application::build_with_db(settings.relay, db.clone())
+            .await
+            .context("building the outbox-relay")?;
+        let wakeup = OutboxWakeup::new(relay.wakeup_handle());
+        let user = user_service::Application::build_with_db(settings.user, db, wakeup)
+            .await
+            .context("building the user-service")?;
+        let email = email_service::Application::build(settings.email)
+            .await
+            .context("building the email-service")?;
+        Ok(Self { user, relay, email })
+    }
+
+    /// Runs the three services until `shutdown`; if one fails, the others are stopped too.
+    ///
+    /// # Errors
+    /// The first service failure.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let guard = |name: &'static str, shutdown: CancellationToken| {
+            move |result: anyhow::Result<()>| {
+                if result.is_err() {
+                    shutdown.cancel();
+                }
+                result.with_context(|| format!("{name} failed"))
+            }
+        };
+        let (user, relay, email) = tokio::join!(
+            async { guard("user-service", shutdown.clone())(self.user.run(shutdown.clone()).await) },
+            async { guard("outbox-relay", shutdown.clone())(self.relay.run(shutdown.clone()).await) },
+            async { guard("email-service", shutdown.clone())(self.email.run(shutdown.clone()).await) },
+        );
+        user.and(relay).and(email)
+    }
+}

@@ -1,0 +1,47 @@
+//! `signup-outbox`: the whole pipeline in one process for development.
+//!
+//! Defaults: users in `./signup.db`, the inbox in `./email.db`, mails as `.eml` files in `./mail`
+//! (or over SMTP when `SMTP_URL` is set), RabbitMQ at `amqp://127.0.0.1:5672`.
+
+use std::process::ExitCode;
+
+use signup_outbox::{Stack, StackSettings};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One readable line (with its causes), not a backtrace.
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let settings = StackSettings::from_env()?;
+    common::telemetry::init(settings.user.log_format, "info,sqlx=warn,lapin=warn")?;
+    let mail = match &settings.email.smtp_url {
+        Some(_) => "over SMTP_URL".to_owned(),
+        None => format!("as .eml files in {}", settings.email.mail_dir.display()),
+    };
+    let stack = Stack::build(settings).await?;
+    let api = stack.user.local_addr()?;
+    tracing::info!(
+        "signup-outbox is running: API http://{api} (try POST /user/register), mails {mail}, \
+         metrics http://{api}/metrics, http://{}/metrics and http://{}/metrics. Ctrl-C stops.",
+        stack.relay.admin_addr()?,
+        stack.email.admin_addr()?,
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            common::shutdown::signal().await;
+            shutdown.cancel();
+        }
+    });
+    stack.run(shutdown).await
+}
