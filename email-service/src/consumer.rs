@@ -263,7 +263,9 @@ impl Handler {
                 .in_flight
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            set.insert(event_id).then_some(InFlight {
+            // `then`, not `then_some`: a guard built for a duplicate would be dropped here,
+            // removing the first delivery's entry while this lock is held.
+            set.insert(event_id).then(|| InFlight {
                 set: &self.in_flight,
                 id: event_id,
             })

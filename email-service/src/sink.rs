@@ -17,10 +17,7 @@
 use std::{
     collections::VecDeque,
     net::SocketAddr,
-    sync::{
-        Arc, Mutex, MutexGuard,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -88,7 +85,8 @@ struct Shared {
     scripted: Mutex<VecDeque<Behaviour>>,
     mails: Mutex<Vec<ReceivedMail>>,
     count: watch::Sender<usize>,
-    transactions: AtomicUsize,
+    transactions: Mutex<Vec<Instant>>,
+    latency: Mutex<Duration>,
 }
 
 impl Shared {
@@ -98,7 +96,7 @@ impl Shared {
 
     /// The behaviour of a new transaction: a scripted one first, else the default.
     fn next_behaviour(&self) -> Behaviour {
-        self.transactions.fetch_add(1, Ordering::SeqCst);
+        lock(&self.transactions).push(Instant::now());
         lock(&self.scripted)
             .pop_front()
             .unwrap_or_else(|| self.current())
@@ -150,7 +148,8 @@ impl SmtpSink {
             scripted: Mutex::new(VecDeque::new()),
             mails: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
-            transactions: AtomicUsize::new(0),
+            transactions: Mutex::new(Vec::new()),
+            latency: Mutex::new(Duration::ZERO),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
@@ -177,6 +176,12 @@ impl SmtpSink {
         lock(&self.shared.scripted).extend(std::iter::repeat_n(behaviour, n));
     }
 
+    /// Waits `latency` after receiving each mail before answering `250` (a slower server; the
+    /// mail counts as received from the moment the data ended).
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.shared.latency) = latency;
+    }
+
     /// Every mail accepted so far.
     pub fn received(&self) -> Vec<ReceivedMail> {
         lock(&self.shared.mails).clone()
@@ -194,7 +199,12 @@ impl SmtpSink {
 
     /// Transactions started (`MAIL FROM` commands), whatever their outcome.
     pub fn transactions(&self) -> usize {
-        self.shared.transactions.load(Ordering::SeqCst)
+        lock(&self.shared.transactions).len()
+    }
+
+    /// When each transaction started, in order (retry tests check the gaps).
+    pub fn transaction_times(&self) -> Vec<Instant> {
+        lock(&self.shared.transactions).clone()
     }
 
     /// Waits until at least `n` mails were accepted, at most `timeout`.
@@ -321,6 +331,10 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 tracing::debug!(from = %mail.from, to = ?mail.to, "sink accepted a mail");
                 lock(&shared.mails).push(mail);
                 shared.count.send_modify(|c| *c += 1);
+                let latency = *lock(&shared.latency);
+                if !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
                 b"250 2.0.0 OK queued\r\n"
             }
             "QUIT" => {
