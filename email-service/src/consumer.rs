@@ -25,7 +25,9 @@ use futures::StreamExt;
 use lapin::{
     Connection,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 use sea_orm::DatabaseConnection;
@@ -102,10 +104,11 @@ impl Handler {
 /// When the channel cannot be set up or the broker connection is lost.
 pub async fn run(
     connection: &Connection,
+    publisher_channel: lapin::Channel,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let publisher = Publisher::new(connection.create_channel().await?).await?;
+    let publisher = Publisher::new(publisher_channel).await?;
     let channel = connection.create_channel().await?;
     channel
         .basic_qos(handler.settings.prefetch, BasicQosOptions::default())
@@ -159,7 +162,13 @@ pub async fn run(
         .await;
     tasks.close();
     tasks.wait().await;
-    let _ = channel.close(200, "shutdown".into()).await;
+    drop(deliveries);
+    // Closing returns the prefetched deliveries never started to the queue.
+    for (name, channel) in [("consumer", &channel), ("publisher", publisher.channel())] {
+        if let Err(error) = channel.close(200, "shutdown".into()).await {
+            tracing::warn!(%error, name, "closing channel");
+        }
+    }
     result
 }
 
@@ -167,7 +176,11 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
     let p = &delivery.properties;
     tracing::info_span!(
         "delivery",
-        message_id = p.message_id().as_ref().map(|s| s.as_str()).unwrap_or_default(),
+        message_id = p
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+            .unwrap_or_default(),
         event_type = p.kind().as_ref().map(|s| s.as_str()).unwrap_or_default(),
         attempt = publisher::header_int(p, publisher::ATTEMPT).unwrap_or(1),
         redelivered = delivery.redelivered,
@@ -211,7 +224,10 @@ impl Handler {
                 // The inbox or a publish failed (database or broker trouble). Park the message
                 // in the first retry queue without counting an attempt; if even that fails, give
                 // it back to the broker.
-                tracing::error!(error = format!("{error:#}"), "delivery failed; parking it for a retry");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "delivery failed; parking it for a retry"
+                );
                 let delay = self.settings.retry_delay(1);
                 let parked = publisher
                     .publish_to_queue(
@@ -347,13 +363,23 @@ impl Handler {
                 let properties = publisher::with_headers(
                     &delivery.properties,
                     &[
-                        (publisher::ATTEMPT, Some(AMQPValue::LongLongInt(i64::from(attempt) + 1))),
+                        (
+                            publisher::ATTEMPT,
+                            Some(AMQPValue::LongLongInt(i64::from(attempt) + 1)),
+                        ),
                         (publisher::LAST_ERROR, publisher::text(error)),
-                        (publisher::ORIGINAL_ROUTING_KEY, publisher::text(original_routing_key(delivery))),
+                        (
+                            publisher::ORIGINAL_ROUTING_KEY,
+                            publisher::text(original_routing_key(delivery)),
+                        ),
                     ],
                 );
                 publisher
-                    .publish_to_queue(&self.topology.retry_queue(delay), &delivery.data, properties)
+                    .publish_to_queue(
+                        &self.topology.retry_queue(delay),
+                        &delivery.data,
+                        properties,
+                    )
                     .await?;
                 metrics::counter!("email_retried_total").increment(1);
                 Ok(Outcome::Retried)
@@ -391,11 +417,20 @@ impl Handler {
         let properties = publisher::with_headers(
             &delivery.properties,
             &[
-                (publisher::ATTEMPT, Some(AMQPValue::LongLongInt(i64::from(attempt)))),
+                (
+                    publisher::ATTEMPT,
+                    Some(AMQPValue::LongLongInt(i64::from(attempt))),
+                ),
                 (publisher::DLQ_CATEGORY, publisher::text(category)),
                 (publisher::DLQ_REASON, publisher::text(reason)),
-                (publisher::DLQ_AT, publisher::text(chrono::Utc::now().to_rfc3339())),
-                (publisher::ORIGINAL_ROUTING_KEY, publisher::text(original_routing_key(delivery))),
+                (
+                    publisher::DLQ_AT,
+                    publisher::text(chrono::Utc::now().to_rfc3339()),
+                ),
+                (
+                    publisher::ORIGINAL_ROUTING_KEY,
+                    publisher::text(original_routing_key(delivery)),
+                ),
             ],
         );
         publisher

@@ -86,7 +86,10 @@ impl DlqClient {
         let connection = common::amqp::connect(&settings.amqp_url, "email-service dlq").await?;
         let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
         let channel = connection.create_channel().await?;
-        topology.declare(&channel).await.context("declaring the topology")?;
+        topology
+            .declare(&channel)
+            .await
+            .context("declaring the topology")?;
         let publisher = Publisher::new(connection.create_channel().await?).await?;
         Ok(Self {
             connection,
@@ -279,7 +282,6 @@ async fn give_back(held: Vec<Delivery>) -> anyhow::Result<()> {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -135,7 +135,9 @@ pub async fn claim(
     // concurrent deliveries only one wins.
     for _ in 0..3 {
         let Some(entry) = find(db, event_id).await? else {
-            return Err(DbErr::RecordNotFound(format!("inbox row {event_id} vanished")));
+            return Err(DbErr::RecordNotFound(format!(
+                "inbox row {event_id} vanished"
+            )));
         };
         let age = (now - entry.updated_at).to_std().unwrap_or_default();
         let claim = match entry.state {

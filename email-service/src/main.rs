@@ -80,7 +80,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Sink { addr } => {
             common::telemetry::init(settings.log_format, "info,email_service::sink=debug")?;
             let sink = email_service::sink::SmtpSink::bind(addr).await?;
-            println!("SMTP sink listening on {} (SMTP_URL={})", sink.addr(), sink.url());
+            println!(
+                "SMTP sink listening on {} (SMTP_URL={})",
+                sink.addr(),
+                sink.url()
+            );
             common::shutdown::signal().await;
             println!("{} mail(s) received", sink.count());
             Ok(())
@@ -92,7 +96,10 @@ async fn dlq(client: &DlqClient, command: DlqCommand) -> anyhow::Result<()> {
     match command {
         DlqCommand::List => {
             let letters = client.list().await?;
-            print!("{}", email_service::dlq::format_list(client.queue(), &letters));
+            print!(
+                "{}",
+                email_service::dlq::format_list(client.queue(), &letters)
+            );
         }
         DlqCommand::Replay { id, all: _ } => {
             let selection = id.clone().map_or(Selection::All, Selection::Id);

@@ -49,6 +49,11 @@ impl Publisher {
         Ok(Self { channel })
     }
 
+    /// The underlying channel.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
     /// Publishes `body` with `properties` to `queue` through the default exchange and waits for
     /// the confirm.
     ///
@@ -149,16 +154,25 @@ mod tests {
     #[test]
     fn header_changes_keep_other_headers() {
         let mut headers = FieldTable::default();
-        headers.insert("traceparent".into(), text("00-abc").unwrap_or(AMQPValue::Void));
+        headers.insert(
+            "traceparent".into(),
+            text("00-abc").unwrap_or(AMQPValue::Void),
+        );
         headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(1));
         headers.insert(LAST_ERROR.into(), text("x").unwrap_or(AMQPValue::Void));
         let properties = BasicProperties::default().with_headers(headers);
         let changed = with_headers(
             &properties,
-            &[(ATTEMPT, Some(AMQPValue::LongLongInt(2))), (LAST_ERROR, None)],
+            &[
+                (ATTEMPT, Some(AMQPValue::LongLongInt(2))),
+                (LAST_ERROR, None),
+            ],
         );
         assert_eq!(header_int(&changed, ATTEMPT), Some(2));
-        assert_eq!(header_text(&changed, "traceparent").as_deref(), Some("00-abc"));
+        assert_eq!(
+            header_text(&changed, "traceparent").as_deref(),
+            Some("00-abc")
+        );
         assert_eq!(header_text(&changed, LAST_ERROR), None);
     }
 }

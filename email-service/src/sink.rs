@@ -104,7 +104,9 @@ impl Shared {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A running sink; stops when dropped.
@@ -314,7 +316,9 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 }
             },
             "DATA" => {
-                write.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n").await?;
+                write
+                    .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    .await?;
                 let data = read_data(&mut read).await?;
                 if behaviour == Behaviour::Hang {
                     // Never answer; wait for the client to give up and close.
@@ -373,7 +377,9 @@ async fn read_data(
 /// `MAIL FROM:<a@b> SIZE=…` → `a@b`.
 fn address(command: &str) -> String {
     let start = command.find('<').map_or(0, |i| i + 1);
-    let end = command[start..].find('>').map_or(command.len(), |i| start + i);
+    let end = command[start..]
+        .find('>')
+        .map_or(command.len(), |i| start + i);
     command[start..end].to_owned()
 }
 

@@ -28,6 +28,7 @@ pub struct Application {
     settings: Arc<Settings>,
     db: DatabaseConnection,
     connection: Arc<Connection>,
+    channel: lapin::Channel,
     topology: Topology,
     transport: Arc<dyn MailTransport>,
     templates: Templates,
@@ -57,7 +58,7 @@ impl Application {
             .declare(&channel)
             .await
             .context("declaring the RabbitMQ topology")?;
-        let _ = channel.close(200, "declared".into()).await;
+        // The declaring channel becomes the consumer's publisher-confirms channel.
         let transport = mailer::from_settings(&settings).await?;
         let admin = TcpListener::bind(settings.admin_addr)
             .await
@@ -66,6 +67,7 @@ impl Application {
             settings: Arc::new(settings),
             db,
             connection: Arc::new(connection),
+            channel,
             topology,
             transport,
             templates,
@@ -100,6 +102,7 @@ impl Application {
             settings,
             db,
             connection,
+            channel,
             topology,
             transport,
             templates,
@@ -128,7 +131,7 @@ impl Application {
         let handler = Arc::new(consumer::Handler::new(
             db, transport, templates, topology, settings,
         ));
-        let consumed = consumer::run(&connection, handler, stop.clone()).await;
+        let consumed = consumer::run(&connection, channel, handler, stop.clone()).await;
         stop.cancel();
         let _ = purger.await;
         let served = admin_server.await;

@@ -231,10 +231,7 @@ mod tests {
         let event = registered(Some("Ann"), "ann@example.com");
         let text = raw(&templates.render(&event).unwrap());
         assert!(text.contains("To: Ann <ann@example.com>"));
-        assert!(text.contains(&format!(
-            "Message-ID: <{}@example.com>",
-            event.event_id()
-        )));
+        assert!(text.contains(&format!("Message-ID: <{}@example.com>", event.event_id())));
         assert!(text.contains("Date: "));
         assert!(text.contains("Content-Type: text/plain"));
         assert!(text.contains("Content-Type: text/html"));
@@ -247,13 +244,13 @@ mod tests {
     #[test]
     fn greeting_without_a_name_and_html_escaping_of_names() {
         let templates = Templates::new("no-reply@example.com").unwrap();
-        let text = raw(&templates.render(&registered(None, "a@example.com")).unwrap());
+        let text = raw(&templates
+            .render(&registered(None, "a@example.com"))
+            .unwrap());
         assert!(text.contains("Hello,"));
-        let text = raw(
-            &templates
-                .render(&registered(Some("<b>x</b>"), "a@example.com"))
-                .unwrap(),
-        );
+        let text = raw(&templates
+            .render(&registered(Some("<b>x</b>"), "a@example.com"))
+            .unwrap());
         assert!(text.contains("<p>Hello &lt;b&gt;x&lt;"));
     }
 

@@ -209,7 +209,10 @@ impl SmtpMailer {
     }
 
     fn take_idle(&self) -> Option<AsyncSmtpConnection> {
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(entry) = idle.pop() {
             if entry.since.elapsed() < MAX_IDLE && !entry.connection.has_broken() {
                 return Some(entry.connection);
@@ -331,11 +334,7 @@ fn tls_connector() -> tokio_rustls::TlsConnector {
         tokio_rustls::rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map(|builder| {
-        builder
-            .with_root_certificates(roots)
-            .with_no_client_auth()
-    });
+    .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
     // The ring provider supports the default protocol versions; this cannot fail.
     match config {
         Ok(config) => tokio_rustls::TlsConnector::from(Arc::new(config)),

@@ -98,7 +98,10 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_only_in_flight_sends() 
         duplicates <= CONCURRENCY,
         "duplicates ({duplicates}) only for sends in flight at the kill (≤ {CONCURRENCY})"
     );
-    assert!(duplicates as f64 <= resent, "each duplicate is a counted resend");
+    assert!(
+        duplicates as f64 <= resent,
+        "each duplicate is a counted resend"
+    );
     second.start_kill().unwrap();
     second.wait().await.unwrap();
     delete_topology(&connection, &topology).await;

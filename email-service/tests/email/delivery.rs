@@ -18,7 +18,10 @@ async fn an_event_produces_one_correct_mail() {
     let mail = &mails[0];
     assert_eq!(mail.to, vec!["ann@example.com".to_owned()]);
     assert_eq!(mail.from, "no-reply@localhost");
-    assert_eq!(mail.header("Subject").as_deref(), Some("Confirm your email address"));
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Confirm your email address")
+    );
     assert_eq!(mail.header("To").as_deref(), Some("Ann <ann@example.com>"));
     assert_eq!(
         mail.header("Message-ID"),
@@ -31,12 +34,16 @@ async fn an_event_produces_one_correct_mail() {
     assert!(mail.data.contains(&event.data.verification.link));
     assert!(mail.data.contains(&event.data.verification.code));
 
-    let row = eventually(Duration::from_secs(5), "the inbox row to be sent", || async {
-        inbox::find(&app.db, event.event_id)
-            .await
-            .unwrap()
-            .filter(|row| row.state == inbox::State::Sent)
-    })
+    let row = eventually(
+        Duration::from_secs(5),
+        "the inbox row to be sent",
+        || async {
+            inbox::find(&app.db, event.event_id)
+                .await
+                .unwrap()
+                .filter(|row| row.state == inbox::State::Sent)
+        },
+    )
     .await;
     assert_eq!(row.attempts, 1);
 
@@ -99,8 +106,16 @@ async fn malformed_and_unknown_events_are_dead_lettered_at_once_and_the_next_goe
     let mut categories: Vec<&str> = letters.iter().map(|l| l.category.as_str()).collect();
     categories.sort_unstable();
     assert_eq!(categories, ["malformed", "unknown_type"]);
-    assert!(letters.iter().all(|l| l.attempts == 1 && !l.reason.is_empty()));
-    assert_eq!(app.sink.transactions(), 1, "poison messages never reach SMTP");
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.attempts == 1 && !l.reason.is_empty())
+    );
+    assert_eq!(
+        app.sink.transactions(),
+        1,
+        "poison messages never reach SMTP"
+    );
     // Listing leaves the queue as it was.
     assert_eq!(dlq.list().await.unwrap().len(), 2);
     let printed = email_service::dlq::format_list(dlq.queue(), &letters);
@@ -109,9 +124,11 @@ async fn malformed_and_unknown_events_are_dead_lettered_at_once_and_the_next_goe
 
     // Replaying a poison message dead-letters it again; purge removes everything.
     assert_eq!(dlq.replay(&Selection::All).await.unwrap().len(), 2);
-    eventually(Duration::from_secs(10), "the replayed letters back", || async {
-        (dlq.list().await.unwrap().len() == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the replayed letters back",
+        || async { (dlq.list().await.unwrap().len() == 2).then_some(()) },
+    )
     .await;
     assert_eq!(dlq.purge().await.unwrap(), 2);
     assert!(dlq.list().await.unwrap().is_empty());

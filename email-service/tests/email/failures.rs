@@ -21,9 +21,15 @@ async fn smtp_4xx_is_retried_with_growing_delays_until_delivered() {
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
     println!("gaps between attempts: {gaps:?}");
     for (gap, delay) in gaps.iter().zip(TEST_DELAYS) {
-        assert!(*gap >= delay, "gap {gap:?} shorter than the retry delay {delay:?}");
+        assert!(
+            *gap >= delay,
+            "gap {gap:?} shorter than the retry delay {delay:?}"
+        );
     }
-    assert!(gaps[0] < gaps[1] && gaps[1] < gaps[2], "delays grow: {gaps:?}");
+    assert!(
+        gaps[0] < gaps[1] && gaps[1] < gaps[2],
+        "delays grow: {gaps:?}"
+    );
     let row = eventually(Duration::from_secs(5), "a sent row", || async {
         inbox::find(&app.db, event.event_id)
             .await
@@ -125,7 +131,11 @@ async fn mails_wait_in_retry_while_smtp_is_down_and_all_arrive_after() {
     assert_eq!(app.sink.count(), 0);
 
     app.sink.set_behaviour(Behaviour::Accept);
-    let mails = app.sink.wait_for(10, Duration::from_secs(20)).await.unwrap();
+    let mails = app
+        .sink
+        .wait_for(10, Duration::from_secs(20))
+        .await
+        .unwrap();
     let mut ids = event_ids(&mails);
     ids.sort();
     ids.dedup();

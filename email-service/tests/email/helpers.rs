@@ -13,7 +13,9 @@ use common::{
 use email_service::{Application, Settings, dlq::DlqClient, settings::SmtpUrl, sink::SmtpSink};
 use lapin::{
     BasicProperties, Channel, Connection,
-    options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions},
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 use sea_orm::DatabaseConnection;
@@ -83,7 +85,11 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let sink = SmtpSink::start().await.unwrap();
     let dir = temp_dir();
-    let mut settings = test_settings(&common::testing::unique_namespace(), sqlite_url(&dir), &sink);
+    let mut settings = test_settings(
+        &common::testing::unique_namespace(),
+        sqlite_url(&dir),
+        &sink,
+    );
     configure(&mut settings);
     let app = Application::build(settings.clone()).await.unwrap();
     let (db, admin, topology) = (
@@ -159,14 +165,22 @@ impl TestApp {
 pub async fn delete_topology(connection: &Connection, topology: &Topology) {
     let channel = connection.create_channel().await.unwrap();
     let mut queues = vec![topology.email_queue.clone(), topology.email_dlq.clone()];
-    queues.extend(topology.retry_delays.iter().map(|d| topology.retry_queue(*d)));
+    queues.extend(
+        topology
+            .retry_delays
+            .iter()
+            .map(|d| topology.retry_queue(*d)),
+    );
     for queue in queues {
         let _ = channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
     let _ = channel
-        .exchange_delete(topology.exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .exchange_delete(
+            topology.exchange.as_str().into(),
+            ExchangeDeleteOptions::default(),
+        )
         .await;
 }
 
@@ -189,7 +203,11 @@ pub fn properties(message_id: &str, event_type: &str) -> BasicProperties {
         .with_headers(headers)
 }
 
-pub async fn publish_event<T: Event>(channel: &Channel, topology: &Topology, envelope: &Envelope<T>) {
+pub async fn publish_event<T: Event>(
+    channel: &Channel,
+    topology: &Topology,
+    envelope: &Envelope<T>,
+) {
     publish_bytes(
         channel,
         &topology.exchange,
@@ -262,7 +280,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
