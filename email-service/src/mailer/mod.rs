@@ -8,6 +8,7 @@
 
 pub mod file;
 pub mod smtp;
+mod tls;
 
 use std::sync::Arc;
 

@@ -11,7 +11,6 @@
 //! round trip per SMTP command instead of a 40 ms timer, and the pool runs many of them at once.
 
 use std::{
-    net::SocketAddr,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -20,7 +19,7 @@ use lettre::{
     Message,
     transport::smtp::{
         authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters},
+        client::{AsyncSmtpConnection, TlsParameters},
         extension::ClientId,
     },
 };
@@ -93,7 +92,7 @@ impl Endpoint {
             ("smtp", None) => (Security::Plain, 25),
             ("smtp", Some("required")) => (Security::StartTls(params()?), 587),
             ("smtp", Some("opportunistic")) => (Security::Opportunistic(params()?), 587),
-            ("smtps", None) => (Security::Wrapper(Arc::new(tls_connector())), 465),
+            ("smtps", None) => (Security::Wrapper(Arc::new(super::tls::connector())), 465),
             (scheme, tls) => anyhow::bail!(
                 "unsupported scheme {scheme:?} or tls={tls:?} (use smtp://, smtps://, \
                  ?tls=required or ?tls=opportunistic)"
@@ -145,7 +144,7 @@ impl Endpoint {
                     .await
                     .map_err(|e| io("TLS handshake with", e))?;
                 AsyncSmtpConnection::connect_with_transport(
-                    Box::new(TlsStream { inner: tls, peer }),
+                    Box::new(super::tls::TlsStream::new(tls, peer)),
                     &self.hello,
                 )
                 .await
@@ -324,69 +323,6 @@ fn percent_decode(text: &str) -> anyhow::Result<String> {
         }
     }
     Ok(String::from_utf8(out)?)
-}
-
-fn tls_connector() -> tokio_rustls::TlsConnector {
-    let roots = tokio_rustls::rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|builder| builder.with_root_certificates(roots).with_no_client_auth());
-    // The ring provider supports the default protocol versions; this cannot fail.
-    match config {
-        Ok(config) => tokio_rustls::TlsConnector::from(Arc::new(config)),
-        Err(error) => unreachable!("ring supports the default TLS versions: {error}"),
-    }
-}
-
-/// A TLS stream as lettre's `AsyncTokioStream`.
-#[derive(Debug)]
-struct TlsStream {
-    inner: tokio_rustls::client::TlsStream<TcpStream>,
-    peer: SocketAddr,
-}
-
-impl AsyncTokioStream for TlsStream {
-    fn peer_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.peer)
-    }
-}
-
-impl tokio::io::AsyncRead for TlsStream {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for TlsStream {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
