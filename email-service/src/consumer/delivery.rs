@@ -1,0 +1,283 @@
+//! Handling one delivery: decode, deduplicate, render, send, record, then ack, retry or
+//! dead-letter.
+
+use std::{
+    collections::HashSet,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use common::events::{DecodeError, SignupEvent};
+use lapin::{
+    message::Delivery,
+    options::{BasicAckOptions, BasicNackOptions},
+    types::AMQPValue,
+};
+use uuid::Uuid;
+
+use super::{Handler, Outcome};
+use crate::{
+    inbox::{self, Claim},
+    mailer::SendError,
+    publisher::{self, Publisher},
+};
+
+/// Removes the event from the in-flight set when the delivery is done, whatever the path.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<Uuid>>,
+    id: Uuid,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Handler {
+    pub(super) async fn handle(&self, publisher: &Publisher, delivery: Delivery) {
+        metrics::counter!("email_messages_consumed_total").increment(1);
+        let attempt = publisher::header_int(&delivery.properties, publisher::ATTEMPT)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(1)
+            .max(1);
+        match self.process(publisher, &delivery, attempt).await {
+            Ok(outcome) => {
+                tracing::Span::current().record("outcome", format!("{outcome:?}").to_lowercase());
+                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                    // The outcome is recorded; a redelivery is recognised as a duplicate.
+                    tracing::warn!(%error, "ack failed");
+                }
+            }
+            Err(error) => {
+                // The inbox or a publish failed (database or broker trouble). Park the message
+                // in the first retry queue without counting an attempt; if even that fails, give
+                // it back to the broker.
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "delivery failed; parking it for a retry"
+                );
+                let delay = self.settings.retry_delay(1);
+                let parked = publisher
+                    .publish_to_queue(
+                        &self.topology.retry_queue(delay),
+                        &delivery.data,
+                        delivery.properties.clone(),
+                    )
+                    .await;
+                let acked = match parked {
+                    Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                    Err(error) => {
+                        tracing::error!(error = format!("{error:#}"), "parking failed; requeueing");
+                        metrics::counter!("email_requeued_total").increment(1);
+                        let options = BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        };
+                        delivery.nack(options).await
+                    }
+                };
+                if let Err(error) = acked {
+                    tracing::warn!(%error, "ack/nack failed");
+                }
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        attempt: u32,
+    ) -> anyhow::Result<Outcome> {
+        let event = match SignupEvent::decode(&delivery.data) {
+            Ok(event) => event,
+            Err(error) => {
+                let category = match error {
+                    DecodeError::Malformed(_) => "malformed",
+                    DecodeError::UnknownType { .. } => "unknown_type",
+                };
+                return self
+                    .dead_letter(publisher, delivery, attempt, category, &error.to_string())
+                    .await;
+            }
+        };
+        let event_id = event.event_id();
+        let in_flight = {
+            let mut set = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // `then`, not `then_some`: a guard built for a duplicate would be dropped here,
+            // removing the first delivery's entry while this lock is held.
+            set.insert(event_id).then(|| InFlight {
+                set: &self.in_flight,
+                id: event_id,
+            })
+        };
+        let Some(_in_flight) = in_flight else {
+            // Another delivery of this event is being handled by this process right now and
+            // still unacked: it owns the outcome.
+            metrics::counter!("email_duplicates_total").increment(1);
+            return Ok(Outcome::Duplicate);
+        };
+        let claim = inbox::claim(
+            &self.db,
+            event_id,
+            event.event_type(),
+            self.instance,
+            self.lease(),
+        )
+        .await
+        .context("claiming the inbox row")?;
+        match claim {
+            Claim::Fresh | Claim::Retry => {}
+            Claim::Resumed => {
+                tracing::warn!(%event_id, "previous attempt died mid-send; sending again");
+                metrics::counter!("email_resent_after_crash_total").increment(1);
+            }
+            Claim::AlreadySent => {
+                tracing::info!(%event_id, "already sent; acking the duplicate");
+                metrics::counter!("email_duplicates_total").increment(1);
+                return Ok(Outcome::Duplicate);
+            }
+            Claim::InFlightElsewhere { remaining } => {
+                let delay = self.defer_delay(remaining);
+                tracing::info!(%event_id, ?delay, "in flight in another instance; deferring");
+                let queue = self.topology.retry_queue(delay);
+                let properties = delivery.properties.clone();
+                publisher
+                    .publish_to_queue(&queue, &delivery.data, properties)
+                    .await?;
+                return Ok(Outcome::Deferred);
+            }
+        }
+
+        let message = match self.templates.render(&event) {
+            Ok(message) => message,
+            Err(error) => {
+                let reason = error.to_string();
+                inbox::mark_failed(&self.db, event_id, &reason).await?;
+                return self
+                    .dead_letter(publisher, delivery, attempt, "unrenderable", &reason)
+                    .await;
+            }
+        };
+        let started = Instant::now();
+        let sent = self.transport.send(&message).await;
+        metrics::histogram!("email_send_duration_seconds").record(started.elapsed().as_secs_f64());
+        match sent {
+            Ok(()) => {
+                if let Err(error) = inbox::mark_sent(&self.db, event_id).await {
+                    // The mail is out. Acking anyway is the lesser evil: a requeue would send it
+                    // again; the row stays `sending` and a late duplicate would resend once.
+                    tracing::error!(%error, %event_id, "mail sent but not recorded");
+                }
+                metrics::counter!("email_sent_total", "event_type" => event.event_type().to_owned())
+                    .increment(1);
+                tracing::info!(%event_id, "mail sent");
+                Ok(Outcome::Sent)
+            }
+            Err(SendError::Transient(error)) => {
+                metrics::counter!("email_send_failures_total", "kind" => "transient").increment(1);
+                inbox::mark_failed(&self.db, event_id, &error).await?;
+                if attempt >= self.settings.max_attempts {
+                    let reason = format!("gave up after {attempt} attempt(s): {error}");
+                    return self
+                        .dead_letter(publisher, delivery, attempt, "exhausted", &reason)
+                        .await;
+                }
+                let delay = self.settings.retry_delay(attempt);
+                tracing::warn!(%error, ?delay, next_attempt = attempt + 1, "transient failure; retrying later");
+                let properties = publisher::with_headers(
+                    &delivery.properties,
+                    &[
+                        (
+                            publisher::ATTEMPT,
+                            Some(AMQPValue::LongLongInt(i64::from(attempt) + 1)),
+                        ),
+                        (publisher::LAST_ERROR, publisher::text(error)),
+                        (
+                            publisher::ORIGINAL_ROUTING_KEY,
+                            publisher::text(original_routing_key(delivery)),
+                        ),
+                    ],
+                );
+                publisher
+                    .publish_to_queue(
+                        &self.topology.retry_queue(delay),
+                        &delivery.data,
+                        properties,
+                    )
+                    .await?;
+                metrics::counter!("email_retried_total").increment(1);
+                Ok(Outcome::Retried)
+            }
+            Err(SendError::Permanent(error)) => {
+                metrics::counter!("email_send_failures_total", "kind" => "permanent").increment(1);
+                inbox::mark_failed(&self.db, event_id, &error).await?;
+                self.dead_letter(publisher, delivery, attempt, "rejected", &error)
+                    .await
+            }
+        }
+    }
+
+    /// The shortest configured retry delay covering `remaining`, else the longest.
+    fn defer_delay(&self, remaining: Duration) -> Duration {
+        let delays = &self.topology.retry_delays;
+        delays
+            .iter()
+            .filter(|d| **d >= remaining)
+            .min()
+            .or_else(|| delays.iter().max())
+            .copied()
+            .unwrap_or(Duration::from_secs(1))
+    }
+
+    async fn dead_letter(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        attempt: u32,
+        category: &str,
+        reason: &str,
+    ) -> anyhow::Result<Outcome> {
+        tracing::warn!(category, reason, "dead-lettering");
+        let properties = publisher::with_headers(
+            &delivery.properties,
+            &[
+                (
+                    publisher::ATTEMPT,
+                    Some(AMQPValue::LongLongInt(i64::from(attempt))),
+                ),
+                (publisher::DLQ_CATEGORY, publisher::text(category)),
+                (publisher::DLQ_REASON, publisher::text(reason)),
+                (
+                    publisher::DLQ_AT,
+                    publisher::text(chrono::Utc::now().to_rfc3339()),
+                ),
+                (
+                    publisher::ORIGINAL_ROUTING_KEY,
+                    publisher::text(original_routing_key(delivery)),
+                ),
+            ],
+        );
+        publisher
+            .publish_to_queue(&self.topology.email_dlq, &delivery.data, properties)
+            .await?;
+        metrics::counter!("email_dead_lettered_total", "category" => category.to_owned())
+            .increment(1);
+        Ok(Outcome::DeadLettered)
+    }
+}
+
+/// The routing key the event was published with (a retried message arrives through the default
+/// exchange with the queue name as key, so the first one is carried in a header).
+fn original_routing_key(delivery: &Delivery) -> String {
+    publisher::header_text(&delivery.properties, publisher::ORIGINAL_ROUTING_KEY)
+        .unwrap_or_else(|| delivery.routing_key.as_str().to_owned())
+}

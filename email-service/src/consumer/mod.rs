@@ -1,0 +1,187 @@
+//! The consumer: deliveries from the work queue → inbox check → render → send → record → ack.
+//!
+//! Manual acks, a prefetch window and at most `MAX_CONCURRENT_SENDS` deliveries in progress.
+//! Every delivery ends in exactly one of: ack after the mail was sent and recorded; ack of a
+//! duplicate; ack after a *confirmed* republish to a retry queue or the dead-letter queue; or,
+//! when even that publish fails, a nack with requeue (the broker's delivery limit dead-letters a
+//! message that keeps failing this way, so nothing loops forever).
+//!
+//! Shutdown: stop taking deliveries, let the ones in progress finish (a send is bounded by
+//! `SMTP_TIMEOUT`), then close the channel; prefetched deliveries never started go back to the
+//! queue.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context;
+use common::topology::Topology;
+use futures::StreamExt;
+use lapin::{
+    Connection,
+    message::Delivery,
+    options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
+    types::FieldTable,
+};
+use sea_orm::DatabaseConnection;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
+use uuid::Uuid;
+
+mod delivery;
+
+use crate::{
+    mailer::MailTransport,
+    publisher::{self, Publisher},
+    settings::Settings,
+    templates::Templates,
+};
+
+/// Everything one delivery needs; shared by the delivery tasks.
+#[derive(Debug)]
+pub struct Handler {
+    /// Inbox database.
+    pub db: DatabaseConnection,
+    /// Where mails go.
+    pub transport: Arc<dyn MailTransport>,
+    /// Mail templates.
+    pub templates: Templates,
+    /// Names of queues.
+    pub topology: Topology,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// This process's id in the inbox `claimed_by` column.
+    pub instance: Uuid,
+    in_flight: Mutex<HashSet<Uuid>>,
+}
+
+/// What happened to a delivery, for the span and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Sent,
+    Duplicate,
+    Retried,
+    Deferred,
+    DeadLettered,
+}
+
+impl Handler {
+    /// Bundles the dependencies of the delivery tasks.
+    pub fn new(
+        db: DatabaseConnection,
+        transport: Arc<dyn MailTransport>,
+        templates: Templates,
+        topology: Topology,
+        settings: Arc<Settings>,
+    ) -> Self {
+        Self {
+            db,
+            transport,
+            templates,
+            topology,
+            settings,
+            instance: Uuid::new_v4(),
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A claim older than this is stale: its owner died (a send cannot outlast `SMTP_TIMEOUT`).
+    fn lease(&self) -> Duration {
+        self.settings.smtp_timeout * 2 + Duration::from_secs(1)
+    }
+}
+
+/// Consumes the work queue until `shutdown` is cancelled or the channel fails.
+///
+/// # Errors
+/// When the channel cannot be set up or the broker connection is lost.
+pub async fn run(
+    connection: &Connection,
+    publisher_channel: lapin::Channel,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let publisher = Publisher::new(publisher_channel).await?;
+    let channel = connection.create_channel().await?;
+    channel
+        .basic_qos(handler.settings.prefetch, BasicQosOptions::default())
+        .await
+        .context("setting the prefetch")?;
+    let tag = format!("email-service-{}", handler.instance);
+    let mut deliveries = channel
+        .basic_consume(
+            handler.topology.email_queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming {}", handler.topology.email_queue))?;
+    tracing::info!(
+        queue = %handler.topology.email_queue,
+        transport = %handler.transport.describe(),
+        "email-service consuming"
+    );
+    let permits = Arc::new(Semaphore::new(handler.settings.max_concurrent_sends));
+    let tasks = TaskTracker::new();
+    let result = loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
+        };
+        let delivery = tokio::select! {
+            () = shutdown.cancelled() => break Ok(()),
+            delivery = deliveries.next() => delivery,
+        };
+        let delivery = match delivery {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => break Err(error).context("consuming deliveries"),
+            None => break Err(anyhow::anyhow!("the broker ended the consumer")),
+        };
+        let span = delivery_span(&delivery);
+        let (handler, publisher) = (handler.clone(), publisher.clone());
+        tasks.spawn(
+            async move {
+                handler.handle(&publisher, delivery).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    };
+    tracing::info!(in_flight = tasks.len(), "email-service stops consuming");
+    // Best effort: the channel may already be gone when the connection was lost.
+    let _ = channel
+        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+        .await;
+    tasks.close();
+    tasks.wait().await;
+    drop(deliveries);
+    // Closing returns the prefetched deliveries never started to the queue.
+    for (name, channel) in [("consumer", &channel), ("publisher", publisher.channel())] {
+        if let Err(error) = channel.close(200, "shutdown".into()).await {
+            tracing::warn!(%error, name, "closing channel");
+        }
+    }
+    result
+}
+
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    let p = &delivery.properties;
+    tracing::info_span!(
+        "delivery",
+        message_id = p
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+            .unwrap_or_default(),
+        event_type = p.kind().as_ref().map(|s| s.as_str()).unwrap_or_default(),
+        attempt = publisher::header_int(p, publisher::ATTEMPT).unwrap_or(1),
+        redelivered = delivery.redelivered,
+        correlation_id = publisher::header_text(p, "correlation_id").unwrap_or_default(),
+        traceparent = publisher::header_text(p, "traceparent").unwrap_or_default(),
+        outcome = tracing::field::Empty,
+    )
+}

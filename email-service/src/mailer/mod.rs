@@ -1,0 +1,56 @@
+//! Mail transports: SMTP (a pool of concurrent connections) and `.eml` files in a folder (the
+//! developer default). Both implement [`MailTransport`]; the consumer does not know which one
+//! it talks to.
+//!
+//! Every failure is classified once, here, into what the consumer must do next:
+//! [`SendError::Transient`] (connection refused, timeout, SMTP 4xx: retry later) or
+//! [`SendError::Permanent`] (SMTP 5xx such as an unknown recipient: dead-letter).
+
+pub mod file;
+pub mod smtp;
+mod tls;
+
+use std::sync::Arc;
+
+use lettre::Message;
+
+use crate::settings::{Settings, SmtpUrl};
+
+/// Why a mail was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Retrying later may succeed.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Retrying cannot succeed.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Somewhere mails go.
+#[async_trait::async_trait]
+pub trait MailTransport: Send + Sync + std::fmt::Debug {
+    /// Hands `message` over; `Ok` means the receiving side took responsibility for it.
+    ///
+    /// # Errors
+    /// [`SendError`], classified as transient or permanent.
+    async fn send(&self, message: &Message) -> Result<(), SendError>;
+
+    /// A short description for logs (never with credentials).
+    fn describe(&self) -> String;
+}
+
+/// The transport `settings` ask for: SMTP when `SMTP_URL` is set, else `.eml` files.
+///
+/// # Errors
+/// An unusable `SMTP_URL` or `MAIL_DIR`.
+pub async fn from_settings(settings: &Settings) -> anyhow::Result<Arc<dyn MailTransport>> {
+    Ok(match &settings.smtp_url {
+        Some(SmtpUrl(url)) => Arc::new(smtp::SmtpMailer::new(
+            smtp::Endpoint::parse(url)?,
+            settings.smtp_pool_size,
+            settings.smtp_timeout,
+        )),
+        None => Arc::new(file::FileMailer::new(settings.mail_dir.clone()).await?),
+    })
+}

@@ -1,0 +1,178 @@
+//! Republishing a delivery elsewhere: to a delayed retry queue, to the dead-letter queue, or (a
+//! replay) back to the work queue. Every publish waits for the broker's confirm and checks that
+//! the message was routed, because the caller acks the original only afterwards: a crash or a
+//! failed publish leaves the original unacked, so it is redelivered, never lost.
+//!
+//! Headers written here (all others are kept, so trace context survives every hop):
+//! - `x-attempt`: the number of the send attempt the message is for (1 = first).
+//! - `x-last-error`: why the previous attempt failed (retries).
+//! - `x-dead-letter-category`: `malformed`, `unknown_type`, `unrenderable`, `rejected`,
+//!   `exhausted`; `x-dead-letter-reason`: the full reason; `x-dead-lettered-at`: RFC 3339.
+//! - `x-original-routing-key`: the routing key the event was first published with.
+
+use anyhow::Context;
+use lapin::{
+    BasicProperties, Channel,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+    types::{AMQPValue, FieldTable, LongString},
+};
+
+/// Attempt number header.
+pub const ATTEMPT: &str = "x-attempt";
+/// Last transient error header.
+pub const LAST_ERROR: &str = "x-last-error";
+/// Dead-letter category header.
+pub const DLQ_CATEGORY: &str = "x-dead-letter-category";
+/// Dead-letter reason header.
+pub const DLQ_REASON: &str = "x-dead-letter-reason";
+/// Dead-letter time header.
+pub const DLQ_AT: &str = "x-dead-lettered-at";
+/// Original routing key header.
+pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+
+/// A publisher-confirms channel.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    /// Puts `channel` into confirm mode.
+    ///
+    /// # Errors
+    /// AMQP errors.
+    pub async fn new(channel: Channel) -> anyhow::Result<Self> {
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .context("enabling publisher confirms")?;
+        Ok(Self { channel })
+    }
+
+    /// The underlying channel.
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// Publishes `body` with `properties` to `queue` through the default exchange and waits for
+    /// the confirm.
+    ///
+    /// # Errors
+    /// When the broker nacks, returns (no such queue) or the channel fails.
+    pub async fn publish_to_queue(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> anyhow::Result<()> {
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                body,
+                properties.with_delivery_mode(2),
+            )
+            .await
+            .with_context(|| format!("publishing to {queue}"))?
+            .await
+            .with_context(|| format!("waiting for the confirm of {queue}"))?;
+        anyhow::ensure!(confirm.is_ack(), "broker nacked the publish to {queue}");
+        anyhow::ensure!(
+            confirm.take_message().is_none(),
+            "publish to {queue} was returned unroutable"
+        );
+        Ok(())
+    }
+}
+
+/// `properties` with `changes` applied to the headers (`None` removes a header).
+pub fn with_headers(
+    properties: &BasicProperties,
+    changes: &[(&str, Option<AMQPValue>)],
+) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    if let Some(existing) = properties.headers() {
+        for (key, value) in existing.inner() {
+            if !changes.iter().any(|(name, _)| *name == key.as_str()) {
+                headers.insert(key.clone(), value.clone());
+            }
+        }
+    }
+    for (name, value) in changes {
+        if let Some(value) = value {
+            headers.insert((*name).into(), value.clone());
+        }
+    }
+    properties.clone().with_headers(headers)
+}
+
+/// A string header value.
+pub fn text(value: impl Into<String>) -> Option<AMQPValue> {
+    Some(AMQPValue::LongString(LongString::from(value.into())))
+}
+
+/// Reads header `name` as text.
+pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        other => integer(other).map(|n| n.to_string()),
+    }
+}
+
+/// Reads header `name` as an integer.
+pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    integer(value).or_else(|| match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).parse().ok(),
+        _ => None,
+    })
+}
+
+fn integer(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_changes_keep_other_headers() {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            text("00-abc").unwrap_or(AMQPValue::Void),
+        );
+        headers.insert(ATTEMPT.into(), AMQPValue::LongLongInt(1));
+        headers.insert(LAST_ERROR.into(), text("x").unwrap_or(AMQPValue::Void));
+        let properties = BasicProperties::default().with_headers(headers);
+        let changed = with_headers(
+            &properties,
+            &[
+                (ATTEMPT, Some(AMQPValue::LongLongInt(2))),
+                (LAST_ERROR, None),
+            ],
+        );
+        assert_eq!(header_int(&changed, ATTEMPT), Some(2));
+        assert_eq!(
+            header_text(&changed, "traceparent").as_deref(),
+            Some("00-abc")
+        );
+        assert_eq!(header_text(&changed, LAST_ERROR), None);
+    }
+}

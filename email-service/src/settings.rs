@@ -1,0 +1,233 @@
+//! email-service settings: field names are the lower-cased environment variables.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use common::settings::{LogFormat, deserialize_durations, redact_url, serialize_durations};
+use serde::{Deserialize, Serialize};
+
+/// An SMTP URL that may carry credentials; its `Debug` output hides the password.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SmtpUrl(pub String);
+
+impl std::fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+/// Every tunable of the email-service. Defaults work on a developer machine: SQLite inbox, mails
+/// written as `.eml` files, RabbitMQ on localhost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// `AMQP_URL`: the RabbitMQ broker.
+    pub amqp_url: String,
+    /// `AMQP_NAMESPACE`: prefix of every exchange and queue name (isolates side-by-side stacks).
+    pub amqp_namespace: String,
+    /// `DATABASE_URL`: the inbox database, `postgres://…` or `sqlite://file.db?mode=rwc`.
+    pub database_url: String,
+    /// `DATABASE_MAX_CONNECTIONS`: pool size (SQLite always uses one connection).
+    pub database_max_connections: u32,
+    /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS), `smtps://user:pass@host:465` (implicit TLS). Unset: `.eml` files in `MAIL_DIR`.
+    pub smtp_url: Option<SmtpUrl>,
+    /// `SMTP_POOL_SIZE`: SMTP connections kept open and used concurrently.
+    pub smtp_pool_size: usize,
+    /// `SMTP_TIMEOUT`: bound on connecting and on one whole SMTP transaction.
+    #[serde(with = "humantime_serde")]
+    pub smtp_timeout: Duration,
+    /// `MAIL_DIR`: folder of the `.eml` files when `SMTP_URL` is unset.
+    pub mail_dir: PathBuf,
+    /// `MAIL_FROM`: the `From` mailbox, e.g. `Signup <no-reply@example.com>`.
+    pub mail_from: String,
+    /// `PREFETCH`: unacknowledged deliveries the broker hands this consumer at once.
+    pub prefetch: u16,
+    /// `MAX_CONCURRENT_SENDS`: deliveries processed (rendered and sent) at the same time.
+    pub max_concurrent_sends: usize,
+    /// `RETRY_DELAYS`: delays of the retry ladder, e.g. `1s,5s,30s,2m,10m`; the last repeats.
+    #[serde(
+        deserialize_with = "deserialize_durations",
+        serialize_with = "serialize_durations"
+    )]
+    pub retry_delays: Vec<Duration>,
+    /// `MAX_ATTEMPTS`: send attempts of one mail before it is dead-lettered.
+    pub max_attempts: u32,
+    /// `INBOX_RETENTION`: how long inbox rows are kept; must exceed the retry horizon.
+    #[serde(with = "humantime_serde")]
+    pub inbox_retention: Duration,
+    /// `ADMIN_ADDR`: health and metrics endpoint.
+    pub admin_addr: SocketAddr,
+    /// `LOG_FORMAT`: `pretty` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_namespace: String::new(),
+            database_url: "sqlite://email.db?mode=rwc".into(),
+            database_max_connections: 10,
+            smtp_url: None,
+            smtp_pool_size: 16,
+            smtp_timeout: Duration::from_secs(30),
+            mail_dir: PathBuf::from("mail"),
+            mail_from: "Signup <no-reply@localhost>".into(),
+            prefetch: 256,
+            max_concurrent_sends: 64,
+            retry_delays: common::topology::DEFAULT_RETRY_DELAYS.to_vec(),
+            max_attempts: 6,
+            inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
+            log_format: LogFormat::Pretty,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults → `CONFIG_FILE` → environment, then checks ranges.
+    ///
+    /// # Errors
+    /// A message naming the variable with the bad value.
+    pub fn load() -> anyhow::Result<Self> {
+        let settings: Self = common::settings::load()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The longest time a mail can spend in the retry ladder.
+    pub fn retry_horizon(&self) -> Duration {
+        (1..self.max_attempts).map(|n| self.retry_delay(n)).sum()
+    }
+
+    /// Delay before attempt `failed_attempt + 1`, after attempt `failed_attempt` (1-based)
+    /// failed: the ladder's entry, the last one repeating.
+    pub fn retry_delay(&self, failed_attempt: u32) -> Duration {
+        let index = usize::try_from(failed_attempt.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.retry_delays
+            .get(index)
+            .or(self.retry_delays.last())
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Checks what serde cannot: ranges and URL shapes.
+    ///
+    /// # Errors
+    /// A message naming the variable with the bad value.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |message: String| anyhow::anyhow!("invalid configuration: {message}");
+        let scheme_ok = ["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| self.database_url.starts_with(p));
+        anyhow::ensure!(
+            scheme_ok,
+            bad("DATABASE_URL must start with postgres:// or sqlite:".into())
+        );
+        if let Some(SmtpUrl(url)) = &self.smtp_url {
+            crate::mailer::smtp::Endpoint::parse(url)
+                .map_err(|e| bad(format!("SMTP_URL {}: {e}", redact_url(url))))?;
+        }
+        self.mail_from
+            .parse::<lettre::message::Mailbox>()
+            .map_err(|e| bad(format!("MAIL_FROM {:?}: {e}", self.mail_from)))?;
+        anyhow::ensure!(
+            self.smtp_pool_size > 0,
+            bad("SMTP_POOL_SIZE must be at least 1".into())
+        );
+        anyhow::ensure!(
+            !self.smtp_timeout.is_zero(),
+            bad("SMTP_TIMEOUT must be positive".into())
+        );
+        anyhow::ensure!(self.prefetch > 0, bad("PREFETCH must be at least 1".into()));
+        anyhow::ensure!(
+            self.max_concurrent_sends > 0,
+            bad("MAX_CONCURRENT_SENDS must be at least 1".into())
+        );
+        anyhow::ensure!(
+            !self.retry_delays.is_empty() && self.retry_delays.iter().all(|d| !d.is_zero()),
+            bad("RETRY_DELAYS must list at least one positive delay".into())
+        );
+        anyhow::ensure!(
+            self.max_attempts > 0,
+            bad("MAX_ATTEMPTS must be at least 1".into())
+        );
+        anyhow::ensure!(
+            self.inbox_retention > self.retry_horizon() * 2,
+            bad(format!(
+                "INBOX_RETENTION ({}) must exceed twice the retry horizon ({}), or a retried \
+                 mail could be sent again after its inbox row was purged",
+                humantime::format_duration(self.inbox_retention),
+                humantime::format_duration(self.retry_horizon())
+            ))
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let settings: Settings = common::settings::load_from(env)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = load(&[]).unwrap();
+        assert!(settings.smtp_url.is_none());
+        assert_eq!(settings.retry_delays.len(), 5);
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let settings = load(&[
+            ("SMTP_URL", "smtp://127.0.0.1:2525"),
+            ("RETRY_DELAYS", "200ms,400ms"),
+            ("MAX_ATTEMPTS", "4"),
+            ("PREFETCH", "10"),
+        ])
+        .unwrap();
+        assert_eq!(
+            settings.smtp_url,
+            Some(SmtpUrl("smtp://127.0.0.1:2525".into()))
+        );
+        assert_eq!(settings.retry_delay(1), Duration::from_millis(200));
+        assert_eq!(settings.retry_delay(3), Duration::from_millis(400));
+        assert_eq!(settings.retry_horizon(), Duration::from_millis(1000));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("SMTP_URL", "ftp://x"),
+            ("MAIL_FROM", "not an address"),
+            ("MAX_ATTEMPTS", "0"),
+            ("RETRY_DELAYS", "soon"),
+            ("PREFETCH", "-1"),
+            ("INBOX_RETENTION", "1m"),
+            ("DATABASE_URL", "mysql://x"),
+        ] {
+            let error = load(&[(var, value)]).unwrap_err();
+            assert!(
+                error.to_string().contains(var),
+                "{var}={value} gave {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_smtp_password() {
+        let url = SmtpUrl("smtps://user:hunter2@smtp.example.com".into());
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+}

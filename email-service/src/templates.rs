@@ -1,0 +1,265 @@
+//! Mail templates: one text and one HTML template per event type, kept as files under
+//! `email-service/templates/` and compiled into the binary, rendered with `minijinja` (HTML
+//! templates auto-escape, so a name like `<script>` is harmless).
+//!
+//! [`Templates::render`] turns an event into a complete multipart message with `From`, `To`,
+//! `Subject`, `Date` and a `Message-ID` derived from the event id: every attempt and every
+//! replay of one event carries the same Message-ID, so a receiving server can also recognise a
+//! duplicate.
+
+use common::events::{SignupEvent, VerificationDetails};
+use lettre::{
+    Message,
+    message::{
+        Body, Mailbox, MultiPart, SinglePart,
+        header::{ContentTransferEncoding, ContentType},
+    },
+};
+use minijinja::{Environment, context};
+use uuid::Uuid;
+
+/// Why an event cannot become a mail. Permanent: the same event never renders.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The recipient address does not parse.
+    #[error("invalid recipient address: {0}")]
+    InvalidRecipient(#[from] lettre::address::AddressError),
+    /// A template failed to render.
+    #[error("template error: {0}")]
+    Template(#[from] minijinja::Error),
+    /// The message could not be assembled.
+    #[error("cannot build the message: {0}")]
+    Build(#[from] lettre::error::Error),
+}
+
+/// The compiled templates and the sender.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+    from: Mailbox,
+}
+
+macro_rules! template {
+    ($env:ident, $name:literal) => {
+        $env.add_template($name, include_str!(concat!("../templates/", $name)))?;
+    };
+}
+
+impl Templates {
+    /// Compiles the templates; `from` is the `From` mailbox.
+    ///
+    /// # Errors
+    /// When `from` does not parse or a template has a syntax error.
+    pub fn new(from: &str) -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        template!(env, "layout.html");
+        template!(env, "verification.txt");
+        template!(env, "verification.html");
+        template!(env, "reminder.txt");
+        template!(env, "reminder.html");
+        template!(env, "welcome.txt");
+        template!(env, "welcome.html");
+        let from = from
+            .parse()
+            .map_err(|e| anyhow::anyhow!("MAIL_FROM {from:?}: {e}"))?;
+        Ok(Self { env, from })
+    }
+
+    /// Renders the mail announced by `event`.
+    ///
+    /// # Errors
+    /// [`RenderError`]; all variants are permanent.
+    pub fn render(&self, event: &SignupEvent) -> Result<Message, RenderError> {
+        match event {
+            SignupEvent::UserRegistered(e) => {
+                let d = &e.data;
+                self.build(
+                    e.event_id,
+                    Recipient::new(&d.email, d.first_name.as_deref(), d.last_name.as_deref()),
+                    "Confirm your email address",
+                    "verification",
+                    verification_context(d.first_name.as_deref(), &d.verification, 0),
+                )
+            }
+            SignupEvent::VerificationReminder(e) => {
+                let d = &e.data;
+                self.build(
+                    e.event_id,
+                    Recipient::new(&d.email, d.first_name.as_deref(), d.last_name.as_deref()),
+                    "Reminder: confirm your email address",
+                    "reminder",
+                    verification_context(
+                        d.first_name.as_deref(),
+                        &d.verification,
+                        d.reminder_number,
+                    ),
+                )
+            }
+            SignupEvent::UserVerified(e) => {
+                let d = &e.data;
+                self.build(
+                    e.event_id,
+                    Recipient::new(&d.email, d.first_name.as_deref(), d.last_name.as_deref()),
+                    "Welcome!",
+                    "welcome",
+                    context! { first_name => greeting_name(d.first_name.as_deref()), email => d.email },
+                )
+            }
+        }
+    }
+
+    fn build(
+        &self,
+        event_id: Uuid,
+        to: Recipient<'_>,
+        subject: &str,
+        template: &str,
+        ctx: minijinja::Value,
+    ) -> Result<Message, RenderError> {
+        let text = self
+            .env
+            .get_template(&format!("{template}.txt"))?
+            .render(&ctx)?;
+        let html = self
+            .env
+            .get_template(&format!("{template}.html"))?
+            .render(&ctx)?;
+        let domain = self.from.email.domain();
+        Ok(Message::builder()
+            .from(self.from.clone())
+            .to(to.mailbox()?)
+            .subject(subject)
+            .message_id(Some(format!("<{event_id}@{domain}>")))
+            .date_now()
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(part(ContentType::TEXT_PLAIN, text))
+                    .singlepart(part(ContentType::TEXT_HTML, html)),
+            )?)
+    }
+}
+
+struct Recipient<'a> {
+    email: &'a str,
+    name: Option<String>,
+}
+
+impl<'a> Recipient<'a> {
+    fn new(email: &'a str, first: Option<&str>, last: Option<&str>) -> Self {
+        let name = [first, last]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Self {
+            email,
+            name: (!name.is_empty()).then_some(name),
+        }
+    }
+
+    fn mailbox(&self) -> Result<Mailbox, RenderError> {
+        Ok(Mailbox::new(self.name.clone(), self.email.trim().parse()?))
+    }
+}
+
+/// A body part. ASCII text whose lines fit SMTP's 998-octet limit goes out as `7bit`, readable
+/// as is in a `.eml` file or a test; anything else gets lettre's choice (quoted-printable or
+/// base64). lettre alone would pick quoted-printable for any line over 76 characters, and
+/// verification links are longer than that.
+fn part(content_type: ContentType, text: String) -> SinglePart {
+    let text = text.replace("\r\n", "\n").replace('\n', "\r\n");
+    let plain = text.is_ascii() && text.split("\r\n").all(|line| line.len() <= 998);
+    let body = if plain {
+        Body::dangerous_pre_encoded(text.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text)
+    };
+    SinglePart::builder().header(content_type).body(body)
+}
+
+fn greeting_name(first_name: Option<&str>) -> Option<&str> {
+    first_name.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn verification_context(
+    first_name: Option<&str>,
+    verification: &VerificationDetails,
+    reminder_number: u32,
+) -> minijinja::Value {
+    context! {
+        first_name => greeting_name(first_name),
+        link => verification.link,
+        code => verification.code,
+        expires_at => verification.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        reminder_number => reminder_number,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use common::events::{Envelope, UserRegisteredV1};
+
+    fn registered(first_name: Option<&str>, email: &str) -> SignupEvent {
+        SignupEvent::UserRegistered(Envelope::new(
+            Uuid::new_v4(),
+            Utc::now(),
+            UserRegisteredV1 {
+                user_id: Uuid::new_v4(),
+                email: email.into(),
+                first_name: first_name.map(Into::into),
+                last_name: None,
+                verification: VerificationDetails {
+                    link: "http://x/user/verify?token=abc&x=1".into(),
+                    code: "123456".into(),
+                    expires_at: Utc::now(),
+                },
+            },
+        ))
+    }
+
+    fn raw(message: &Message) -> String {
+        String::from_utf8(message.formatted()).unwrap()
+    }
+
+    #[test]
+    fn verification_mail_has_both_parts_link_code_and_headers() {
+        let templates = Templates::new("Signup <no-reply@example.com>").unwrap();
+        let event = registered(Some("Ann"), "ann@example.com");
+        let text = raw(&templates.render(&event).unwrap());
+        assert!(text.contains("To: Ann <ann@example.com>"));
+        assert!(text.contains(&format!("Message-ID: <{}@example.com>", event.event_id())));
+        assert!(text.contains("Date: "));
+        assert!(text.contains("Content-Type: text/plain"));
+        assert!(text.contains("Content-Type: text/html"));
+        assert!(text.contains("Hello Ann,"));
+        assert!(text.contains("123456"));
+        assert!(text.contains("http://x/user/verify?token=abc&x=1"));
+        assert!(text.contains("token=abc&amp;x=1"), "HTML escapes the link");
+    }
+
+    #[test]
+    fn greeting_without_a_name_and_html_escaping_of_names() {
+        let templates = Templates::new("no-reply@example.com").unwrap();
+        let text = raw(&templates
+            .render(&registered(None, "a@example.com"))
+            .unwrap());
+        assert!(text.contains("Hello,"));
+        let text = raw(&templates
+            .render(&registered(Some("<b>x</b>"), "a@example.com"))
+            .unwrap());
+        assert!(text.contains("<p>Hello &lt;b&gt;x&lt;"));
+    }
+
+    #[test]
+    fn an_invalid_recipient_does_not_render() {
+        let templates = Templates::new("no-reply@example.com").unwrap();
+        assert!(matches!(
+            templates.render(&registered(None, "not an address")),
+            Err(RenderError::InvalidRecipient(_))
+        ));
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the email-service against the real RabbitMQ, real SQLite/PostgreSQL
+//! inboxes and an in-process SMTP sink. Every test has its own AMQP namespace, database and sink.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod crash;
+mod delivery;
+mod failures;
+mod helpers;
