@@ -41,9 +41,10 @@ pub mod routing_keys {
     /// [`crate::events::UserVerifiedV1`].
     pub const USER_VERIFIED_V1: &str = "user.verified.v1";
     /// Every key the email-service queue is bound to.
-    pub const EMAIL_SERVICE_BINDINGS: [&str; 3] = [
+    pub const EMAIL_SERVICE_BINDINGS: [&str; 4] = [
         USER_REGISTERED_V1,
         VERIFICATION_REMINDER_V1,
+        VERIFICATION_RESENT_V1,
         USER_VERIFIED_V1,
     ];
 }
@@ -190,6 +191,21 @@ mod tests {
             t.retry_queue(Duration::from_secs(5)),
             "email-service.retry.5000ms"
         );
+    }
+
+    #[test]
+    fn the_email_queue_is_bound_to_every_event() {
+        use crate::events::{
+            Event, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1, VerificationResentV1,
+        };
+        for key in [
+            UserRegisteredV1::ROUTING_KEY,
+            VerificationReminderV1::ROUTING_KEY,
+            VerificationResentV1::ROUTING_KEY,
+            UserVerifiedV1::ROUTING_KEY,
+        ] {
+            assert!(routing_keys::EMAIL_SERVICE_BINDINGS.contains(&key), "{key}");
+        }
     }
 
     #[test]

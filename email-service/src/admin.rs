@@ -13,8 +13,8 @@ use serde_json::json;
 pub struct AdminState {
     /// The inbox database.
     pub db: DatabaseConnection,
-    /// The broker connection the consumer uses.
-    pub connection: Arc<Connection>,
+    /// The broker connection the consumer currently uses (`None` while reconnecting).
+    pub broker: Arc<tokio::sync::watch::Sender<Option<Arc<Connection>>>>,
 }
 
 /// The admin routes.
@@ -31,7 +31,11 @@ async fn live() -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
-    let broker = state.connection.status().connected();
+    let broker = state
+        .broker
+        .borrow()
+        .as_ref()
+        .is_some_and(|connection| connection.status().connected());
     let database = state.db.ping().await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
     let status = if broker && database {

@@ -51,14 +51,10 @@ impl Application {
             settings.database_max_connections,
         )
         .await?;
-        let connection = common::amqp::connect(&settings.amqp_url, "email-service").await?;
         let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
-        let channel = connection.create_channel().await?;
-        topology
-            .declare(&channel)
-            .await
-            .context("declaring the RabbitMQ topology")?;
-        // The declaring channel becomes the consumer's publisher-confirms channel.
+        // Fail fast at start-up (a clear "cannot connect" beats a silent retry loop); later
+        // connection losses are retried by `run`.
+        let (connection, channel) = connect_and_declare(&settings.amqp_url, &topology).await?;
         let transport = mailer::from_settings(&settings).await?;
         let admin = TcpListener::bind(settings.admin_addr)
             .await
@@ -66,7 +62,7 @@ impl Application {
         Ok(Self {
             settings: Arc::new(settings),
             db,
-            connection: Arc::new(connection),
+            connection,
             channel,
             topology,
             transport,
@@ -95,8 +91,12 @@ impl Application {
 
     /// Consumes until `shutdown` is cancelled, then finishes in-flight sends and returns.
     ///
+    /// A lost broker connection is not fatal: in-flight sends finish (their unacked deliveries
+    /// come back and the inbox recognises them), readiness reports the broker down, and the
+    /// service reconnects with backoff (100 ms doubling to 30 s) and consumes again.
+    ///
     /// # Errors
-    /// When the broker connection is lost or the admin server fails.
+    /// When the admin server fails.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let Self {
             settings,
@@ -110,10 +110,11 @@ impl Application {
         } = self;
         let stop = shutdown.child_token();
         let admin_addr = admin.local_addr()?;
+        let broker = Arc::new(tokio::sync::watch::Sender::new(Some(connection)));
         let admin_server = tokio::spawn({
             let router = admin::router(admin::AdminState {
                 db: db.clone(),
-                connection: connection.clone(),
+                broker: broker.clone(),
             });
             let stopped = stop.clone().cancelled_owned();
             async move {
@@ -129,19 +130,107 @@ impl Application {
             stop.clone(),
         ));
         let handler = Arc::new(consumer::Handler::new(
-            db, transport, templates, topology, settings,
+            db,
+            transport,
+            templates,
+            topology.clone(),
+            settings.clone(),
         ));
-        let consumed = consumer::run(&connection, channel, handler, stop.clone()).await;
+        consume_with_reconnect(
+            &settings.amqp_url,
+            &topology,
+            &broker,
+            channel,
+            &handler,
+            &stop,
+        )
+        .await;
         stop.cancel();
         let _ = purger.await;
         let served = admin_server.await;
-        let _ = connection.close(200, "shutdown".into()).await;
+        if let Some(connection) = broker.send_replace(None) {
+            let _ = connection.close(200, "shutdown".into()).await;
+        }
         tracing::info!("email-service stopped");
-        consumed?;
         served
             .context("admin server task")?
             .context("admin server failed")?;
         Ok(())
+    }
+}
+
+/// Opens a connection and a channel and declares the topology on it (that channel becomes the
+/// consumer's publisher-confirms channel).
+async fn connect_and_declare(
+    url: &str,
+    topology: &Topology,
+) -> anyhow::Result<(Arc<Connection>, lapin::Channel)> {
+    let connection = common::amqp::connect(url, "email-service").await?;
+    let channel = connection.create_channel().await?;
+    topology
+        .declare(&channel)
+        .await
+        .context("declaring the RabbitMQ topology")?;
+    Ok((Arc::new(connection), channel))
+}
+
+/// Consumes on the current connection; whenever it is lost, reconnects with backoff and goes on,
+/// until `stop`.
+async fn consume_with_reconnect(
+    url: &str,
+    topology: &Topology,
+    broker: &tokio::sync::watch::Sender<Option<Arc<Connection>>>,
+    channel: lapin::Channel,
+    handler: &Arc<consumer::Handler>,
+    stop: &CancellationToken,
+) {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+    const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    let mut channel = Some(channel);
+    let mut backoff = FIRST_BACKOFF;
+    while !stop.is_cancelled() {
+        let publisher_channel = match channel.take() {
+            Some(channel) => channel,
+            None => match connect_and_declare(url, topology).await {
+                Ok((connection, channel)) => {
+                    tracing::info!("reconnected to RabbitMQ");
+                    broker.send_replace(Some(connection));
+                    backoff = FIRST_BACKOFF;
+                    channel
+                }
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "RabbitMQ unreachable");
+                    wait(backoff, stop).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        let Some(connection) = broker.borrow().clone() else {
+            return;
+        };
+        let consumed = consumer::run(
+            &connection,
+            publisher_channel,
+            handler.clone(),
+            stop.clone(),
+        )
+        .await;
+        if stop.is_cancelled() {
+            return;
+        }
+        let error = consumed.err().map(|e| format!("{e:#}")).unwrap_or_default();
+        tracing::warn!(error, "lost the RabbitMQ connection; reconnecting");
+        let _ = connection.close(200, "reconnecting".into()).await;
+        wait(backoff, stop).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn wait(delay: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
     }
 }
 

@@ -57,6 +57,8 @@ impl Templates {
         template!(env, "verification.html");
         template!(env, "reminder.txt");
         template!(env, "reminder.html");
+        template!(env, "resend.txt");
+        template!(env, "resend.html");
         template!(env, "welcome.txt");
         template!(env, "welcome.html");
         let from = from
@@ -93,6 +95,16 @@ impl Templates {
                         &d.verification,
                         d.reminder_number,
                     ),
+                )
+            }
+            SignupEvent::VerificationResent(e) => {
+                let d = &e.data;
+                self.build(
+                    e.event_id,
+                    Recipient::new(&d.email, d.first_name.as_deref(), d.last_name.as_deref()),
+                    "Your new confirmation link",
+                    "resend",
+                    verification_context(d.first_name.as_deref(), &d.verification, 0),
                 )
             }
             SignupEvent::UserVerified(e) => {
@@ -252,6 +264,69 @@ mod tests {
             .render(&registered(Some("<b>x</b>"), "a@example.com"))
             .unwrap());
         assert!(text.contains("<p>Hello &lt;b&gt;x&lt;"));
+    }
+
+    #[test]
+    fn every_event_type_renders_with_its_own_subject() {
+        use common::events::{UserVerifiedV1, VerificationReminderV1, VerificationResentV1};
+        let templates = Templates::new("no-reply@example.com").unwrap();
+        let verification = VerificationDetails {
+            link: "http://x/user/verify?token=t".into(),
+            code: "654321".into(),
+            expires_at: Utc::now(),
+        };
+        let (user_id, email) = (Uuid::new_v4(), "ann@example.com".to_owned());
+        let events = [
+            SignupEvent::VerificationReminder(Envelope::new(
+                Uuid::new_v4(),
+                Utc::now(),
+                VerificationReminderV1 {
+                    user_id,
+                    email: email.clone(),
+                    first_name: None,
+                    last_name: None,
+                    verification: verification.clone(),
+                    reminder_number: 2,
+                },
+            )),
+            SignupEvent::VerificationResent(Envelope::new(
+                Uuid::new_v4(),
+                Utc::now(),
+                VerificationResentV1 {
+                    user_id,
+                    email: email.clone(),
+                    first_name: None,
+                    last_name: None,
+                    verification: verification.clone(),
+                },
+            )),
+            SignupEvent::UserVerified(Envelope::new(
+                Uuid::new_v4(),
+                Utc::now(),
+                UserVerifiedV1 {
+                    user_id,
+                    email,
+                    first_name: Some("Ann".into()),
+                    last_name: None,
+                    verified_at: Utc::now(),
+                },
+            )),
+        ];
+        let expected = [
+            (
+                "Subject: Reminder: confirm your email address",
+                Some("654321"),
+            ),
+            ("Subject: Your new confirmation link", Some("654321")),
+            ("Subject: Welcome!", None),
+        ];
+        for (event, (subject, code)) in events.iter().zip(expected) {
+            let text = raw(&templates.render(event).unwrap());
+            assert!(text.contains(subject), "{text}");
+            if let Some(code) = code {
+                assert!(text.contains(code) && text.contains("http://x/user/verify?token=t"));
+            }
+        }
     }
 
     #[test]

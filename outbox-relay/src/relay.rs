@@ -187,6 +187,7 @@ impl Relay {
         }
         let failed = rows.len() - confirmed.len();
         record_metrics(&outcome.outcomes, confirmed.len(), started);
+        log_published(&rows, &confirmed);
         if failed > 0 {
             let first = failures.keys().next().map_or("", String::as_str);
             tracing::warn!(
@@ -342,6 +343,33 @@ impl Backoff {
 
     pub(crate) fn reset(&mut self) {
         self.failures = 0;
+    }
+}
+
+/// One debug line per published event, with its correlation id, so `grep <correlation id>`
+/// over the logs shows the relay's part of one sign-up. Headers are parsed only when debug
+/// logging is on: this is the hot path.
+fn log_published(rows: &[OutboxRow], confirmed: &[i64]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for row in rows.iter().filter(|row| confirmed.contains(&row.seq)) {
+        let headers: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&row.headers).unwrap_or_default();
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+        };
+        tracing::debug!(
+            event_id = %row.id,
+            event_type = %row.event_type,
+            routing_key = %row.routing_key,
+            correlation_id = text("correlation_id"),
+            traceparent = text("traceparent"),
+            "event published"
+        );
     }
 }
 

@@ -81,7 +81,8 @@ impl Stack {
     /// # Errors
     /// [`common::amqp::ConnectError`] when RabbitMQ is unreachable; database or bind errors.
     pub async fn build(settings: StackSettings) -> anyhow::Result<Self> {
-        let probe = common::amqp::connect(&settings.relay.amqp_url, "signup-outbox-startup-check").await?;
+        let probe =
+            common::amqp::connect(&settings.relay.amqp_url, "signup-outbox-startup-check").await?;
         probe.close(200, "ok".into()).await.ok();
 
         let db = user_service::migration::connect_and_migrate(
@@ -116,9 +117,15 @@ impl Stack {
             }
         };
         let (user, relay, email) = tokio::join!(
-            async { guard("user-service", shutdown.clone())(self.user.run(shutdown.clone()).await) },
-            async { guard("outbox-relay", shutdown.clone())(self.relay.run(shutdown.clone()).await) },
-            async { guard("email-service", shutdown.clone())(self.email.run(shutdown.clone()).await) },
+            async {
+                guard("user-service", shutdown.clone())(self.user.run(shutdown.clone()).await)
+            },
+            async {
+                guard("outbox-relay", shutdown.clone())(self.relay.run(shutdown.clone()).await)
+            },
+            async {
+                guard("email-service", shutdown.clone())(self.email.run(shutdown.clone()).await)
+            },
         );
         user.and(relay).and(email)
     }

@@ -1,0 +1,76 @@
+//! `.env.template` lists every variable the services read.
+
+use std::collections::BTreeSet;
+
+fn variables_of<T: serde::Serialize>(settings: &T) -> BTreeSet<String> {
+    serde_json::to_value(settings)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|key| key.to_uppercase())
+        .collect()
+}
+
+#[test]
+fn every_setting_of_every_service_is_in_the_env_template() {
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.template"))
+            .expect(".env.template at the workspace root");
+    let mut variables = BTreeSet::new();
+    variables.extend(variables_of(&user_service::Settings::default()));
+    variables.extend(variables_of(&outbox_relay::Settings::default()));
+    variables.extend(variables_of(&email_service::Settings::default()));
+    variables.extend(variables_of(&signup_outbox::RunnerSettings::default()));
+    variables.extend([
+        "RUST_LOG".to_owned(),
+        common::settings::CONFIG_FILE_VAR.to_owned(),
+    ]);
+    assert!(variables.len() > 40, "{variables:?}");
+    let missing: Vec<&String> = variables
+        .iter()
+        .filter(|var| {
+            !template.lines().any(|line| {
+                line.trim_start_matches("# ")
+                    .starts_with(&format!("{var}="))
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing from .env.template: {missing:?}"
+    );
+}
+
+#[test]
+fn every_variable_docker_compose_sets_is_a_real_setting() {
+    let compose = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docker-compose.yml"
+    ))
+    .unwrap();
+    let mut known = BTreeSet::new();
+    known.extend(variables_of(&user_service::Settings::default()));
+    known.extend(variables_of(&outbox_relay::Settings::default()));
+    known.extend(variables_of(&email_service::Settings::default()));
+    // Lines like `      DATABASE_URL: postgres://…` under a service's `environment:`.
+    let mut in_service_environment = false;
+    for line in compose.lines() {
+        let trimmed = line.trim();
+        if trimmed == "environment:" {
+            in_service_environment = line.starts_with("    environment:");
+            continue;
+        }
+        if !line.starts_with("      ") {
+            in_service_environment = false;
+        }
+        if in_service_environment && let Some((name, _)) = trimmed.split_once(':') {
+            let is_service_setting = known.contains(name);
+            let is_infrastructure = name.starts_with("POSTGRES_");
+            assert!(
+                is_service_setting || is_infrastructure,
+                "docker-compose sets unknown {name}"
+            );
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! An in-process stack per test, and small helpers to read mails.
+
+use std::{net::SocketAddr, time::Duration};
+
+use email_service::sink::{ReceivedMail, SmtpSink};
+use sea_orm::DatabaseConnection;
+use serde_json::Value;
+use signup_outbox::{Stack, StackSettings};
+use tokio_util::sync::CancellationToken;
+
+pub const MAIL_WAIT: Duration = Duration::from_secs(30);
+
+pub struct TestStack {
+    pub api: SocketAddr,
+    pub relay_admin: SocketAddr,
+    pub email_admin: SocketAddr,
+    pub user_db: DatabaseConnection,
+    pub settings: StackSettings,
+    pub sink: SmtpSink,
+    pub client: reqwest::Client,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Settings of a stack with its own user database, inbox, namespace and sink.
+pub async fn stack_settings(
+    label: &str,
+    sink: &SmtpSink,
+    dir: &tempfile::TempDir,
+) -> StackSettings {
+    let user_db = common::testing::fresh_postgres_database(label)
+        .await
+        .unwrap();
+    let namespace = common::testing::unique_namespace();
+    let amqp_url = common::testing::amqp_url();
+    let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let retry_delays = vec![Duration::from_millis(200), Duration::from_millis(400)];
+    StackSettings {
+        user: user_service::Settings {
+            database_url: user_db.clone(),
+            http_addr: any_port,
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            reminder_poll_interval: Duration::from_millis(100),
+            ..Default::default()
+        },
+        relay: outbox_relay::Settings {
+            database_url: user_db,
+            amqp_url: amqp_url.clone(),
+            amqp_namespace: namespace.clone(),
+            retry_delays: retry_delays.clone(),
+            relay_poll_interval: Duration::from_millis(200),
+            admin_addr: any_port,
+            ..Default::default()
+        },
+        email: email_service::Settings {
+            amqp_url,
+            amqp_namespace: namespace,
+            database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()),
+            smtp_url: Some(email_service::settings::SmtpUrl(sink.url())),
+            retry_delays,
+            admin_addr: any_port,
+            ..Default::default()
+        },
+    }
+}
+
+pub async fn spawn_stack(label: &str) -> TestStack {
+    spawn_stack_with(label, |_| {}).await
+}
+
+pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings)) -> TestStack {
+    let sink = SmtpSink::start().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = stack_settings(label, &sink, &dir).await;
+    tweak(&mut settings);
+    let stack = Stack::build(settings.clone()).await.unwrap();
+    let api = stack.user.local_addr().unwrap();
+    let relay_admin = stack.relay.admin_addr().unwrap();
+    let email_admin = stack.email.admin_addr().unwrap();
+    let user_db = stack.user.db().clone();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stack.run(shutdown.clone()));
+    TestStack {
+        api,
+        relay_admin,
+        email_admin,
+        user_db,
+        settings,
+        sink,
+        client: reqwest::Client::new(),
+        shutdown,
+        _dir: dir,
+    }
+}
+
+impl TestStack {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `n` mails were accepted in total, and returns them all.
+    pub async fn mails(&self, n: usize) -> Vec<ReceivedMail> {
+        self.sink.wait_for(n, MAIL_WAIT).await.unwrap()
+    }
+}
+
+pub fn subject(mail: &ReceivedMail) -> String {
+    mail.header("Subject").unwrap_or_default()
+}
+
+/// The verification link in a mail (mails go out 7bit, so the link is literal).
+pub fn link_in(mail: &ReceivedMail) -> String {
+    let start = mail.data.find("http://").expect("a link");
+    mail.data[start..]
+        .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+pub fn token_of(link: &str) -> String {
+    link.split("token=").nth(1).unwrap().to_owned()
+}
+
+/// The six-digit code in a mail ("Or enter this code: 123456").
+pub fn code_in(mail: &ReceivedMail) -> String {
+    let at = mail.data.find("code: ").expect("a code") + "code: ".len();
+    mail.data[at..at + 6].to_owned()
+}
+
+/// Polls `check` until it returns true, at most `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the three services together against real PostgreSQL, RabbitMQ and an SMTP
+//! sink, in-process (`Stack`) and as the all-in-one binary. Each test has its own database,
+//! AMQP namespace, sink and ports, so the suite runs in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod env_template;
+mod helpers;
+mod proxy;
+mod readiness;
+mod reminders;
+mod runner;
+mod signup;

@@ -1,0 +1,232 @@
+//! The all-in-one binary, as a newcomer runs it: register → the verification `.eml` appears in
+//! the mail folder with a working link → verify → the welcome `.eml` appears. Its logs (all three
+//! services) carry the request's correlation id and never a token, code or password.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{eventually, token_of};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signup-outbox");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Runner {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Runner {
+    fn start(dir: &Path, http_port: u16) -> Self {
+        let mut child = Command::new(BIN)
+            .current_dir(dir)
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}/signup.db?mode=rwc", dir.display()),
+            )
+            .env(
+                "EMAIL_DATABASE_URL",
+                format!("sqlite://{}/email.db?mode=rwc", dir.display()),
+            )
+            .env("MAIL_DIR", dir.join("mail"))
+            .env("AMQP_URL", common::testing::amqp_url())
+            .env("AMQP_NAMESPACE", common::testing::unique_namespace())
+            .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
+            .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{http_port}"))
+            .env("RELAY_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("EMAIL_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env("ARGON2_MEMORY_KIB", "1024")
+            .env("ARGON2_ITERATIONS", "1")
+            .env("LOG_FORMAT", "json")
+            // Per-event relay lines are debug; everything else at its default level.
+            .env("RUST_LOG", "info,outbox_relay=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    lines.lock().unwrap().push(line);
+                }
+            });
+        }
+        Self { child, lines }
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    async fn wait_for_log(&self, needle: &str) {
+        let lines = self.lines.clone();
+        eventually(Duration::from_secs(60), || {
+            let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));
+            async move { found }
+        })
+        .await;
+    }
+}
+
+fn eml_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+async fn wait_for_mails(dir: &Path, n: usize) -> Vec<String> {
+    eventually(Duration::from_secs(30), || {
+        let ready = eml_files(dir).len() >= n;
+        async move { ready }
+    })
+    .await;
+    eml_files(dir)
+}
+
+fn has_standalone(line: &str, code: &str) -> bool {
+    line.match_indices(code).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit()) && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+#[tokio::test]
+async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let runner = Runner::start(dir.path(), port);
+    runner.wait_for_log("signup-outbox is running").await;
+    let client = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{port}");
+    let password = "a very secret passphrase";
+    let correlation_id = format!("corr-{}", uuid::Uuid::new_v4());
+
+    let registered = client
+        .post(format!("{api}/user/register"))
+        .header("x-request-id", &correlation_id)
+        .json(&json!({"email": "newcomer@example.com", "password": password, "first_name": "Nia"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+
+    let mail_dir = dir.path().join("mail");
+    let verification = wait_for_mails(&mail_dir, 1).await.remove(0);
+    assert!(
+        verification.contains("To: Nia <newcomer@example.com>"),
+        "{verification}"
+    );
+    let link_start = verification
+        .find(&format!("{api}/user/verify?token="))
+        .expect("a working link");
+    let link: String = verification[link_start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let code_at = verification.find("code: ").unwrap() + "code: ".len();
+    let code = verification[code_at..code_at + 6].to_owned();
+
+    let page = client.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let token = token_of(&link);
+    let verified: Value = client
+        .post(format!("{api}/user/verify"))
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified, json!({"status": "verified"}));
+    let mails = wait_for_mails(&mail_dir, 2).await;
+    assert!(mails.iter().any(|m| m.contains("Subject: Welcome!")));
+
+    // The correlation id follows the sign-up through the three services' logs.
+    runner.wait_for_log("event published").await;
+    let logs = runner.logs();
+    let with_id: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains(&correlation_id))
+        .collect();
+    for service in ["user_service", "outbox_relay", "email_service"] {
+        assert!(
+            with_id
+                .iter()
+                .any(|l| l.contains(&format!("\"target\":\"{service}"))),
+            "no {service} log line carries {correlation_id}: {with_id:#?}"
+        );
+    }
+    // No secret in any line.
+    for line in &logs {
+        assert!(!line.contains(password), "password logged: {line}");
+        assert!(!line.contains(&token), "token logged: {line}");
+        assert!(!line.contains("$argon2"), "hash logged: {line}");
+        assert!(!has_standalone(line, &code), "code logged: {line}");
+    }
+
+    let stopped = Command::new("kill")
+        .args(["-TERM", &runner.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let mut runner = runner;
+    let status = tokio::task::spawn_blocking(move || runner.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn the_runner_says_in_one_line_how_to_start_rabbitmq_when_it_is_unreachable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .current_dir(dir.path())
+        .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("RELAY_ADMIN_ADDR", "127.0.0.1:0")
+        .env("EMAIL_ADMIN_ADDR", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("cannot connect to RabbitMQ"), "{stderr}");
+    assert!(
+        lines[0].contains("rabbitmq-server") && lines[0].contains("docker compose up"),
+        "{stderr}"
+    );
+}
