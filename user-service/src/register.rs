@@ -156,6 +156,8 @@ pub async fn register(
         Ok(response) => {
             tracing::Span::current().record("user_id", tracing::field::display(response.user_id));
             metrics::counter!("user_registrations_total", "outcome" => "created").increment(1);
+            metrics::counter!("verifications_issued_total", "reason" => "registration")
+                .increment(1);
             tracing::info!("user registered");
             Ok((StatusCode::CREATED, Json(response)).into_response())
         }

@@ -75,7 +75,9 @@ async fn main() -> anyhow::Result<()> {
                     let sent = Instant::now();
                     let ok = client
                         .post(format!("{api}/user/register"))
-                        .json(&serde_json::json!({"email": email, "password": "benchmark password"}))
+                        .json(
+                            &serde_json::json!({"email": email, "password": "benchmark password"}),
+                        )
                         .send()
                         .await
                         .is_ok_and(|r| r.status() == 201);
@@ -98,7 +100,10 @@ async fn main() -> anyhow::Result<()> {
     let mut per_address: HashMap<&str, Vec<Instant>> = HashMap::new();
     for mail in &mails {
         for to in &mail.to {
-            per_address.entry(to.as_str()).or_default().push(mail.received_at);
+            per_address
+                .entry(to.as_str())
+                .or_default()
+                .push(mail.received_at);
         }
     }
     let mut http = Histogram::<u64>::new(3)?;
@@ -125,7 +130,11 @@ async fn main() -> anyhow::Result<()> {
         http_elapsed.as_secs_f64(),
         accepted as f64 / http_elapsed.as_secs_f64()
     );
-    println!("HTTP latency:   p50 {:>8.1} ms   p99 {:>8.1} ms", ms(&http, 0.5), ms(&http, 0.99));
+    println!(
+        "HTTP latency:   p50 {:>8.1} ms   p99 {:>8.1} ms",
+        ms(&http, 0.5),
+        ms(&http, 0.99)
+    );
     println!(
         "register → mail accepted: p50 {:>8.1} ms   p99 {:>8.1} ms",
         ms(&end_to_end, 0.5),
@@ -140,10 +149,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn micros(duration: Duration) -> u64 {
-    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
-async fn bench_settings(args: &Args, sink: &SmtpSink, dir: &tempfile::TempDir) -> anyhow::Result<StackSettings> {
+async fn bench_settings(
+    args: &Args,
+    sink: &SmtpSink,
+    dir: &tempfile::TempDir,
+) -> anyhow::Result<StackSettings> {
     let user_db = common::testing::fresh_postgres_database("e2e_bench").await?;
     let namespace = common::testing::unique_namespace();
     let any_port: std::net::SocketAddr = "127.0.0.1:0".parse()?;
