@@ -4,4 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh postgres rabbitmq
+
+# Each test creates its own database (t_<label>_<12 hex>); drop the ones earlier runs left.
+psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+  "SELECT datname FROM pg_database WHERE datname ~ '^t_[a-z0-9_]+_[0-9a-f]{12}$'" |
+  while read -r db; do
+    psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
+  done
+
 exec cargo test --workspace "$@"

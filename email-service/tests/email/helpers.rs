@@ -76,6 +76,15 @@ pub struct TestApp {
     publisher: Channel,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    // Last field: dropped after the service was told to stop.
+    _cleanup: common::testing::AmqpCleanup,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop the service before the namespace's queues are deleted (`_cleanup`).
+        self.shutdown.cancel();
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -97,6 +106,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         app.admin_addr().unwrap(),
         app.topology().clone(),
     );
+    let topology_for_cleanup = topology.clone();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(app.run(shutdown.clone()));
     let (connection, publisher) = publisher(&settings).await;
@@ -111,6 +121,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         publisher,
         shutdown,
         task: Some(task),
+        _cleanup: common::testing::AmqpCleanup::for_topology(&topology_for_cleanup),
     }
 }
 

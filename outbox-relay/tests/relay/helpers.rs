@@ -35,6 +35,15 @@ pub struct TestContext {
     test_queues: std::sync::Mutex<Vec<String>>,
 }
 
+impl Drop for TestContext {
+    fn drop(&mut self) {
+        let mut cleanup = common::testing::AmqpCleanup::for_topology(&self.topology);
+        for queue in self.test_queues.lock().unwrap().drain(..) {
+            cleanup.add_queue(queue);
+        }
+    }
+}
+
 impl TestContext {
     pub async fn new(label: &str) -> Self {
         let db_url = common::testing::fresh_postgres_database(label)
@@ -80,6 +89,11 @@ impl TestContext {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             ..Settings::default()
         }
+    }
+
+    /// Deletes `queue` with the namespace when the test ends.
+    pub fn track_queue(&self, queue: &str) {
+        self.test_queues.lock().unwrap().push(queue.to_owned());
     }
 
     /// A fresh queue bound to the namespace's exchange with `#`, and a consumer on it.

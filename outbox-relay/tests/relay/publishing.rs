@@ -103,6 +103,7 @@ async fn a_nacked_publish_leaves_the_rows_pending() {
         AMQPValue::LongString("reject-publish".into()),
     );
     let full = format!("{}full", ctx.namespace);
+    ctx.track_queue(&full);
     ctx.channel
         .queue_declare(full.as_str().into(), QueueDeclareOptions::default(), args)
         .await

@@ -20,6 +20,7 @@ pub struct TestStack {
     pub client: reqwest::Client,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
+    _cleanup: common::testing::AmqpCleanup,
 }
 
 impl Drop for TestStack {
@@ -87,7 +88,12 @@ pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings
     let user_db = stack.user.db().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(stack.run(shutdown.clone()));
+    let topology = common::topology::Topology::new(
+        &settings.relay.amqp_namespace,
+        settings.relay.retry_delays.clone(),
+    );
     TestStack {
+        _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
         api,
         relay_admin,
         email_admin,

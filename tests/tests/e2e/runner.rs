@@ -27,6 +27,7 @@ fn free_port() -> u16 {
 struct Runner {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    _cleanup: common::testing::AmqpCleanup,
 }
 
 impl Drop for Runner {
@@ -38,6 +39,11 @@ impl Drop for Runner {
 
 impl Runner {
     fn start(dir: &Path, http_port: u16) -> Self {
+        let namespace = common::testing::unique_namespace();
+        let topology = common::topology::Topology::new(
+            &namespace,
+            common::topology::DEFAULT_RETRY_DELAYS.to_vec(),
+        );
         let mut child = Command::new(BIN)
             .current_dir(dir)
             .env(
@@ -50,7 +56,7 @@ impl Runner {
             )
             .env("MAIL_DIR", dir.join("mail"))
             .env("AMQP_URL", common::testing::amqp_url())
-            .env("AMQP_NAMESPACE", common::testing::unique_namespace())
+            .env("AMQP_NAMESPACE", &namespace)
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{http_port}"))
             .env("RELAY_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
@@ -76,7 +82,11 @@ impl Runner {
                 }
             });
         }
-        Self { child, lines }
+        Self {
+            child,
+            lines,
+            _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
+        }
     }
 
     fn logs(&self) -> Vec<String> {
