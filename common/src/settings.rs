@@ -62,6 +62,35 @@ fn describe(error: config::ConfigError) -> SettingsError {
     }
 }
 
+/// Checks that `DATABASE_URL` names a supported database.
+///
+/// # Errors
+/// A message naming the variable.
+pub fn ensure_database_url(url: &str) -> anyhow::Result<()> {
+    let supported = ["postgres://", "postgresql://", "sqlite:"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme));
+    anyhow::ensure!(
+        supported,
+        "invalid configuration: DATABASE_URL must start with postgres:// or sqlite:, got {}",
+        redact_url(url)
+    );
+    Ok(())
+}
+
+/// Checks that `AMQP_URL` is an AMQP URL.
+///
+/// # Errors
+/// A message naming the variable.
+pub fn ensure_amqp_url(url: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        url.starts_with("amqp://") || url.starts_with("amqps://"),
+        "invalid configuration: AMQP_URL must start with amqp:// or amqps://, got {}",
+        redact_url(url)
+    );
+    Ok(())
+}
+
 /// Log output format (`LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

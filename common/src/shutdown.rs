@@ -1,5 +1,18 @@
 //! Shutdown signals.
 
+/// A token cancelled on the first Ctrl-C or SIGTERM: what every `main` hands its application.
+pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let token = token.clone();
+        async move {
+            signal().await;
+            token.cancel();
+        }
+    });
+    token
+}
+
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
 pub async fn signal() {
     let ctrl_c = async {

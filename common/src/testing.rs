@@ -56,40 +56,31 @@ pub async fn fresh_postgres_database(label: &str) -> anyhow::Result<String> {
 
 /// Deletes a test's exchange and queues when dropped (also when the test panics), so test runs
 /// do not leave quorum queues behind on the shared broker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AmqpCleanup {
-    exchanges: Vec<String>,
-    queues: Vec<String>,
+    topology: crate::topology::Topology,
+    extra_queues: Vec<String>,
 }
 
 impl AmqpCleanup {
     /// Cleans up every name of `topology`.
     pub fn for_topology(topology: &crate::topology::Topology) -> Self {
-        let mut queues = vec![topology.email_queue.clone(), topology.email_dlq.clone()];
-        queues.extend(
-            topology
-                .retry_delays
-                .iter()
-                .map(|d| topology.retry_queue(*d)),
-        );
         Self {
-            exchanges: vec![topology.exchange.clone()],
-            queues,
+            topology: topology.clone(),
+            extra_queues: Vec::new(),
         }
     }
 
     /// Also deletes `queue`.
     pub fn add_queue(&mut self, queue: String) {
-        self.queues.push(queue);
+        self.extra_queues.push(queue);
     }
 }
 
 impl Drop for AmqpCleanup {
     fn drop(&mut self) {
-        let (exchanges, queues) = (
-            std::mem::take(&mut self.exchanges),
-            std::mem::take(&mut self.queues),
-        );
+        let topology = self.topology.clone();
+        let extra_queues = std::mem::take(&mut self.extra_queues);
         // Drop cannot await: delete from a short-lived runtime on its own thread.
         let cleanup = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -102,26 +93,13 @@ impl Drop for AmqpCleanup {
                 let Ok(connection) = crate::amqp::connect(&amqp_url(), "test-cleanup").await else {
                     return;
                 };
-                for queue in &queues {
-                    // A failed delete closes the channel: use one channel per operation.
-                    if let Ok(channel) = connection.create_channel().await {
+                if let Ok(channel) = connection.create_channel().await {
+                    for queue in &extra_queues {
                         let _ = channel
-                            .queue_delete(
-                                queue.as_str().into(),
-                                lapin::options::QueueDeleteOptions::default(),
-                            )
+                            .queue_delete(queue.as_str().into(), Default::default())
                             .await;
                     }
-                }
-                for exchange in &exchanges {
-                    if let Ok(channel) = connection.create_channel().await {
-                        let _ = channel
-                            .exchange_delete(
-                                exchange.as_str().into(),
-                                lapin::options::ExchangeDeleteOptions::default(),
-                            )
-                            .await;
-                    }
+                    let _ = topology.delete(&channel).await;
                 }
                 let _ = connection.close(200, "cleanup done".into()).await;
             });

@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use lapin::{
     Channel,
-    options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
+    options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 
@@ -100,6 +103,32 @@ impl Topology {
     /// a queue's TTL cannot change once declared).
     pub fn retry_queue(&self, delay: Duration) -> String {
         format!("{}.{}ms", self.prefix, delay.as_millis())
+    }
+
+    /// Every queue of the topology: work queue, dead-letter queue and retry queues.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues = vec![self.email_queue.clone(), self.email_dlq.clone()];
+        queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
+        queues
+    }
+
+    /// Deletes every queue (with the messages in them!) and the exchange: tearing down a
+    /// namespace after a test or a benchmark. Deleting what does not exist succeeds.
+    ///
+    /// # Errors
+    /// Any AMQP error.
+    pub async fn delete(&self, channel: &Channel) -> lapin::Result<()> {
+        for queue in self.queues() {
+            channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await?;
+        }
+        channel
+            .exchange_delete(
+                self.exchange.as_str().into(),
+                ExchangeDeleteOptions::default(),
+            )
+            .await
     }
 
     /// Declares exchange, queues and bindings. Idempotent; safe to call from every service.

@@ -8,7 +8,6 @@ use email_service::{
     Application, Settings,
     dlq::{DlqClient, Selection},
 };
-use tokio_util::sync::CancellationToken;
 
 /// Sends the sign-up mails. Configured by environment variables (see `.env.template`).
 #[derive(Parser)]
@@ -60,14 +59,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => {
             common::telemetry::init(settings.log_format, "info,sqlx=warn,lapin=warn")?;
             let app = Application::build(settings).await?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn({
-                let shutdown = shutdown.clone();
-                async move {
-                    common::shutdown::signal().await;
-                    shutdown.cancel();
-                }
-            });
+            let shutdown = common::shutdown::cancel_on_signal();
             app.run(shutdown).await
         }
         Command::Dlq { command } => {

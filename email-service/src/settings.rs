@@ -118,13 +118,8 @@ impl Settings {
     /// A message naming the variable with the bad value.
     pub fn validate(&self) -> anyhow::Result<()> {
         let bad = |message: String| anyhow::anyhow!("invalid configuration: {message}");
-        let scheme_ok = ["postgres://", "postgresql://", "sqlite:"]
-            .iter()
-            .any(|p| self.database_url.starts_with(p));
-        anyhow::ensure!(
-            scheme_ok,
-            bad("DATABASE_URL must start with postgres:// or sqlite:".into())
-        );
+        common::settings::ensure_database_url(&self.database_url)?;
+        common::settings::ensure_amqp_url(&self.amqp_url)?;
         if let Some(SmtpUrl(url)) = &self.smtp_url {
             crate::mailer::smtp::Endpoint::parse(url)
                 .map_err(|e| bad(format!("SMTP_URL {}: {e}", redact_url(url))))?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{events::UserVerifiedV1, topology::Topology};
-use lapin::options::{ConfirmSelectOptions, QueueDeleteOptions, QueuePurgeOptions};
+use lapin::options::{ConfirmSelectOptions, QueuePurgeOptions};
 use outbox_relay::{
     Application, Settings,
     broker::{Outcome, publish_batch},
@@ -249,21 +249,7 @@ async fn main() -> anyhow::Result<()> {
 
     shutdown.cancel();
     running.await??;
-    let mut queues = vec![topology.email_queue.clone(), topology.email_dlq.clone()];
-    queues.extend(
-        topology
-            .retry_delays
-            .iter()
-            .map(|d| topology.retry_queue(*d)),
-    );
-    for queue in queues {
-        channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await?;
-    }
-    channel
-        .exchange_delete(topology.exchange.as_str().into(), Default::default())
-        .await?;
+    topology.delete(&channel).await?;
     db.close().await?;
     let (admin_url, name) = db_url.rsplit_once('/').expect("a database URL");
     let admin = sea_orm::Database::connect(format!("{admin_url}/postgres")).await?;

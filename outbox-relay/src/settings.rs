@@ -81,17 +81,8 @@ impl Settings {
     /// # Errors
     /// A message naming the variable with the bad value.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let scheme_ok = ["postgres://", "postgresql://", "sqlite:"]
-            .iter()
-            .any(|p| self.database_url.starts_with(p));
-        anyhow::ensure!(
-            scheme_ok,
-            "invalid configuration: DATABASE_URL must start with postgres:// or sqlite:"
-        );
-        anyhow::ensure!(
-            self.amqp_url.starts_with("amqp://") || self.amqp_url.starts_with("amqps://"),
-            "invalid configuration: AMQP_URL must start with amqp:// or amqps://"
-        );
+        common::settings::ensure_database_url(&self.database_url)?;
+        common::settings::ensure_amqp_url(&self.amqp_url)?;
         anyhow::ensure!(
             (1..=10_000).contains(&self.relay_batch_size),
             "invalid configuration: RELAY_BATCH_SIZE must be between 1 and 10000, got {}",

@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use signup_outbox::{Stack, StackSettings};
-use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -35,13 +34,6 @@ async fn run() -> anyhow::Result<()> {
         stack.relay.admin_addr()?,
         stack.email.admin_addr()?,
     );
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            common::shutdown::signal().await;
-            shutdown.cancel();
-        }
-    });
+    let shutdown = common::shutdown::cancel_on_signal();
     stack.run(shutdown).await
 }

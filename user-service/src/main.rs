@@ -1,6 +1,5 @@
 //! `user-service` binary: settings, telemetry, run until Ctrl-C or SIGTERM.
 
-use tokio_util::sync::CancellationToken;
 use user_service::{Application, Settings};
 
 #[tokio::main]
@@ -8,13 +7,6 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     common::telemetry::init(settings.log_format, "info,sqlx=warn")?;
     let app = Application::build(settings).await?;
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            common::shutdown::signal().await;
-            shutdown.cancel();
-        }
-    });
+    let shutdown = common::shutdown::cancel_on_signal();
     app.run(shutdown).await
 }

@@ -95,13 +95,7 @@ impl Settings {
     /// # Errors
     /// A message naming the variable with the bad value.
     pub fn validate(&self) -> anyhow::Result<()> {
-        let scheme_ok = ["postgres://", "postgresql://", "sqlite:"]
-            .iter()
-            .any(|p| self.database_url.starts_with(p));
-        anyhow::ensure!(
-            scheme_ok,
-            "invalid configuration: DATABASE_URL must start with postgres:// or sqlite:"
-        );
+        common::settings::ensure_database_url(&self.database_url)?;
         anyhow::ensure!(
             self.public_base_url.starts_with("http://")
                 || self.public_base_url.starts_with("https://"),

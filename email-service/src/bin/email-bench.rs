@@ -25,9 +25,7 @@ use common::{
 use email_service::{Application, Settings, settings::SmtpUrl, sink::SmtpSink};
 use lapin::{
     BasicProperties,
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-    },
+    options::{BasicPublishOptions, ConfirmSelectOptions},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -137,26 +135,7 @@ async fn main() -> anyhow::Result<()> {
         percentile(&mut from_start, 0.99)
     );
 
-    for queue in [&topology.email_queue, &topology.email_dlq]
-        .into_iter()
-        .cloned()
-        .chain(
-            topology
-                .retry_delays
-                .iter()
-                .map(|d| topology.retry_queue(*d)),
-        )
-    {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = channel
-        .exchange_delete(
-            topology.exchange.as_str().into(),
-            ExchangeDeleteOptions::default(),
-        )
-        .await;
+    let _ = topology.delete(&channel).await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -13,9 +13,7 @@ use common::{
 use email_service::{Application, Settings, dlq::DlqClient, settings::SmtpUrl, sink::SmtpSink};
 use lapin::{
     BasicProperties, Channel, Connection,
-    options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeleteOptions,
-    },
+    options::{BasicPublishOptions, ConfirmSelectOptions},
     types::{AMQPValue, FieldTable},
 };
 use sea_orm::DatabaseConnection;
@@ -175,24 +173,7 @@ impl TestApp {
 
 pub async fn delete_topology(connection: &Connection, topology: &Topology) {
     let channel = connection.create_channel().await.unwrap();
-    let mut queues = vec![topology.email_queue.clone(), topology.email_dlq.clone()];
-    queues.extend(
-        topology
-            .retry_delays
-            .iter()
-            .map(|d| topology.retry_queue(*d)),
-    );
-    for queue in queues {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = channel
-        .exchange_delete(
-            topology.exchange.as_str().into(),
-            ExchangeDeleteOptions::default(),
-        )
-        .await;
+    let _ = topology.delete(&channel).await;
 }
 
 pub fn properties(message_id: &str, event_type: &str) -> BasicProperties {

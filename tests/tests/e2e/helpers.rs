@@ -120,6 +120,19 @@ impl TestStack {
             .unwrap()
     }
 
+    /// `SELECT COUNT(*) AS n …` on the user database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        use sea_orm::ConnectionTrait;
+        let backend = self.user_db.get_database_backend();
+        let row = self
+            .user_db
+            .query_one_raw(sea_orm::Statement::from_string(backend, sql.to_owned()))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<i64>("", "n").unwrap()
+    }
+
     /// Waits until `n` mails were accepted in total, and returns them all.
     pub async fn mails(&self, n: usize) -> Vec<ReceivedMail> {
         self.sink.wait_for(n, MAIL_WAIT).await.unwrap()

@@ -2,7 +2,6 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -10,25 +9,12 @@ use crate::helpers::{TestStack, eventually, link_in, spawn_stack_with, subject, 
 
 const REMINDER: &str = "Reminder: confirm your email address";
 
-async fn count(stack: &TestStack, sql: &str) -> i64 {
-    let backend = stack.user_db.get_database_backend();
-    let row = stack
-        .user_db
-        .query_one_raw(Statement::from_string(backend, sql.to_owned()))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
-}
-
 /// Waits until no user has a reminder scheduled any more: from then on none can be sent.
 async fn wait_until_schedules_end(stack: &TestStack) {
     eventually(Duration::from_secs(30), || async {
-        count(
-            stack,
-            "SELECT COUNT(*) AS n FROM users WHERE next_reminder_at IS NOT NULL",
-        )
-        .await
+        stack
+            .count("SELECT COUNT(*) AS n FROM users WHERE next_reminder_at IS NOT NULL")
+            .await
             == 0
     })
     .await;
@@ -46,11 +32,9 @@ async fn exactly_two_reminders_arrive_each_with_a_new_link() {
     let mails = stack.mails(3).await;
     wait_until_schedules_end(&stack).await;
     assert_eq!(
-        count(
-            &stack,
-            "SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'VerificationReminderV1'"
-        )
-        .await,
+        stack
+            .count("SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'VerificationReminderV1'")
+            .await,
         2
     );
     let reminders: Vec<_> = mails.iter().filter(|m| subject(m) == REMINDER).collect();
@@ -66,12 +50,12 @@ async fn exactly_two_reminders_arrive_each_with_a_new_link() {
             .len(),
         3
     );
-    let superseded_not_expired = count(
-        &stack,
-        "SELECT COUNT(*) AS n FROM verifications WHERE superseded_at IS NOT NULL \
+    let superseded_not_expired = stack
+        .count(
+            "SELECT COUNT(*) AS n FROM verifications WHERE superseded_at IS NOT NULL \
          AND superseded_at < expires_at AND consumed_at IS NULL",
-    )
-    .await;
+        )
+        .await;
     assert_eq!(superseded_not_expired, 2);
     let last = token_of(&link_in(reminders[1]));
     let verified = stack.post("/user/verify", &json!({"token": last})).await;
@@ -100,11 +84,9 @@ async fn verifying_after_the_first_reminder_stops_the_second() {
     assert_eq!(subject(&stack.mails(3).await[2]), "Welcome!");
     wait_until_schedules_end(&stack).await;
     assert_eq!(
-        count(
-            &stack,
-            "SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'VerificationReminderV1'"
-        )
-        .await,
+        stack
+            .count("SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'VerificationReminderV1'")
+            .await,
         1
     );
 }
@@ -134,11 +116,9 @@ async fn two_user_service_instances_send_each_reminder_once() {
     second_run.await.unwrap().unwrap();
 
     assert_eq!(
-        count(
-            &stack,
-            "SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'VerificationReminderV1'"
-        )
-        .await,
+        stack
+            .count("SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'VerificationReminderV1'")
+            .await,
         i64::try_from(users * 2).unwrap()
     );
     let mut per_user: HashMap<String, usize> = HashMap::new();

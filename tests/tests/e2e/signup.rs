@@ -1,21 +1,9 @@
 //! Sign-up end to end: register → verification mail → the link's page does not verify → its
 //! POST does → welcome mail, exactly once.
 
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestStack, code_in, link_in, spawn_stack, subject, token_of};
-
-async fn count(stack: &TestStack, sql: &str) -> i64 {
-    let backend = stack.user_db.get_database_backend();
-    let row = stack
-        .user_db
-        .query_one_raw(Statement::from_string(backend, sql.to_owned()))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get::<i64>("", "n").unwrap()
-}
+use crate::helpers::{code_in, link_in, spawn_stack, subject, token_of};
 
 #[tokio::test]
 async fn register_then_verify_by_link_sends_one_welcome_mail() {
@@ -40,11 +28,9 @@ async fn register_then_verify_by_link_sends_one_welcome_mail() {
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<form method=\"post\""));
     assert_eq!(
-        count(
-            &stack,
-            "SELECT COUNT(*) AS n FROM users WHERE status = 'verified'"
-        )
-        .await,
+        stack
+            .count("SELECT COUNT(*) AS n FROM users WHERE status = 'verified'")
+            .await,
         0
     );
 
@@ -71,11 +57,9 @@ async fn register_then_verify_by_link_sends_one_welcome_mail() {
         .unwrap();
     assert_eq!(again, json!({"status": "already_verified"}));
     assert_eq!(
-        count(
-            &stack,
-            "SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'UserVerifiedV1'"
-        )
-        .await,
+        stack
+            .count("SELECT COUNT(*) AS n FROM outbox WHERE event_type = 'UserVerifiedV1'")
+            .await,
         1
     );
     // A later sign-up's mail arriving shows the pipeline drained past that point.
