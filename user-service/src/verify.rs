@@ -168,11 +168,14 @@ async fn verify_by_code(
     }
     let now = Utc::now();
     let txn = state.db.begin().await?;
-    let Some(user) = user::Entity::find()
-        .filter(user::Column::Email.eq(email))
-        .one(&txn)
-        .await?
-    else {
+    // Lock order everywhere: the user row first, then its verifications (resend, reminders and
+    // link verification do the same), so concurrent paths queue instead of deadlocking. The
+    // user lock also serialises the counting of wrong attempts.
+    let mut find_user = user::Entity::find().filter(user::Column::Email.eq(email));
+    if txn.get_database_backend() == DbBackend::Postgres {
+        find_user = find_user.lock_exclusive();
+    }
+    let Some(user) = find_user.one(&txn).await? else {
         // Same answer as a wrong code: this endpoint does not reveal which addresses exist.
         return Err(count_failure(
             "code",
@@ -183,7 +186,22 @@ async fn verify_by_code(
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     if user.status == user::STATUS_VERIFIED {
-        return Ok(VerifyOutcome::AlreadyVerified);
+        // Only the holder of the code that verified the address learns that it is verified;
+        // anyone else gets the answer an unknown address gets.
+        let used = verification::Entity::find()
+            .filter(verification::Column::UserId.eq(user.id))
+            .filter(verification::Column::ConsumedAt.is_not_null())
+            .one(&txn)
+            .await?;
+        return match used {
+            Some(used) if code_matches(&used, code) => Ok(VerifyOutcome::AlreadyVerified),
+            _ => Err(count_failure(
+                "code",
+                ApiError::InvalidCode {
+                    attempts_left: max_attempts,
+                },
+            )),
+        };
     }
     let Some(current) = current_verification(&txn, &user).await? else {
         return Err(count_failure(
@@ -198,11 +216,7 @@ async fn verify_by_code(
     if attempts >= max_attempts {
         return Err(count_failure("code", ApiError::TooManyAttempts));
     }
-    let matches: bool = hash_code(current.id, code)
-        .as_bytes()
-        .ct_eq(current.code_hash.as_bytes())
-        .into();
-    if !matches {
+    if !code_matches(&current, code) {
         txn.execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
             "UPDATE verifications SET attempts = attempts + 1 WHERE id = $1",
@@ -243,21 +257,26 @@ async fn find_by_token(
     Ok(user.map(|user| (found, user)))
 }
 
-/// The user's newest live verification, locked on PostgreSQL so wrong attempts are counted
-/// one at a time.
+/// The user's newest live verification (the caller holds the user row lock).
 async fn current_verification(
     txn: &DatabaseTransaction,
     user: &user::Model,
 ) -> Result<Option<verification::Model>, ApiError> {
-    let mut query = verification::Entity::find()
+    Ok(verification::Entity::find()
         .filter(verification::Column::UserId.eq(user.id))
         .filter(verification::Column::SupersededAt.is_null())
         .filter(verification::Column::ConsumedAt.is_null())
-        .order_by_desc(verification::Column::CreatedAt);
-    if txn.get_database_backend() == DbBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    Ok(query.one(txn).await?)
+        .order_by_desc(verification::Column::CreatedAt)
+        .one(txn)
+        .await?)
+}
+
+/// Constant-time comparison of `code` with the verification's stored code hash.
+fn code_matches(verification: &verification::Model, code: &str) -> bool {
+    hash_code(verification.id, code)
+        .as_bytes()
+        .ct_eq(verification.code_hash.as_bytes())
+        .into()
 }
 
 /// Marks the user verified (only if still pending), consumes the verification and writes

@@ -302,3 +302,95 @@ async fn concurrent_confirmations_verify_once() {
     );
     assert_eq!(app.events("UserVerifiedV1").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_verified_address_answers_a_wrong_code_like_an_unknown_one() {
+    let app = registered("verified_enumeration").await;
+    let (_, code) = app.latest_secrets().await;
+    let ok = app
+        .post_json(
+            "/user/verify",
+            &json!({"email": "ann@example.com", "code": code}),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let verified_wrong = status_of(
+        app.post_json(
+            "/user/verify",
+            &json!({"email": "ann@example.com", "code": wrong}),
+        )
+        .await,
+    )
+    .await;
+    let unknown = status_of(
+        app.post_json(
+            "/user/verify",
+            &json!({"email": "nobody@example.com", "code": wrong}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(verified_wrong, unknown);
+    assert_eq!(unknown.0, 400);
+    // The right code still says "already verified".
+    let (status, body) = status_of(
+        app.post_json(
+            "/user/verify",
+            &json!({"email": "ann@example.com", "code": code}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({"status": "already_verified"})));
+}
+
+#[tokio::test]
+async fn a_code_check_waits_for_a_resend_in_progress_instead_of_deadlocking() {
+    use sea_orm::TransactionTrait;
+    let app = registered("verify_lock_order").await;
+    let (_, code) = app.latest_secrets().await;
+
+    // A resend in progress: it holds the user row and is about to supersede the verifications.
+    let resend = app.db.begin().await.unwrap();
+    resend
+        .execute_unprepared(
+            "UPDATE users SET last_resend_at = now() WHERE email = 'ann@example.com'",
+        )
+        .await
+        .unwrap();
+    let verify = tokio::spawn({
+        let (client, url) = (app.client.clone(), app.url("/user/verify"));
+        async move {
+            let body = json!({"email": "ann@example.com", "code": code});
+            client
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    // Wait until the code check is blocked on a lock.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while app
+        .scalar("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+        .await
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "the code check never waited");
+        tokio::task::yield_now().await;
+    }
+    // Had the code check locked the verification first, this would deadlock.
+    resend
+        .execute_unprepared(
+            "UPDATE verifications SET superseded_at = now() WHERE superseded_at IS NULL",
+        )
+        .await
+        .expect("no deadlock");
+    resend.commit().await.unwrap();
+    // The verification it checked was replaced meanwhile: a clean 400, not a 500.
+    assert_eq!(verify.await.unwrap(), 400);
+}
