@@ -4,14 +4,18 @@ use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberI
 
 use crate::settings::LogFormat;
 
+/// Always appended to the filter, whatever `RUST_LOG` says: lapin logs a message the broker
+/// returned (unroutable) with its whole body at `warn`, and event bodies carry verification
+/// links and codes, which must never reach a log.
+pub const SECRET_SAFE_DIRECTIVE: &str = "lapin::returned_messages=error";
+
 /// Installs the global subscriber: `RUST_LOG` filter (else `default_filter`), pretty or JSON lines
 /// on stdout. Call once, from `main`.
 ///
 /// # Errors
 /// When a global subscriber is already installed.
 pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let filter = env_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter)?;
     let registry = tracing_subscriber::registry().with(filter);
     match format {
         LogFormat::Pretty => registry.with(fmt::layer()).try_init()?,
@@ -26,6 +30,14 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
             .try_init()?,
     }
     Ok(())
+}
+
+/// `rust_log` (else `default_filter`) plus [`SECRET_SAFE_DIRECTIVE`].
+fn env_filter(rust_log: Option<&str>, default_filter: &str) -> anyhow::Result<EnvFilter> {
+    let filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(default_filter));
+    Ok(filter.add_directive(SECRET_SAFE_DIRECTIVE.parse()?))
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Every service (and the
@@ -46,4 +58,46 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::{fmt::MakeWriter, layer::SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn returned_message_bodies_are_never_logged_even_at_trace() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(super::env_filter(Some("trace"), "info").unwrap())
+            .with(tracing_subscriber::fmt::layer().with_writer(buffer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "lapin::returned_messages", body = "secret-token", "returned");
+            tracing::warn!(target: "lapin::channel", "other lapin warnings still show");
+        });
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert!(!logged.contains("secret-token"), "{logged}");
+        assert!(logged.contains("other lapin warnings still show"), "{logged}");
+    }
 }
