@@ -98,6 +98,9 @@ mod tests {
         });
         let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         assert!(!logged.contains("secret-token"), "{logged}");
-        assert!(logged.contains("other lapin warnings still show"), "{logged}");
+        assert!(
+            logged.contains("other lapin warnings still show"),
+            "{logged}"
+        );
     }
 }

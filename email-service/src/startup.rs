@@ -186,29 +186,40 @@ async fn consume_with_reconnect(
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(100);
     const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    // A connection that consumed at least this long was healthy: the next loss starts the
+    // backoff afresh. A consumer that fails at once keeps doubling it, so a broker that
+    // accepts connections but refuses the consumer is not hammered.
+    const HEALTHY_RUN: Duration = Duration::from_secs(30);
     let mut channel = Some(channel);
     let mut backoff = FIRST_BACKOFF;
     while !stop.is_cancelled() {
         let publisher_channel = match channel.take() {
             Some(channel) => channel,
-            None => match connect_and_declare(url, topology).await {
-                Ok((connection, channel)) => {
-                    tracing::info!("reconnected to RabbitMQ");
-                    broker.send_replace(Some(connection));
-                    backoff = FIRST_BACKOFF;
-                    channel
+            None => {
+                let connected = tokio::select! {
+                    biased;
+                    () = stop.cancelled() => return,
+                    connected = connect_and_declare(url, topology) => connected,
+                };
+                match connected {
+                    Ok((connection, channel)) => {
+                        tracing::info!("reconnected to RabbitMQ");
+                        broker.send_replace(Some(connection));
+                        channel
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "RabbitMQ unreachable");
+                        wait(backoff, stop).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        continue;
+                    }
                 }
-                Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "RabbitMQ unreachable");
-                    wait(backoff, stop).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            },
+            }
         };
         let Some(connection) = broker.borrow().clone() else {
             return;
         };
+        let started = std::time::Instant::now();
         let consumed = consumer::run(
             &connection,
             publisher_channel,
@@ -219,8 +230,11 @@ async fn consume_with_reconnect(
         if stop.is_cancelled() {
             return;
         }
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_BACKOFF;
+        }
         let error = consumed.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        tracing::warn!(error, "lost the RabbitMQ connection; reconnecting");
+        tracing::warn!(error, retry_in = ?backoff, "lost the RabbitMQ connection; reconnecting");
         let _ = connection.close(200, "reconnecting".into()).await;
         wait(backoff, stop).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -128,11 +128,14 @@ pub async fn run(
     let permits = Arc::new(Semaphore::new(handler.settings.max_concurrent_sends));
     let tasks = TaskTracker::new();
     let result = loop {
+        // `biased`: once shutdown is requested, no further delivery is started.
         let permit = tokio::select! {
+            biased;
             () = shutdown.cancelled() => break Ok(()),
             permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
         };
         let delivery = tokio::select! {
+            biased;
             () = shutdown.cancelled() => break Ok(()),
             delivery = deliveries.next() => delivery,
         };
