@@ -324,6 +324,20 @@ pub async fn publish_batch(
             }
         }
     }
+    if broken {
+        // lapin hands a returned message to whichever confirm completes next. After a timeout
+        // or channel failure that may have been a confirm we dropped, so an ack seen in this
+        // batch no longer proves its row was routed: keep every row pending and republish
+        // (duplicates, which consumers deduplicate; never a lost event).
+        for outcome in &mut outcomes {
+            if matches!(outcome, Outcome::Confirmed) {
+                *outcome = Outcome::Failed(
+                    FailureKind::Channel,
+                    "batch abandoned after a channel failure; republished".into(),
+                );
+            }
+        }
+    }
     BatchOutcome {
         outcomes,
         channel_broken: broken,
