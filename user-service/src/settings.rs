@@ -113,6 +113,22 @@ impl Settings {
                 "invalid configuration: ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM: {e}"
             )
         })?;
+        // Durations are added to timestamps in handlers: bound them so that can never overflow.
+        const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+        for (name, value) in [
+            ("VERIFICATION_TTL", self.verification_ttl),
+            ("REMINDER_INTERVAL", self.reminder_interval),
+            ("RESEND_MIN_INTERVAL", self.resend_min_interval),
+            ("IDEMPOTENCY_TTL", self.idempotency_ttl),
+            ("REMINDER_POLL_INTERVAL", self.reminder_poll_interval),
+            ("REQUEST_TIMEOUT", self.request_timeout),
+        ] {
+            anyhow::ensure!(
+                value <= MAX_DURATION,
+                "invalid configuration: {name} must be at most 10 years, got {}",
+                humantime::format_duration(value)
+            );
+        }
         anyhow::ensure!(
             self.max_code_attempts > 0,
             "invalid configuration: MAX_CODE_ATTEMPTS must be at least 1"

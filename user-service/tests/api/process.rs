@@ -19,6 +19,7 @@ fn bad_configuration_names_the_variable() {
         ("HTTP_ADDR", "not-an-address"),
         ("DATABASE_URL", "mysql://x"),
         ("VERIFICATION_TTL", "forever"),
+        ("REMINDER_INTERVAL", "100years"),
         ("ARGON2_MEMORY_KIB", "1"),
         ("LOG_FORMAT", "xml"),
     ] {
