@@ -10,7 +10,8 @@
 //! - [`register`]: `POST /user/register`.
 //! - [`idempotency`]: `Idempotency-Key` replay for registration.
 //! - [`verification`]: issuing link tokens and codes, stored hashed.
-//! - [`verify`]: `GET`/`POST /user/verify` (confirmation page, link or code).
+//! - [`verify`]: `POST /user/verify` (link token or email + code).
+//! - [`verify_page`]: `GET /user/verify`, the confirmation page behind the mailed link.
 //! - [`resend`]: `POST /user/verification/resend`, rate-limited, no account enumeration.
 //! - [`reminder`]: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
 //! - [`password`]: the `Password` newtype and argon2id hashing off the async threads.
@@ -37,6 +38,7 @@ pub mod startup;
 pub mod trace;
 pub mod verification;
 pub mod verify;
+pub mod verify_page;
 
 pub use settings::Settings;
 pub use startup::Application;

@@ -43,6 +43,9 @@ pub async fn run_scheduler(
                     outbox_wakeup.committed();
                 }
                 backoff = settings.reminder_poll_interval;
+                if sent == MAX_PER_ROUND && !shutdown.is_cancelled() {
+                    continue;
+                }
             }
             Err(error) => {
                 tracing::warn!(
@@ -69,7 +72,12 @@ struct DueUser {
     reminders_sent: i32,
 }
 
-/// Sends every reminder due at `now`, one transaction per user; returns how many were sent.
+/// Reminders sent per round at most, so a large backlog (after an outage) does not keep the
+/// scheduler from noticing shutdown; the next round starts at once.
+pub const MAX_PER_ROUND: usize = 100;
+
+/// Sends the reminders due at `now` (at most [`MAX_PER_ROUND`]), one transaction per user;
+/// returns how many were sent.
 ///
 /// # Errors
 /// Database errors (the current user's transaction is rolled back; it stays due).
@@ -79,7 +87,7 @@ pub async fn send_due_reminders(
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let mut sent = 0;
-    while send_one_reminder(db, settings, now).await? {
+    while sent < MAX_PER_ROUND && send_one_reminder(db, settings, now).await? {
         sent += 1;
     }
     Ok(sent)

@@ -24,7 +24,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     health, migration, openapi, outbox::OutboxWakeup, password::PasswordHasher, register, reminder,
-    resend, settings::Settings, verify,
+    resend, settings::Settings, verify, verify_page,
 };
 
 /// Shared, cheaply cloned state of the handlers.
@@ -142,7 +142,7 @@ impl Application {
 pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(register::register))
-        .routes(routes!(verify::verify_page, verify::verify))
+        .routes(routes!(verify_page::verify_page, verify::verify))
         .routes(routes!(resend::resend))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))

@@ -1,6 +1,6 @@
-//! Proving the address: `GET /user/verify?token=…` shows a confirmation page (mail scanners
-//! prefetch GET links, so a GET never consumes anything) and `POST /user/verify` confirms by
-//! link token or by email + code.
+//! Proving the address: `POST /user/verify` confirms by link token or by email + code. The page
+//! behind the mailed link is in [`crate::verify_page`] (a GET never consumes anything: mail
+//! scanners prefetch links).
 //!
 //! Verifying sets the user verified, stops reminders and writes `UserVerifiedV1` in one
 //! transaction. Repeating it answers `already_verified` and writes nothing. Codes are compared
@@ -9,9 +9,9 @@
 
 use axum::{
     Form,
-    extract::{FromRequest, Query, Request, State},
-    http::{StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    extract::{FromRequest, Request, State},
+    http::header,
+    response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use common::events::UserVerifiedV1;
@@ -105,7 +105,7 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Response
             Ok(Form(form)) => verify_by_token(&state, &form.token, &trace).await,
             Err(_) => Err(ApiError::InvalidToken),
         };
-        return outcome_page(result);
+        return crate::verify_page::outcome_page(result);
     }
     let result = match ApiJson::<VerifyRequest>::from_request(request, &state).await {
         Ok(ApiJson(VerifyRequest::Token { token })) => {
@@ -239,7 +239,7 @@ async fn verify_by_code(
 }
 
 /// The verification a token belongs to, with its user.
-async fn find_by_token(
+pub(crate) async fn find_by_token(
     conn: &impl ConnectionTrait,
     token: &str,
 ) -> Result<Option<(verification::Model, user::Model)>, ApiError> {
@@ -341,107 +341,4 @@ fn count_failure(method: &'static str, error: ApiError) -> ApiError {
     metrics::counter!("verifications_total", "method" => method, "outcome" => error.code())
         .increment(1);
     error
-}
-
-/// `?token=` of the GET link.
-#[derive(Deserialize, utoipa::IntoParams)]
-pub struct TokenQuery {
-    token: Option<String>,
-}
-
-/// `GET /user/verify?token=…`: a page whose button POSTs the confirmation. Never consumes.
-#[utoipa::path(
-    get,
-    path = "/user/verify",
-    tag = "verification",
-    params(TokenQuery),
-    responses(
-        (status = 200, description = "Confirmation page (or: already verified)", content_type = "text/html", body = String),
-        (status = 404, description = "Invalid or replaced link", content_type = "text/html", body = String),
-        (status = 410, description = "Expired link", content_type = "text/html", body = String),
-    )
-)]
-pub async fn verify_page(
-    State(state): State<AppState>,
-    Query(query): Query<TokenQuery>,
-) -> Response {
-    let token = query.token.unwrap_or_default();
-    let result = async {
-        let Some((found, user)) = find_by_token(&state.db, &token).await? else {
-            return Err(ApiError::InvalidToken);
-        };
-        if user.status == user::STATUS_VERIFIED {
-            return Ok(VerifyOutcome::AlreadyVerified);
-        }
-        if found.superseded_at.is_some() || found.consumed_at.is_some() {
-            return Err(ApiError::InvalidToken);
-        }
-        if found.expires_at <= Utc::now() {
-            return Err(ApiError::VerificationExpired);
-        }
-        Ok(VerifyOutcome::Verified)
-    }
-    .await;
-    match result {
-        // The token is 64 hex characters here (checked by find_by_token): safe to embed.
-        Ok(VerifyOutcome::Verified) => page(
-            StatusCode::OK,
-            "Confirm your email address",
-            &format!(
-                "<p>Press the button to confirm your email address.</p>\
-                 <form method=\"post\" action=\"/user/verify\">\
-                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
-                 <button type=\"submit\">Confirm my email address</button></form>"
-            ),
-        ),
-        other => outcome_page(other),
-    }
-}
-
-fn outcome_page(result: Result<VerifyOutcome, ApiError>) -> Response {
-    match result {
-        Ok(VerifyOutcome::Verified) => page(
-            StatusCode::OK,
-            "Email address verified",
-            "<p>Thank you, your email address is verified. You can close this page.</p>",
-        ),
-        Ok(VerifyOutcome::AlreadyVerified) => page(
-            StatusCode::OK,
-            "Already verified",
-            "<p>Your email address was already verified. Nothing more to do.</p>",
-        ),
-        Err(error @ ApiError::VerificationExpired) => page(
-            error.status(),
-            "This link has expired",
-            "<p>This verification link has expired. Request a new verification mail.</p>",
-        ),
-        Err(ApiError::Internal(cause)) => ApiError::Internal(cause).into_response(),
-        Err(error) => page(
-            error.status(),
-            "This link is not valid",
-            "<p>This verification link is not valid, or a newer mail replaced it. \
-             Use the link in the most recent mail, or request a new one.</p>",
-        ),
-    }
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"
-    );
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        ],
-        Html(html),
-    )
-        .into_response()
 }
