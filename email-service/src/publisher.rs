@@ -34,6 +34,11 @@ pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 #[derive(Debug, Clone)]
 pub struct Publisher {
     channel: Channel,
+    // One publish awaiting its confirm at a time: lapin hands a returned (unroutable) message to
+    // whichever confirm completes next, so with concurrent publishes task A's return could be
+    // reported to task B and A would ack an original whose copy was dropped. Retry and
+    // dead-letter publishes are the failure path, so serialising them costs nothing that matters.
+    in_flight: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Publisher {
@@ -46,7 +51,10 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("enabling publisher confirms")?;
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            in_flight: std::sync::Arc::default(),
+        })
     }
 
     /// The underlying channel.
@@ -65,6 +73,7 @@ impl Publisher {
         body: &[u8],
         properties: BasicProperties,
     ) -> anyhow::Result<()> {
+        let _only_publish_in_flight = self.in_flight.lock().await;
         let confirm = self
             .channel
             .basic_publish(
