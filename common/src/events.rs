@@ -190,8 +190,10 @@ pub enum SignupEvent {
 /// the same bytes cannot succeed, so consumers dead-letter them at once.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The body is not a valid envelope of the type it claims.
-    #[error("malformed event body: {0}")]
+    /// The body is not a valid envelope of the type it claims. The message names only the kind
+    /// of error and its position: serde's own text can quote values, and a body may carry a
+    /// verification code.
+    #[error("malformed event body: {} error at line {} column {}", describe_category(.0), .0.line(), .0.column())]
     Malformed(#[from] serde_json::Error),
     /// A well-formed envelope of a type this consumer does not know.
     #[error("unknown event type {event_type:?} version {version}")]
@@ -201,6 +203,15 @@ pub enum DecodeError {
         /// The `event_version` found in the envelope.
         version: u32,
     },
+}
+
+fn describe_category(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Io => "I/O",
+        serde_json::error::Category::Syntax => "syntax",
+        serde_json::error::Category::Data => "data (missing field or wrong type)",
+        serde_json::error::Category::Eof => "unexpected end of input",
+    }
 }
 
 #[derive(Deserialize)]
@@ -315,6 +326,16 @@ mod tests {
             SignupEvent::decode(b"{not json"),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn malformed_bodies_are_described_without_their_values() {
+        let mut json = serde_json::to_value(registered()).unwrap();
+        json["data"]["verification"]["code"] = serde_json::json!(987_654);
+        let error = SignupEvent::decode(&serde_json::to_vec(&json).unwrap()).unwrap_err();
+        let text = error.to_string();
+        assert!(text.starts_with("malformed event body: data"), "{text}");
+        assert!(!text.contains("987654"), "{text}");
     }
 
     #[test]
