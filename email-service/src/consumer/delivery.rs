@@ -172,9 +172,20 @@ impl Handler {
         metrics::histogram!("email_send_duration_seconds").record(started.elapsed().as_secs_f64());
         match sent {
             Ok(()) => {
-                if let Err(error) = inbox::mark_sent(&self.db, event_id).await {
+                // A short database hiccup must not leave the row `sending` (a late duplicate
+                // would then be sent again): retry the record a few times.
+                let mut recorded = inbox::mark_sent(&self.db, event_id).await;
+                for pause_ms in [50, 200, 1000] {
+                    if recorded.is_ok() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    recorded = inbox::mark_sent(&self.db, event_id).await;
+                }
+                if let Err(error) = recorded {
                     // The mail is out. Acking anyway is the lesser evil: a requeue would send it
                     // again; the row stays `sending` and a late duplicate would resend once.
+                    metrics::counter!("email_unrecorded_sends_total").increment(1);
                     tracing::error!(%error, %event_id, "mail sent but not recorded");
                 }
                 metrics::counter!("email_sent_total", "event_type" => event.event_type().to_owned())
