@@ -66,6 +66,9 @@ pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
 /// the consumer can never block the queue.
 pub const EMAIL_QUEUE_DELIVERY_LIMIT: i64 = 20;
 
+/// Delivery limit of the dead-letter queue: high enough that listing it never drops anything.
+pub const DLQ_DELIVERY_LIMIT: i64 = 1_000_000;
+
 /// The concrete names in use, optionally namespaced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -154,6 +157,13 @@ impl Topology {
 
         let mut dlq_args = FieldTable::default();
         dlq_args.insert("x-queue-type".into(), string("quorum"));
+        // `dlq list` reads by get-and-requeue, which counts as a delivery. RabbitMQ 4 gives
+        // quorum queues a default delivery limit of 20 (then drops the message, as the DLQ has
+        // no dead-letter target), so set one that listing can never reach.
+        dlq_args.insert(
+            "x-delivery-limit".into(),
+            AMQPValue::LongLongInt(DLQ_DELIVERY_LIMIT),
+        );
         channel
             .queue_declare(self.email_dlq.as_str().into(), durable, dlq_args)
             .await?;
