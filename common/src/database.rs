@@ -34,3 +34,30 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
     }
     Ok(db)
 }
+
+/// Runs a migration script written once for both backends: the placeholders `{uuid}`, `{ts}`,
+/// `{json}` and `{seq}` become the backend's column types (PostgreSQL: `uuid`, `timestamptz`,
+/// `jsonb`, `bigserial PRIMARY KEY`; SQLite: `blob`, `text`, `text`, `integer PRIMARY KEY
+/// AUTOINCREMENT`), and the statements (separated by `;`, so none may appear in comments) run
+/// one at a time.
+///
+/// # Errors
+/// The first failing statement's error.
+pub async fn run_sql_script(
+    conn: &impl ConnectionTrait,
+    script: &str,
+) -> Result<(), sea_orm::DbErr> {
+    let (uuid, ts, json, seq) = match conn.get_database_backend() {
+        DbBackend::Postgres => ("uuid", "timestamptz", "jsonb", "bigserial PRIMARY KEY"),
+        _ => ("blob", "text", "text", "integer PRIMARY KEY AUTOINCREMENT"),
+    };
+    let sql = script
+        .replace("{uuid}", uuid)
+        .replace("{ts}", ts)
+        .replace("{json}", json)
+        .replace("{seq}", seq);
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        conn.execute_unprepared(statement).await?;
+    }
+    Ok(())
+}

@@ -3,7 +3,6 @@
 //! Plain SQL per backend, one file per migration (sea-orm names each migration after its file),
 //! the same conventions as the user-service.
 
-use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_inbox;
@@ -17,19 +16,9 @@ impl MigratorTrait for Migrator {
     }
 }
 
-/// Runs a script whose type placeholders (`{uuid}`, `{ts}`) are replaced by the backend's column
-/// types, one statement at a time.
+/// Runs a migration script with the shared placeholders ([`common::database::run_sql_script`]).
 async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
-    let (uuid, ts) = match manager.get_database_backend() {
-        DbBackend::Postgres => ("uuid", "timestamptz"),
-        _ => ("blob", "text"),
-    };
-    let sql = script.replace("{uuid}", uuid).replace("{ts}", ts);
-    let connection = manager.get_connection();
-    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        connection.execute_unprepared(statement).await?;
-    }
-    Ok(())
+    common::database::run_sql_script(manager.get_connection(), script).await
 }
 
 /// SQLite like `common::database::connect` (one connection, WAL), plus `synchronous = NORMAL`

@@ -4,7 +4,6 @@
 //! clearer in SQL than in a builder. One file per migration; sea-orm names each migration after
 //! its file.
 
-use sea_orm::{ConnectionTrait, DbBackend};
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
@@ -18,24 +17,9 @@ impl MigratorTrait for Migrator {
     }
 }
 
-/// Runs a script whose type placeholders (`{uuid}`, `{ts}`, `{json}`, `{seq}`) are replaced by
-/// the backend's column types, one statement at a time.
+/// Runs a migration script with the shared placeholders ([`common::database::run_sql_script`]).
 async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
-    let backend = manager.get_database_backend();
-    let (uuid, ts, json, seq) = match backend {
-        DbBackend::Postgres => ("uuid", "timestamptz", "jsonb", "bigserial PRIMARY KEY"),
-        _ => ("blob", "text", "text", "integer PRIMARY KEY AUTOINCREMENT"),
-    };
-    let sql = script
-        .replace("{uuid}", uuid)
-        .replace("{ts}", ts)
-        .replace("{json}", json)
-        .replace("{seq}", seq);
-    let connection = manager.get_connection();
-    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        connection.execute_unprepared(statement).await?;
-    }
-    Ok(())
+    common::database::run_sql_script(manager.get_connection(), script).await
 }
 
 /// Connects to the user-service database and applies pending migrations.
