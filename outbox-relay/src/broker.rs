@@ -17,6 +17,7 @@ use std::{
 };
 
 use common::topology::Topology;
+use futures::{FutureExt, future::join_all};
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionStatus,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -254,10 +255,10 @@ pub async fn publish_batch(
         outcomes[index] = Some(outcome);
     };
 
-    for (index, row) in rows.iter().enumerate() {
-        if broken {
-            break;
-        }
+    let mut next = 0;
+    while next < rows.len() && !broken {
+        // Make room: wait for the oldest confirm when the window is full, then take every
+        // confirm that has already arrived (the broker acks in bursts).
         if pending.len() >= window
             && let Some((i, started, confirm)) = pending.pop_front()
         {
@@ -265,13 +266,27 @@ pub async fn publish_batch(
                 .await
                 .map_err(|_| ());
             settle(i, started, result, &mut outcomes, &mut broken);
-            if broken {
+        }
+        while let Some((_, _, confirm)) = pending.front_mut() {
+            let Some(result) = confirm.now_or_never() else {
                 break;
+            };
+            if let Some((i, started, _)) = pending.pop_front() {
+                settle(i, started, Ok(result), &mut outcomes, &mut broken);
             }
         }
+        if broken {
+            break;
+        }
+        // Publish everything the window allows at once. Each `basic_publish` queues its frames
+        // when first polled, then waits until lapin's I/O loop has written them; polling them
+        // together lets one wake-up of that loop write the lot instead of one round trip to
+        // its thread per message. A batch holds at most one row per aggregate, so the order
+        // inside it carries no meaning.
+        let end = rows.len().min(next + (window - pending.len()));
         let started = Instant::now();
-        let publish = channel
-            .basic_publish(
+        let published = join_all(rows[next..end].iter().map(|row| {
+            channel.basic_publish(
                 exchange.clone(),
                 row.routing_key.as_str().into(),
                 BasicPublishOptions {
@@ -281,17 +296,21 @@ pub async fn publish_batch(
                 row.payload.as_bytes(),
                 properties(row),
             )
-            .await;
-        match publish {
-            Ok(confirm) => pending.push_back((index, started, confirm)),
-            Err(error) => {
-                broken = true;
-                outcomes[index] = Some(Outcome::Failed(
-                    FailureKind::Channel,
-                    format!("publish failed: {error}"),
-                ));
+        }))
+        .await;
+        for (index, publish) in (next..end).zip(published) {
+            match publish {
+                Ok(confirm) => pending.push_back((index, started, confirm)),
+                Err(error) => {
+                    broken = true;
+                    outcomes[index] = Some(Outcome::Failed(
+                        FailureKind::Channel,
+                        format!("publish failed: {error}"),
+                    ));
+                }
             }
         }
+        next = end;
     }
     // Await what is in flight even after a failure: an acked row is still published.
     while let Some((i, started, confirm)) = pending.pop_front() {

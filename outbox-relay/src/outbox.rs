@@ -38,25 +38,59 @@ const COLUMNS: &str = "seq, id, aggregate_id, event_type, routing_key";
 /// transaction; rows locked by another relay are skipped, not waited for. The `NOT EXISTS` is
 /// what keeps one aggregate's events in order across relays: a row is only eligible once every
 /// earlier row of its aggregate is published, so a batch holds at most one row per aggregate.
+/// `$2 < seq <= $3` is the window of one claim (see [`claim_batch`]).
 const CLAIM_POSTGRES: &str = "SELECT {columns}, payload::text AS payload, headers::text AS headers, \
      created_at, attempts FROM outbox o \
-     WHERE o.published_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox e \
+     WHERE o.published_at IS NULL AND o.seq > $2 AND o.seq <= $3 AND NOT EXISTS (SELECT 1 FROM outbox e \
        WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
      ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
 /// SQLite has no row locks: one relay instance only.
 const CLAIM_SQLITE: &str = "SELECT {columns}, payload, headers, created_at, attempts FROM outbox o \
-     WHERE o.published_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox e \
+     WHERE o.published_at IS NULL AND o.seq > $2 AND o.seq <= $3 AND NOT EXISTS (SELECT 1 FROM outbox e \
        WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
      ORDER BY o.seq LIMIT $1";
 
-/// Claims up to `limit` publishable rows (see the module docs for the ordering rule).
+/// Claims up to `limit` publishable rows (see the module docs for the ordering rule), in
+/// sequence order.
+///
+/// `after` is a hint, never a filter: the rows after it are claimed first, and when they do not
+/// fill the batch the rows up to it are claimed too. A relay running several batches at once
+/// passes the last sequence it claimed, so a claim starts past the rows its other batches hold
+/// locked instead of visiting and skipping each of them (which tripled the cost of a claim).
+/// Every eligible row is still found, whatever `after` is.
 ///
 /// On PostgreSQL `conn` must be an open transaction: the rows stay locked until it ends.
 ///
 /// # Errors
 /// Any database error, including a missing `outbox` table (see [`is_missing_table`]).
-pub async fn claim_batch(conn: &impl ConnectionTrait, limit: u32) -> Result<Vec<OutboxRow>, DbErr> {
+pub async fn claim_batch(
+    conn: &impl ConnectionTrait,
+    limit: u32,
+    after: Option<i64>,
+) -> Result<Vec<OutboxRow>, DbErr> {
+    let Some(after) = after else {
+        return claim_window(conn, limit, i64::MIN, i64::MAX).await;
+    };
+    let mut rows = claim_window(conn, limit, after, i64::MAX).await?;
+    let short = limit.saturating_sub(u32::try_from(rows.len()).unwrap_or(u32::MAX));
+    if short > 0 {
+        // Each aggregate's rows commit in sequence order (its writers lock the aggregate), so
+        // the two windows cannot hold two rows of one aggregate.
+        let mut earlier = claim_window(conn, short, i64::MIN, after).await?;
+        earlier.append(&mut rows);
+        rows = earlier;
+    }
+    Ok(rows)
+}
+
+/// One claim over `lower < seq <= upper`.
+async fn claim_window(
+    conn: &impl ConnectionTrait,
+    limit: u32,
+    lower: i64,
+    upper: i64,
+) -> Result<Vec<OutboxRow>, DbErr> {
     let backend = conn.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => CLAIM_POSTGRES,
@@ -67,7 +101,11 @@ pub async fn claim_batch(conn: &impl ConnectionTrait, limit: u32) -> Result<Vec<
         .query_all_raw(Statement::from_sql_and_values(
             backend,
             sql,
-            [Value::from(i64::from(limit))],
+            [
+                Value::from(i64::from(limit)),
+                Value::from(lower),
+                Value::from(upper),
+            ],
         ))
         .await?;
     rows.iter().map(decode_row).collect()

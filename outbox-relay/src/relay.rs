@@ -19,7 +19,10 @@ use std::{
 use chrono::Utc;
 use lapin::Channel;
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, TransactionTrait};
-use tokio::{sync::Mutex, time::Instant};
+use tokio::{
+    sync::{Mutex, Semaphore},
+    time::Instant,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -83,7 +86,56 @@ pub struct Relay {
     config: RelayConfig,
     wakeup: Wakeup,
     channel: Mutex<Option<Channel>>,
+    cursor: Mutex<ClaimCursor>,
+    /// One permit per unconfirmed publish allowed (`RELAY_MAX_IN_FLIGHT`), shared by all
+    /// pipelines: a batch publishes only once it holds a permit for each row it sends.
+    in_flight: Semaphore,
     warned_missing_table: AtomicBool,
+}
+
+/// How long a claim cursor is followed before claims start from the beginning again: the bound
+/// on the extra wait of a row the cursor passed while it was not yet eligible (an aggregate's
+/// next event, a row another relay abandoned) during a sustained backlog.
+const CURSOR_REWIND: Duration = Duration::from_millis(250);
+
+/// Where this relay's next PostgreSQL claim starts (the `after` hint of
+/// [`outbox::claim_batch`]): past the last full batch it claimed, so concurrent pipelines do
+/// not walk over each other's locked rows. Back at the beginning after a short batch (the
+/// backlog is drained), after a failure (its rows are pending again) and every
+/// [`CURSOR_REWIND`].
+#[derive(Debug, Default)]
+struct ClaimCursor {
+    after: Option<i64>,
+    since: Option<Instant>,
+}
+
+impl ClaimCursor {
+    /// Where a claim made at `now` starts.
+    fn start(&mut self, now: Instant) -> Option<i64> {
+        if self
+            .since
+            .is_some_and(|since| now.saturating_duration_since(since) >= CURSOR_REWIND)
+        {
+            self.rewind();
+        }
+        self.after
+    }
+
+    /// Records a claim made at `now` that returned `rows`.
+    fn claimed(&mut self, rows: &[OutboxRow], batch_size: u32, now: Instant) {
+        match rows.last() {
+            Some(last) if rows.len() >= usize::try_from(batch_size).unwrap_or(usize::MAX) => {
+                self.after = Some(last.seq);
+                self.since.get_or_insert(now);
+            }
+            _ => self.rewind(),
+        }
+    }
+
+    fn rewind(&mut self) {
+        self.after = None;
+        self.since = None;
+    }
 }
 
 impl Relay {
@@ -95,11 +147,13 @@ impl Relay {
         wakeup: Wakeup,
     ) -> Self {
         Self {
+            in_flight: Semaphore::new(config.window.clamp(1, Semaphore::MAX_PERMITS)),
             db,
             broker,
             config,
             wakeup,
             channel: Mutex::new(None),
+            cursor: Mutex::new(ClaimCursor::default()),
             warned_missing_table: AtomicBool::new(false),
         }
     }
@@ -143,8 +197,15 @@ impl Relay {
             None
         };
         let rows = match &claim_txn {
-            Some(txn) => outbox::claim_batch(txn, self.config.batch_size).await?,
-            None => outbox::claim_batch(&self.db, self.config.batch_size).await?,
+            Some(txn) => {
+                // Claims are serialised so that each one can start past the previous one.
+                let mut cursor = self.cursor.lock().await;
+                let after = cursor.start(Instant::now());
+                let rows = outbox::claim_batch(txn, self.config.batch_size, after).await?;
+                cursor.claimed(&rows, self.config.batch_size, Instant::now());
+                rows
+            }
+            None => outbox::claim_batch(&self.db, self.config.batch_size, None).await?,
         };
         if rows.is_empty() {
             if let Some(txn) = claim_txn {
@@ -154,14 +215,22 @@ impl Relay {
             return Ok(BatchReport::default());
         }
 
+        // A batch larger than the window publishes through a window of its own size.
+        let window = rows.len().min(self.config.window).max(1);
+        let permits = self
+            .in_flight
+            .acquire_many(u32::try_from(window).unwrap_or(u32::MAX))
+            .await
+            .ok();
         let outcome = publish_batch(
             &channel,
             &self.broker.topology().exchange,
             &rows,
-            self.config.window,
+            window,
             self.config.confirm_timeout,
         )
         .await;
+        drop(permits);
         let confirmed_at = Utc::now();
         let (confirmed, failures) = split(&rows, &outcome.outcomes);
 
@@ -186,6 +255,9 @@ impl Relay {
             *slot = Some(channel);
         }
         let failed = rows.len() - confirmed.len();
+        if failed > 0 {
+            self.cursor.lock().await.rewind();
+        }
         record_metrics(&outcome.outcomes, confirmed.len(), started);
         log_published(&rows, &confirmed);
         if failed > 0 {
@@ -214,16 +286,13 @@ impl Relay {
     /// confirm timeout to finish; after that it is dropped and its rows stay pending.
     pub async fn run_pipeline(&self, shutdown: CancellationToken) {
         let mut slot: Option<Channel> = None;
-        let mut wake = self.wakeup.subscribe();
         let mut backoff = Backoff::default();
         'outer: loop {
-            // Drain. Marking the receiver seen *before* claiming means a wake-up arriving
-            // during the drain triggers one more round instead of being lost.
+            // Drain. A wake-up arriving meanwhile is kept by `Wakeup` for the next idle wait.
             loop {
                 if shutdown.is_cancelled() {
                     break 'outer;
                 }
-                wake.borrow_and_update();
                 let result = {
                     let mut batch = pin!(self.relay_batch(&mut slot));
                     tokio::select! {
@@ -249,6 +318,10 @@ impl Relay {
                         if report.claimed == 0 {
                             break;
                         }
+                        if report.claimed >= self.config.batch_size as usize {
+                            // More may be waiting: recruit another idle pipeline.
+                            self.wakeup.wake();
+                        }
                     }
                     Some(Ok(_)) => {
                         // Nothing but nacks, returns, timeouts or a channel failure: back off.
@@ -266,7 +339,7 @@ impl Relay {
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                _ = wake.changed() => {}
+                () = self.wakeup.notified() => {}
                 () = tokio::time::sleep(self.config.poll_interval) => {}
             }
         }
@@ -376,6 +449,52 @@ fn log_published(rows: &[OutboxRow], confirmed: &[i64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rows(seqs: std::ops::RangeInclusive<i64>) -> Vec<OutboxRow> {
+        seqs.map(|seq| OutboxRow {
+            seq,
+            id: uuid::Uuid::new_v4(),
+            aggregate_id: uuid::Uuid::new_v4(),
+            event_type: "user.verified.v1".into(),
+            routing_key: "user.verified.v1".into(),
+            payload: "{}".into(),
+            headers: "{}".into(),
+            created_at: Utc::now(),
+            attempts: 0,
+        })
+        .collect()
+    }
+
+    #[test]
+    fn the_claim_cursor_follows_full_batches_and_rewinds() {
+        let t0 = Instant::now();
+        let mut cursor = ClaimCursor::default();
+        assert_eq!(
+            cursor.start(t0),
+            None,
+            "the first claim starts at the beginning"
+        );
+        cursor.claimed(&rows(1..=3), 3, t0);
+        assert_eq!(cursor.start(t0), Some(3), "a full batch: start past it");
+        cursor.claimed(&rows(4..=6), 3, t0 + Duration::from_millis(100));
+        assert_eq!(cursor.start(t0 + Duration::from_millis(200)), Some(6));
+        assert_eq!(
+            cursor.start(t0 + CURSOR_REWIND),
+            None,
+            "rewound CURSOR_REWIND after it first moved, however full the batches"
+        );
+        cursor.claimed(&rows(7..=9), 3, t0 + CURSOR_REWIND);
+        assert_eq!(cursor.start(t0 + CURSOR_REWIND), Some(9));
+        cursor.claimed(&rows(10..=11), 3, t0 + CURSOR_REWIND);
+        assert_eq!(
+            cursor.start(t0 + CURSOR_REWIND),
+            None,
+            "a short batch: caught up"
+        );
+        cursor.claimed(&rows(1..=3), 3, t0 + CURSOR_REWIND);
+        cursor.rewind();
+        assert_eq!(cursor.start(t0 + CURSOR_REWIND), None, "a failure rewinds");
+    }
 
     #[test]
     fn backoff_grows_to_a_cap_and_resets() {

@@ -5,6 +5,10 @@ use std::{net::SocketAddr, time::Duration};
 use common::settings::{LogFormat, deserialize_durations, serialize_durations};
 use serde::{Deserialize, Serialize};
 
+/// Batch pipelines beyond those that fill `RELAY_MAX_IN_FLIGHT` (see
+/// [`Settings::concurrent_batches`]).
+pub const SPARE_PIPELINES: u32 = 2;
+
 /// Every tunable of the relay. Defaults work on a developer machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -25,8 +29,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     /// `RELAY_BATCH_SIZE`: rows claimed, published and marked per transaction.
     pub relay_batch_size: u32,
-    /// `RELAY_MAX_IN_FLIGHT`: unconfirmed publishes per relay process at most. The relay runs
-    /// `ceil(RELAY_MAX_IN_FLIGHT / RELAY_BATCH_SIZE)` batches at once (one on SQLite).
+    /// `RELAY_MAX_IN_FLIGHT`: unconfirmed publishes per relay process at most, shared by its
+    /// batch pipelines (see [`Settings::concurrent_batches`]).
     pub relay_max_in_flight: u32,
     /// `RELAY_POLL_INTERVAL`: fallback poll when no wake-up arrives.
     #[serde(with = "humantime_serde")]
@@ -112,14 +116,17 @@ impl Settings {
         Ok(())
     }
 
-    /// Batches run at once: enough to keep `RELAY_MAX_IN_FLIGHT` publishes unconfirmed, and
-    /// exactly one on SQLite (no `SKIP LOCKED`, so two claimers would publish the same rows).
+    /// Batch pipelines: enough to keep `RELAY_MAX_IN_FLIGHT` publishes unconfirmed, plus
+    /// [`SPARE_PIPELINES`] that claim or mark while the others publish, so database work never
+    /// leaves the window idle (the window itself is a semaphore, so the spares never add to
+    /// it). Exactly one on SQLite (no `SKIP LOCKED`, so two claimers would publish the same
+    /// rows).
     pub fn concurrent_batches(&self) -> usize {
         if self.database_url.starts_with("sqlite:") {
             return 1;
         }
-        let batches = self.relay_max_in_flight.div_ceil(self.relay_batch_size);
-        usize::try_from(batches.clamp(1, 16)).unwrap_or(1)
+        let publishing = self.relay_max_in_flight.div_ceil(self.relay_batch_size);
+        usize::try_from(publishing.clamp(1, 16) + SPARE_PIPELINES).unwrap_or(1)
     }
 }
 
@@ -155,7 +162,11 @@ mod tests {
             ("RETRY_DELAYS", "1s,2s"),
         ])
         .unwrap();
-        assert_eq!(settings.concurrent_batches(), 3);
+        assert_eq!(
+            settings.concurrent_batches(),
+            3 + 2,
+            "3 publishing, 2 spare"
+        );
         assert_eq!(settings.relay_poll_interval, Duration::from_secs(2));
         assert_eq!(settings.retry_delays.len(), 2);
     }

@@ -34,7 +34,7 @@ impl Application {
     /// # Errors
     /// When the SQLite file cannot be opened or the admin address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let pool_size = u32::try_from(settings.concurrent_batches()).unwrap_or(16) + 3;
+        let pool_size = u32::try_from(settings.concurrent_batches()).unwrap_or(18) + 3;
         let db = connect_database(&settings.database_url, pool_size).await?;
         Self::build_with_db(settings, db).await
     }

@@ -7,36 +7,29 @@
 use std::sync::Arc;
 
 use sea_orm::{DatabaseConnection, DbBackend, sqlx::postgres::PgListener};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, futures::Notified};
 use tokio_util::sync::CancellationToken;
 
 use crate::relay::{Backoff, sleep_or_cancel};
 
-/// A broadcast wake-up: every pipeline sees every signal at least once (a version counter, so a
-/// signal arriving while a pipeline is busy is not lost).
-#[derive(Debug, Clone)]
+/// Wakes one idle pipeline per signal. A pipeline that claims a full batch signals again, so
+/// a burst recruits the others one by one while a single event costs one claim, not one per
+/// pipeline. A signal sent while every pipeline is busy is kept (one permit) and makes the next
+/// pipeline to go idle look once more.
+#[derive(Debug, Clone, Default)]
 pub struct Wakeup {
-    sender: Arc<watch::Sender<u64>>,
-}
-
-impl Default for Wakeup {
-    fn default() -> Self {
-        Self {
-            sender: Arc::new(watch::Sender::new(0)),
-        }
-    }
+    notify: Arc<Notify>,
 }
 
 impl Wakeup {
-    /// Signals every pipeline.
+    /// Wakes one idle pipeline (or the next one to go idle).
     pub fn wake(&self) {
-        self.sender
-            .send_modify(|version| *version = version.wrapping_add(1));
+        self.notify.notify_one();
     }
 
-    /// A receiver whose `changed()` resolves after the next [`wake`](Self::wake).
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.sender.subscribe()
+    /// Resolves at the next [`wake`](Self::wake) meant for this pipeline.
+    pub fn notified(&self) -> Notified<'_> {
+        self.notify.notified()
     }
 }
 
@@ -91,5 +84,38 @@ pub async fn listen(
         if !sleep_or_cancel(backoff.next(), &shutdown).await {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+
+    use futures::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn a_wake_wakes_one_idle_pipeline_and_is_kept_when_none_waits() {
+        let wakeup = Wakeup::default();
+        wakeup.wake();
+        assert!(
+            wakeup.notified().now_or_never().is_some(),
+            "a wake-up sent while every pipeline is busy is kept"
+        );
+        assert!(wakeup.notified().now_or_never().is_none(), "and kept once");
+
+        let mut first = pin!(wakeup.notified());
+        let mut second = pin!(wakeup.notified());
+        first.as_mut().enable();
+        second.as_mut().enable();
+        wakeup.wake();
+        assert!(
+            first.as_mut().now_or_never().is_some(),
+            "one pipeline wakes"
+        );
+        assert!(second.as_mut().now_or_never().is_none(), "only one");
+        wakeup.wake();
+        assert!(second.now_or_never().is_some());
     }
 }

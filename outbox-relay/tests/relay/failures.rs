@@ -1,4 +1,4 @@
-//! Crashes and broker connection loss: nothing lost, duplicates bounded by the in-flight batch.
+//! Crashes and broker connection loss: nothing lost, duplicates bounded by the batches in flight.
 
 use std::{process::Stdio, time::Duration};
 
@@ -34,7 +34,7 @@ fn spawn_relay_process(ctx: &TestContext) -> Child {
 }
 
 #[tokio::test]
-async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batch() {
+async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batches_in_flight() {
     const TOTAL: usize = 3_000;
     let ctx = TestContext::new("sigkill").await;
     let mut consumer = ctx.bind_test_queue().await;
@@ -63,7 +63,13 @@ async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batch()
     .await;
     let duplicated = duplicates(&deliveries);
     println!("killed after {at_kill} marked rows; {duplicated} duplicates");
-    assert!(duplicated <= BATCH, "{duplicated} duplicates > one batch");
+    // Published but not yet marked at the kill: at most every batch the process had claimed
+    // (one publishing through the window of BATCH, the spare pipelines claiming or marking).
+    let bound = BATCH * (1 + outbox_relay::settings::SPARE_PIPELINES as usize);
+    assert!(
+        duplicated <= bound,
+        "{duplicated} duplicates > the {bound} rows of the batches in flight"
+    );
 
     // Graceful shutdown of the second process: SIGTERM, clean exit.
     let pid = second.id().unwrap().to_string();
