@@ -330,6 +330,8 @@ impl Relay {
                         }
                     }
                     Some(Err(error)) => {
+                        // Whatever it had claimed is pending again.
+                        self.cursor.lock().await.rewind();
                         self.log_error(&error);
                         if !sleep_or_cancel(backoff.next(), &shutdown).await {
                             break 'outer;

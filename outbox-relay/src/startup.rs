@@ -41,7 +41,8 @@ impl Application {
 
     /// Like [`build`](Self::build) with an already connected database (the all-in-one runner
     /// may share the user-service's). On PostgreSQL the pool needs
-    /// `concurrent_batches() + 2` connections: one per pipeline, one for `LISTEN`, one spare.
+    /// `concurrent_batches() + 2` connections beyond its other users: one per pipeline, one for
+    /// `LISTEN`, one spare.
     ///
     /// # Errors
     /// When the admin address cannot be bound.

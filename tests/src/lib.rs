@@ -85,9 +85,12 @@ impl Stack {
             common::amqp::connect(&settings.relay.amqp_url, "signup-outbox-startup-check").await?;
         probe.close(200, "ok".into()).await.ok();
 
+        // One pool for both: the user-service's own connections, plus one per relay pipeline
+        // (each holds a transaction while its batch is in flight), LISTEN and a spare.
+        let relay_connections = u32::try_from(settings.relay.concurrent_batches()).unwrap_or(18);
         let db = user_service::migration::connect_and_migrate(
             &settings.user.database_url,
-            settings.user.database_max_connections,
+            settings.user.database_max_connections + relay_connections + 2,
         )
         .await?;
         let relay = outbox_relay::Application::build_with_db(settings.relay, db.clone())

@@ -65,7 +65,12 @@ async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batches
     println!("killed after {at_kill} marked rows; {duplicated} duplicates");
     // Published but not yet marked at the kill: at most every batch the process had claimed
     // (one publishing through the window of BATCH, the spare pipelines claiming or marking).
-    let bound = BATCH * (1 + outbox_relay::settings::SPARE_PIPELINES as usize);
+    let settings = outbox_relay::Settings {
+        relay_batch_size: BATCH as u32,
+        relay_max_in_flight: BATCH as u32,
+        ..ctx.settings()
+    };
+    let bound = BATCH * settings.concurrent_batches();
     assert!(
         duplicated <= bound,
         "{duplicated} duplicates > the {bound} rows of the batches in flight"
