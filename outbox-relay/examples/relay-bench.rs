@@ -203,6 +203,38 @@ fn relay_settings(db_url: &str, namespace: &str, o: &Options) -> anyhow::Result<
     Ok(settings)
 }
 
+/// A relay running in this process against a freshly declared topology.
+struct RunningRelay {
+    setup: lapin::Channel,
+    topology: Topology,
+    shutdown: CancellationToken,
+    running: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningRelay {
+    async fn start(amqp: &lapin::Connection, db_url: &str, o: &Options) -> anyhow::Result<Self> {
+        let setup = amqp.create_channel().await?;
+        let (namespace, topology) = fresh_topology(&setup).await?;
+        let app = Application::build(relay_settings(db_url, &namespace, o)?).await?;
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(app.run(shutdown.clone()));
+        Ok(Self {
+            setup,
+            topology,
+            shutdown,
+            running,
+        })
+    }
+
+    /// Shuts the relay down and deletes its topology.
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.running.await??;
+        self.topology.delete(&self.setup).await?;
+        Ok(())
+    }
+}
+
 /// The relay draining the whole backlog: rows / (last `published_at` − start). Messages/s.
 async fn relay_run(
     amqp: &lapin::Connection,
@@ -210,12 +242,8 @@ async fn relay_run(
     db_url: &str,
     o: &Options,
 ) -> anyhow::Result<f64> {
-    let setup = amqp.create_channel().await?;
-    let (namespace, topology) = fresh_topology(&setup).await?;
-    let app = Application::build(relay_settings(db_url, &namespace, o)?).await?;
-    let shutdown = CancellationToken::new();
     let start = Utc::now();
-    let running = tokio::spawn(app.run(shutdown.clone()));
+    let relay = RunningRelay::start(amqp, db_url, o).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     // A cheap check, rarely: the end time comes from the rows, not from this loop.
     while scalar_i64(
@@ -236,9 +264,7 @@ async fn relay_run(
         .await?
         .expect("one row");
     let last: chrono::DateTime<Utc> = last.try_get("", "last")?;
-    shutdown.cancel();
-    running.await??;
-    topology.delete(&setup).await?;
+    relay.stop().await?;
     Ok(o.rows as f64 / (last - start).as_seconds_f64())
 }
 
@@ -250,11 +276,7 @@ async fn wakeup_latencies(
     db_url: &str,
     o: &Options,
 ) -> anyhow::Result<Vec<f64>> {
-    let setup = amqp.create_channel().await?;
-    let (namespace, topology) = fresh_topology(&setup).await?;
-    let app = Application::build(relay_settings(db_url, &namespace, o)?).await?;
-    let shutdown = CancellationToken::new();
-    let running = tokio::spawn(app.run(shutdown.clone()));
+    let relay = RunningRelay::start(amqp, db_url, o).await?;
     let mut latencies = Vec::with_capacity(o.samples);
     // One more event first, not counted: it waits for the relay to connect to the broker.
     for sample in 0..=o.samples {
@@ -282,9 +304,7 @@ async fn wakeup_latencies(
             latencies.push((published - committed).as_seconds_f64().max(0.0) * 1000.0);
         }
     }
-    shutdown.cancel();
-    running.await??;
-    topology.delete(&setup).await?;
+    relay.stop().await?;
     latencies.sort_by(f64::total_cmp);
     Ok(latencies)
 }

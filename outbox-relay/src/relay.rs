@@ -255,12 +255,11 @@ impl Relay {
             *slot = Some(channel);
         }
         let failed = rows.len() - confirmed.len();
-        if failed > 0 {
-            self.cursor.lock().await.rewind();
-        }
         record_metrics(&outcome.outcomes, confirmed.len(), started);
         log_published(&rows, &confirmed);
         if failed > 0 {
+            // Those rows are pending again, behind the cursor.
+            self.cursor.lock().await.rewind();
             let first = failures.keys().next().map_or("", String::as_str);
             tracing::warn!(
                 claimed = rows.len(),

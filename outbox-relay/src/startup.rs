@@ -23,7 +23,6 @@ pub struct Application {
     settings: Settings,
     relay: Arc<Relay>,
     wakeup: Wakeup,
-    notify: Arc<Notify>,
     admin: TcpListener,
 }
 
@@ -69,7 +68,6 @@ impl Application {
             settings,
             relay,
             wakeup,
-            notify: Arc::new(Notify::new()),
             admin,
         })
     }
@@ -83,7 +81,7 @@ impl Application {
     /// outbox rows and the relay publishes them at once instead of at the next poll (the way to
     /// get low latency on SQLite, which has no `LISTEN`).
     pub fn wakeup_handle(&self) -> Arc<Notify> {
-        self.notify.clone()
+        self.wakeup.handle()
     }
 
     /// The bound admin address (useful with port 0).
@@ -117,11 +115,6 @@ impl Application {
         tasks.spawn(wakeup::listen(
             db.clone(),
             OUTBOX_NOTIFY_CHANNEL,
-            self.wakeup.clone(),
-            shutdown.clone(),
-        ));
-        tasks.spawn(wakeup::forward_notify(
-            self.notify.clone(),
             self.wakeup.clone(),
             shutdown.clone(),
         ));

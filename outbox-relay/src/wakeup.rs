@@ -31,17 +31,11 @@ impl Wakeup {
     pub fn notified(&self) -> Notified<'_> {
         self.notify.notified()
     }
-}
 
-/// Forwards `notify` (signalled with `notify_one()` by an in-process writer after its commit)
-/// to `wakeup` until `shutdown`. `notify_one` stores a permit, so a signal sent while this task
-/// is busy is not lost.
-pub async fn forward_notify(notify: Arc<Notify>, wakeup: Wakeup, shutdown: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = notify.notified() => wakeup.wake(),
-        }
+    /// The underlying [`Notify`]: `notify_one()` on it is [`wake`](Self::wake), for writers
+    /// that only know tokio.
+    pub fn handle(&self) -> Arc<Notify> {
+        self.notify.clone()
     }
 }
 
