@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh rabbitmq
-exec cargo run -p signup-outbox "$@"
+exec cargo run "$@"

@@ -2,7 +2,7 @@
 # Makes sure the local services the project needs are running: installs them with apt-get if
 # they are missing, starts them if they are stopped, waits until they answer.
 #   scripts/services.sh            # PostgreSQL and RabbitMQ (what the tests need)
-#   scripts/services.sh rabbitmq   # only RabbitMQ (what `cargo run -p signup-outbox` needs)
+#   scripts/services.sh rabbitmq   # only RabbitMQ (what `cargo run` needs)
 set -euo pipefail
 
 log() { printf '==> %s\n' "$*" >&2; }

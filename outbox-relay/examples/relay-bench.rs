@@ -23,6 +23,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use clap::Parser;
 use common::{events::UserVerifiedV1, topology::Topology};
 use lapin::options::ConfirmSelectOptions;
 use outbox_relay::{
@@ -35,35 +36,25 @@ use tokio_util::sync::CancellationToken;
 use user_service::trace::TraceContext;
 use uuid::Uuid;
 
+/// Relay throughput against a raw lapin publisher, and the wake-up latency.
+#[derive(Parser)]
+#[command(name = "relay-bench", about)]
 struct Options {
+    /// Rows in the backlog.
+    #[arg(long, default_value_t = 100_000)]
     rows: usize,
+    /// Rows claimed, published and marked per batch (`RELAY_BATCH_SIZE`).
+    #[arg(long, default_value_t = 250)]
     batch: u32,
+    /// Unconfirmed publishes at most (`RELAY_MAX_IN_FLIGHT`).
+    #[arg(long, default_value_t = 1000)]
     in_flight: u32,
+    /// Alternating rounds of relay and raw publisher.
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Wake-up latency samples.
+    #[arg(long, default_value_t = 200)]
     samples: usize,
-}
-
-fn options() -> Options {
-    let mut o = Options {
-        rows: 100_000,
-        batch: 250,
-        in_flight: 1000,
-        rounds: 3,
-        samples: 200,
-    };
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    for pair in args.chunks(2) {
-        let value = pair.get(1).map(String::as_str).unwrap_or_default();
-        match pair[0].as_str() {
-            "--rows" => o.rows = value.parse().expect("--rows N"),
-            "--batch" => o.batch = value.parse().expect("--batch B"),
-            "--in-flight" => o.in_flight = value.parse().expect("--in-flight W"),
-            "--rounds" => o.rounds = value.parse().expect("--rounds R"),
-            "--samples" => o.samples = value.parse().expect("--samples K"),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    o
 }
 
 async fn write_backlog(db: &DatabaseConnection, rows: usize) {
@@ -311,7 +302,7 @@ async fn wakeup_latencies(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let o = options();
+    let o = Options::parse();
     let db_url = common::testing::fresh_postgres_database("relay_bench").await?;
     let db = user_service::migration::connect_and_migrate(&db_url, 8).await?;
     let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-bench").await?;

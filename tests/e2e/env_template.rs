@@ -14,9 +14,8 @@ fn variables_of<T: serde::Serialize>(settings: &T) -> BTreeSet<String> {
 
 #[test]
 fn every_setting_of_every_service_is_in_the_env_template() {
-    let template =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.template"))
-            .expect(".env.template at the workspace root");
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.template"))
+        .expect(".env.template at the workspace root");
     let mut variables = BTreeSet::new();
     variables.extend(variables_of(&user_service::Settings::default()));
     variables.extend(variables_of(&outbox_relay::Settings::default()));
@@ -44,11 +43,9 @@ fn every_setting_of_every_service_is_in_the_env_template() {
 
 #[test]
 fn every_variable_docker_compose_sets_is_a_real_setting() {
-    let compose = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docker-compose.yml"
-    ))
-    .unwrap();
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+            .unwrap();
     let mut known = BTreeSet::new();
     known.extend(variables_of(&user_service::Settings::default()));
     known.extend(variables_of(&outbox_relay::Settings::default()));

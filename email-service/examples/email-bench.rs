@@ -7,7 +7,7 @@
 //! backlog) and of consume start → accepted.
 //!
 //! ```text
-//! cargo run --release -p email-service --bin email-bench -- --events 10000
+//! cargo run --release -p email-service --example email-bench -- --events 10000
 //! ```
 
 use std::{

@@ -6,7 +6,7 @@
 //! p50/p99, and lost and duplicated mails.
 //!
 //! ```text
-//! cargo run --release -p signup-outbox --bin e2e-bench -- --registrations 2000 --concurrency 32
+//! cargo run --release --example e2e-bench -- --registrations 2000 --concurrency 32
 //! ```
 //!
 //! Registration throughput is bounded by argon2id (OWASP cost: ~33 ms of CPU per hash); pass
