@@ -8,19 +8,25 @@
 //!   RabbitMQ topology every service performs at start-up.
 //! - [`settings`]: layered configuration loading (defaults → optional file → environment) with
 //!   errors that name the offending variable.
-//! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and trace-context helpers.
-//! - [`shutdown`]: the Ctrl-C / SIGTERM future every `main` waits on.
+//! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and the Prometheus recorder.
+//! - [`trace`]: the correlation id and `traceparent` carried from the HTTP request to the mail,
+//!   and their header names.
+//! - [`shutdown`]: the Ctrl-C / SIGTERM token every `main` hands its application, and
+//!   `sleep_or_cancel`.
+//! - [`backoff`]: the exponential backoff every retry loop uses.
 //! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings.
 //! - `testing` (feature): a fresh database and AMQP namespace per test.
 //! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable.
 
 pub mod amqp;
+pub mod backoff;
 pub mod database;
 pub mod events;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 
 #[cfg(feature = "testing")]
 pub mod testing;

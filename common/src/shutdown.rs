@@ -1,4 +1,4 @@
-//! Shutdown signals.
+//! Shutdown: the signal every `main` waits on, and sleeping without delaying a shutdown.
 
 /// A token cancelled on the first Ctrl-C or SIGTERM: what every `main` hands its application.
 pub fn cancel_on_signal() -> tokio_util::sync::CancellationToken {
@@ -38,5 +38,16 @@ pub async fn signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received, shutting down"),
         () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Sleeps `duration` unless `shutdown` comes first; `false` means shut down.
+pub async fn sleep_or_cancel(
+    duration: std::time::Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(duration) => true,
     }
 }
