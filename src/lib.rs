@@ -10,7 +10,6 @@
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
-use user_service::outbox::OutboxWakeup;
 
 /// Settings only the all-in-one runner reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,7 +95,7 @@ impl Stack {
         let relay = outbox_relay::Application::build_with_db(settings.relay, db.clone())
             .await
             .context("building the outbox-relay")?;
-        let wakeup = OutboxWakeup::new(relay.wakeup_handle());
+        let wakeup = relay.wakeup();
         let user = user_service::Application::build_with_db(settings.user, db, wakeup)
             .await
             .context("building the user-service")?;

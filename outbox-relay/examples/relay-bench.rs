@@ -8,7 +8,7 @@
 //! Options: `--rows N` (100000), `--batch B` (250), `--in-flight W` (1000), `--rounds R` (3),
 //! `--samples K` (200).
 //!
-//! The backlog is written once through the user-service's outbox code path. Each round then runs
+//! The backlog is written once through the outbox writer (`outbox::enqueue`). Each round then runs
 //! both publishers on the same rows, each against a freshly declared exchange and quorum queue
 //! (deleted afterwards), so neither inherits the other's queue log; the order alternates between
 //! rounds so that whatever the broker does after a run weighs on both sides alike. Before each
@@ -24,16 +24,14 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
-use common::{events::UserVerifiedV1, topology::Topology};
+use common::{events::UserVerifiedV1, topology::Topology, trace::TraceContext};
 use lapin::options::ConfirmSelectOptions;
 use outbox_relay::{
     Application, Settings,
     broker::{Outcome, publish_batch},
-    outbox,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio_util::sync::CancellationToken;
-use user_service::trace::TraceContext;
 use uuid::Uuid;
 
 /// Relay throughput against a raw lapin publisher, and the wake-up latency.
@@ -89,7 +87,7 @@ async fn enqueue(conn: &impl ConnectionTrait) -> Uuid {
         last_name: Some("Example".into()),
         verified_at: Utc::now(),
     };
-    user_service::outbox::enqueue(conn, Utc::now(), event, &TraceContext::new_root())
+    outbox::enqueue(conn, Utc::now(), event, &TraceContext::new_root())
         .await
         .unwrap()
 }
@@ -304,7 +302,8 @@ async fn wakeup_latencies(
 async fn main() -> anyhow::Result<()> {
     let o = Options::parse();
     let db_url = common::testing::fresh_postgres_database("relay_bench").await?;
-    let db = user_service::migration::connect_and_migrate(&db_url, 8).await?;
+    let db = common::database::connect(&db_url, 8).await?;
+    outbox::migrate_outbox_only(&db).await?;
     let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-bench").await?;
     println!(
         "relay-bench: {} rows, batch {}, in-flight {}, {} rounds, quorum queues, confirms on",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use serde_json::json;
 
-use crate::{outbox, relay::Relay};
+use crate::relay::Relay;
 
 /// The admin routes.
 pub fn router(relay: Arc<Relay>) -> Router {

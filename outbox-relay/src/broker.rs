@@ -25,7 +25,7 @@ use lapin::{
 };
 use tokio::time::Instant;
 
-use crate::outbox::OutboxRow;
+use outbox::OutboxRow;
 
 /// The broker could not be used; always transient (reconnect and retry later).
 #[derive(Debug, thiserror::Error)]

@@ -11,9 +11,7 @@
 //! - [`startup`]: `Application` (build from [`Settings`], run until cancelled).
 //! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
 //! - [`relay`]: claim → publish → mark, the batch pipelines and their backoff.
-//! - [`outbox`]: the SQL of the outbox table (claim, mark, failures, backlog, purge).
 //! - [`broker`]: the RabbitMQ connection and confirmed, pipelined publishing.
-//! - [`wakeup`]: `LISTEN`/`NOTIFY` and the in-process wake-up.
 //! - [`retention`]: deleting old published rows in batches.
 //! - [`admin`]: health and Prometheus metrics on `ADMIN_ADDR`.
 //!
@@ -24,12 +22,10 @@
 
 pub mod admin;
 pub mod broker;
-pub mod outbox;
 pub mod relay;
 pub mod retention;
 pub mod settings;
 pub mod startup;
-pub mod wakeup;
 
 pub use relay::{BatchReport, Relay, RelayError};
 pub use settings::Settings;

@@ -25,11 +25,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    broker::{Broker, BrokerError, Outcome, publish_batch},
-    outbox::{self, OutboxRow},
-    wakeup::Wakeup,
-};
+use common::{backoff::Backoff, shutdown::sleep_or_cancel};
+use outbox::{OutboxRow, Wakeup};
+
+use crate::broker::{Broker, BrokerError, Outcome, publish_batch};
 
 /// Why a batch could not run. Every variant is transient: back off and retry.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +323,7 @@ impl Relay {
                     }
                     Some(Ok(_)) => {
                         // Nothing but nacks, returns, timeouts or a channel failure: back off.
-                        if !sleep_or_cancel(backoff.next(), &shutdown).await {
+                        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                             break 'outer;
                         }
                     }
@@ -332,7 +331,7 @@ impl Relay {
                         // Whatever it had claimed is pending again.
                         self.cursor.lock().await.rewind();
                         self.log_error(&error);
-                        if !sleep_or_cancel(backoff.next(), &shutdown).await {
+                        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                             break 'outer;
                         }
                     }
@@ -391,32 +390,6 @@ fn record_metrics(outcomes: &[Outcome], published: usize, started: Instant) {
             metrics::counter!("outbox_relay_publish_failures_total", "reason" => kind.as_str())
                 .increment(1);
         }
-    }
-}
-
-/// Sleeps `duration` unless `shutdown` comes first; `false` means shut down.
-pub(crate) async fn sleep_or_cancel(duration: Duration, shutdown: &CancellationToken) -> bool {
-    tokio::select! {
-        () = shutdown.cancelled() => false,
-        () = tokio::time::sleep(duration) => true,
-    }
-}
-
-/// Exponential backoff, 100 ms doubling to 30 s.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub(crate) fn next(&mut self) -> Duration {
-        let delay = Duration::from_millis(100).saturating_mul(1 << self.failures.min(9));
-        self.failures = self.failures.saturating_add(1);
-        delay.min(Duration::from_secs(30))
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.failures = 0;
     }
 }
 
@@ -495,18 +468,5 @@ mod tests {
         cursor.claimed(&rows(1..=3), 3, t0 + CURSOR_REWIND);
         cursor.rewind();
         assert_eq!(cursor.start(t0 + CURSOR_REWIND), None, "a failure rewinds");
-    }
-
-    #[test]
-    fn backoff_grows_to_a_cap_and_resets() {
-        let mut backoff = Backoff::default();
-        assert_eq!(backoff.next(), Duration::from_millis(100));
-        assert_eq!(backoff.next(), Duration::from_millis(200));
-        for _ in 0..20 {
-            backoff.next();
-        }
-        assert_eq!(backoff.next(), Duration::from_secs(30));
-        backoff.reset();
-        assert_eq!(backoff.next(), Duration::from_millis(100));
     }
 }

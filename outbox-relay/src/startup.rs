@@ -4,9 +4,10 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use common::topology::{OUTBOX_NOTIFY_CHANNEL, Topology};
+use common::topology::Topology;
+use outbox::Wakeup;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
-use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
+use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -15,7 +16,6 @@ use crate::{
     relay::{Relay, RelayConfig},
     retention,
     settings::Settings,
-    wakeup::{self, Wakeup},
 };
 
 /// A built relay, its admin port bound, ready to [`run`](Application::run).
@@ -77,11 +77,11 @@ impl Application {
         &self.relay
     }
 
-    /// In-process wake-up: a writer in the same process calls `notify_one()` after committing
-    /// outbox rows and the relay publishes them at once instead of at the next poll (the way to
-    /// get low latency on SQLite, which has no `LISTEN`).
-    pub fn wakeup_handle(&self) -> Arc<Notify> {
-        self.wakeup.handle()
+    /// The pipelines' wake-up: a writer in the same process signals it after committing outbox
+    /// rows and the relay publishes them at once instead of at the next poll (the way to get low
+    /// latency on SQLite, which has no `LISTEN`).
+    pub fn wakeup(&self) -> Wakeup {
+        self.wakeup.clone()
     }
 
     /// The bound admin address (useful with port 0).
@@ -112,9 +112,8 @@ impl Application {
             tasks.spawn(async move { relay.run_pipeline(shutdown).await });
         }
         let db = self.relay.db().clone();
-        tasks.spawn(wakeup::listen(
+        tasks.spawn(outbox::listen(
             db.clone(),
-            OUTBOX_NOTIFY_CHANNEL,
             self.wakeup.clone(),
             shutdown.clone(),
         ));

@@ -1,8 +1,7 @@
 //! The outbox table as the relay sees it: claiming pending rows, marking them published,
 //! recording failures, measuring the backlog and purging old published rows.
 //!
-//! The relay is generic: a row is a routing key, headers and payload bytes. It never decodes an
-//! event. SQL is written once per backend where they differ (`SKIP LOCKED`, array parameters);
+//! A row is a routing key, headers and payload bytes; nothing here decodes an event. SQL is written once per backend where they differ (`SKIP LOCKED`, array parameters);
 //! every value is bound as a parameter (no `NOW()`), so the same code runs on SQLite.
 
 use chrono::{DateTime, Utc};
@@ -32,21 +31,20 @@ pub struct OutboxRow {
     pub attempts: i32,
 }
 
-const COLUMNS: &str = "seq, id, aggregate_id, event_type, routing_key";
-
 /// Rows in sequence order whose aggregate has no earlier pending row, locked by this
 /// transaction; rows locked by another relay are skipped, not waited for. The `NOT EXISTS` is
 /// what keeps one aggregate's events in order across relays: a row is only eligible once every
 /// earlier row of its aggregate is published, so a batch holds at most one row per aggregate.
 /// `$2 < seq <= $3` is the window of one claim (see [`claim_batch`]).
-const CLAIM_POSTGRES: &str = "SELECT {columns}, payload::text AS payload, headers::text AS headers, \
-     created_at, attempts FROM outbox o \
+const CLAIM_POSTGRES: &str = "SELECT seq, id, aggregate_id, event_type, routing_key, \
+     payload::text AS payload, headers::text AS headers, created_at, attempts FROM outbox o \
      WHERE o.published_at IS NULL AND o.seq > $2 AND o.seq <= $3 AND NOT EXISTS (SELECT 1 FROM outbox e \
        WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
      ORDER BY o.seq LIMIT $1 FOR UPDATE OF o SKIP LOCKED";
 
 /// SQLite has no row locks: one relay instance only.
-const CLAIM_SQLITE: &str = "SELECT {columns}, payload, headers, created_at, attempts FROM outbox o \
+const CLAIM_SQLITE: &str = "SELECT seq, id, aggregate_id, event_type, routing_key, \
+     payload, headers, created_at, attempts FROM outbox o \
      WHERE o.published_at IS NULL AND o.seq > $2 AND o.seq <= $3 AND NOT EXISTS (SELECT 1 FROM outbox e \
        WHERE e.aggregate_id = o.aggregate_id AND e.published_at IS NULL AND e.seq < o.seq) \
      ORDER BY o.seq LIMIT $1";
@@ -95,8 +93,7 @@ async fn claim_window(
     let sql = match backend {
         DbBackend::Postgres => CLAIM_POSTGRES,
         _ => CLAIM_SQLITE,
-    }
-    .replace("{columns}", COLUMNS);
+    };
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(
             backend,
@@ -241,7 +238,7 @@ pub async fn backlog(conn: &impl ConnectionTrait) -> Result<Backlog, DbErr> {
 ///
 /// # Errors
 /// Any database error.
-pub async fn delete_published_before(
+async fn delete_published_before(
     conn: &impl ConnectionTrait,
     cutoff: DateTime<Utc>,
     limit: u32,
@@ -257,6 +254,30 @@ pub async fn delete_published_before(
         ))
         .await?;
     Ok(result.rows_affected())
+}
+
+/// Deletes rows published more than `retention` ago, `batch` rows per statement, until a short
+/// batch shows none are left; returns how many were deleted.
+///
+/// # Errors
+/// Any database error (rows deleted before it stay deleted).
+pub async fn purge_published(
+    conn: &impl ConnectionTrait,
+    retention: std::time::Duration,
+    batch: u32,
+) -> Result<u64, DbErr> {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    let cutoff = Utc::now()
+        .checked_sub_signed(retention)
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let mut total = 0;
+    loop {
+        let deleted = delete_published_before(conn, cutoff, batch).await?;
+        total += deleted;
+        if deleted < u64::from(batch) {
+            return Ok(total);
+        }
+    }
 }
 
 /// Whether `error` says the `outbox` table does not exist yet (the user-service has not

@@ -15,8 +15,6 @@
 //! - [`resend`]: `POST /user/verification/resend`, rate-limited, no account enumeration.
 //! - [`reminder`]: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
 //! - [`password`]: the `Password` newtype and argon2id hashing off the async threads.
-//! - [`outbox`]: appending events to the outbox inside a transaction (+ `pg_notify`).
-//! - [`trace`]: correlation id and W3C `traceparent` carried into the events.
 //! - [`health`]: liveness, readiness and Prometheus metrics.
 //! - [`openapi`]: the OpenAPI document (`GET /openapi.json`), generated from the handlers.
 //! - [`error`]: `ApiError`, the one JSON error shape.
@@ -28,14 +26,12 @@ pub mod health;
 pub mod idempotency;
 pub mod migration;
 pub mod openapi;
-pub mod outbox;
 pub mod password;
 pub mod register;
 pub mod reminder;
 pub mod resend;
 pub mod settings;
 pub mod startup;
-pub mod trace;
 pub mod verification;
 pub mod verify;
 pub mod verify_page;

@@ -14,14 +14,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 use validator::Validate;
 
+use common::trace::TraceContext;
+
 use crate::{
     entity::user,
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
-    outbox,
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
     startup::AppState,
-    trace::TraceContext,
     verification::issue_verification,
 };
 
@@ -244,7 +244,7 @@ async fn create_user(
         .await?;
     }
     txn.commit().await?;
-    state.outbox_wakeup.committed();
+    state.outbox_wakeup.wake();
     Ok(response)
 }
 

@@ -16,19 +16,15 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{
-    entity::user,
-    outbox::{self, OutboxWakeup},
-    settings::Settings,
-    trace::TraceContext,
-    verification::issue_verification,
-};
+use common::trace::TraceContext;
+
+use crate::{entity::user, settings::Settings, verification::issue_verification};
 
 /// Runs [`send_due_reminders`] every `REMINDER_POLL_INTERVAL` until `shutdown`.
 pub async fn run_scheduler(
     db: DatabaseConnection,
     settings: std::sync::Arc<Settings>,
-    outbox_wakeup: OutboxWakeup,
+    outbox_wakeup: outbox::Wakeup,
     shutdown: CancellationToken,
 ) {
     if settings.max_reminders == 0 {
@@ -40,7 +36,7 @@ pub async fn run_scheduler(
         match send_due_reminders(&db, &settings, Utc::now()).await {
             Ok(sent) => {
                 if sent > 0 {
-                    outbox_wakeup.committed();
+                    outbox_wakeup.wake();
                 }
                 backoff = settings.reminder_poll_interval;
                 if sent == MAX_PER_ROUND && !shutdown.is_cancelled() {

@@ -14,13 +14,13 @@ use sea_orm::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use common::trace::TraceContext;
+
 use crate::{
     entity::user,
     error::{ApiError, ApiJson, ErrorBody},
-    outbox,
     register::normalised_email,
     startup::AppState,
-    trace::TraceContext,
     verification::issue_verification,
 };
 
@@ -116,7 +116,7 @@ async fn resend_verification(
     )
     .await?;
     txn.commit().await?;
-    state.outbox_wakeup.committed();
+    state.outbox_wakeup.wake();
     metrics::counter!("verifications_issued_total", "reason" => "resend").increment(1);
     tracing::info!(user_id = %found.id, "verification resent");
     Ok("sent")

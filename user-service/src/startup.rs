@@ -23,8 +23,8 @@ use utoipa::OpenApi as _;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    health, migration, openapi, outbox::OutboxWakeup, password::PasswordHasher, register, reminder,
-    resend, settings::Settings, verify, verify_page,
+    health, migration, openapi, password::PasswordHasher, register, reminder, resend,
+    settings::Settings, verify, verify_page,
 };
 
 /// Shared, cheaply cloned state of the handlers.
@@ -37,7 +37,7 @@ pub struct AppState {
     /// Argon2id hasher with its concurrency bound.
     pub hasher: PasswordHasher,
     /// Signalled after each commit that wrote outbox rows.
-    pub outbox_wakeup: OutboxWakeup,
+    pub outbox_wakeup: outbox::Wakeup,
     /// The OpenAPI document of the router.
     pub openapi: Arc<utoipa::openapi::OpenApi>,
 }
@@ -60,7 +60,7 @@ impl Application {
             settings.database_max_connections,
         )
         .await?;
-        Self::build_with_db(settings, db, OutboxWakeup::default()).await
+        Self::build_with_db(settings, db, outbox::Wakeup::default()).await
     }
 
     /// Like [`build`](Self::build) with an already connected, migrated database and an
@@ -71,7 +71,7 @@ impl Application {
     pub async fn build_with_db(
         settings: Settings,
         db: DatabaseConnection,
-        outbox_wakeup: OutboxWakeup,
+        outbox_wakeup: outbox::Wakeup,
     ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         common::telemetry::metrics();

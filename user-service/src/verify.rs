@@ -23,13 +23,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+use common::trace::TraceContext;
+
 use crate::{
     entity::{user, verification},
     error::{ApiError, ApiJson, ErrorBody},
-    outbox,
     register::normalised_email,
     startup::AppState,
-    trace::TraceContext,
     verification::{hash_code, hash_token},
 };
 
@@ -147,7 +147,7 @@ async fn verify_by_token(
     }
     let outcome = complete_verification(&txn, &user, found.id, now, trace).await?;
     txn.commit().await?;
-    state.outbox_wakeup.committed();
+    state.outbox_wakeup.wake();
     count_success("link", outcome);
     Ok(outcome)
 }
@@ -233,7 +233,7 @@ async fn verify_by_code(
     }
     let outcome = complete_verification(&txn, &user, current.id, now, trace).await?;
     txn.commit().await?;
-    state.outbox_wakeup.committed();
+    state.outbox_wakeup.wake();
     count_success("code", outcome);
     Ok(outcome)
 }

@@ -1,6 +1,6 @@
 //! The claim query itself: ordering rule, row locks and the cursor hint.
 
-use outbox_relay::outbox::{self, OutboxRow};
+use outbox::OutboxRow;
 use sea_orm::TransactionTrait;
 use uuid::Uuid;
 

@@ -1,5 +1,5 @@
-//! Per-test isolation: a fresh PostgreSQL database migrated by the user-service, an AMQP
-//! namespace, a bound test queue, and rows written through `user_service::outbox::enqueue`.
+//! Per-test isolation: a fresh PostgreSQL database with the outbox table alone, an AMQP
+//! namespace, a bound test queue, and rows written through `outbox::enqueue`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -7,7 +7,7 @@ use std::{
 };
 
 use chrono::Utc;
-use common::{events::UserVerifiedV1, topology::Topology};
+use common::{events::UserVerifiedV1, topology::Topology, trace::TraceContext};
 use futures::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
@@ -21,7 +21,6 @@ use lapin::{
 use outbox_relay::Settings;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio::time::Instant;
-use user_service::trace::TraceContext;
 use uuid::Uuid;
 
 /// One test's database and broker namespace.
@@ -53,9 +52,8 @@ impl TestContext {
     }
 
     pub async fn with_db_url(db_url: String) -> Self {
-        let db = user_service::migration::connect_and_migrate(&db_url, 5)
-            .await
-            .unwrap();
+        let db = common::database::connect(&db_url, 5).await.unwrap();
+        outbox::migrate_outbox_only(&db).await.unwrap();
         let namespace = common::testing::unique_namespace();
         let topology = Topology::new(&namespace, vec![Duration::from_secs(1)]);
         let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-test-client")
@@ -200,7 +198,7 @@ impl TestContext {
     }
 }
 
-/// Writes one event per aggregate in one transaction, through the user-service writer.
+/// Writes one event per aggregate in one transaction, through the outbox writer.
 /// Returns the event ids in outbox order.
 pub async fn write_events(db: &DatabaseConnection, aggregates: &[Uuid]) -> Vec<Uuid> {
     let txn = db.begin().await.unwrap();
@@ -213,7 +211,7 @@ pub async fn write_events(db: &DatabaseConnection, aggregates: &[Uuid]) -> Vec<U
             last_name: None,
             verified_at: Utc::now(),
         };
-        let id = user_service::outbox::enqueue(&txn, Utc::now(), event, &TraceContext::new_root())
+        let id = outbox::enqueue(&txn, Utc::now(), event, &TraceContext::new_root())
             .await
             .unwrap();
         ids.push(id);

@@ -233,7 +233,7 @@ async fn retention_deletes_only_published_rows_older_than_the_period() {
         .unwrap();
 
     // Batch size 1: the purge loops until nothing old is left.
-    let deleted = outbox_relay::retention::purge_published(&ctx.db, Duration::from_secs(3600), 1)
+    let deleted = outbox::purge_published(&ctx.db, Duration::from_secs(3600), 1)
         .await
         .unwrap();
     assert_eq!(deleted, 2);

@@ -30,7 +30,7 @@ async fn a_single_relay_on_sqlite_publishes_and_wakes_in_process() {
     assert_eq!(deliveries.len(), 40);
     assert_eq!(ctx.published_count().await, (40, 40));
 
-    let wakeup = app.wakeup_handle();
+    let wakeup = app.wakeup();
     let admin = app.admin_addr().unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
@@ -39,7 +39,7 @@ async fn a_single_relay_on_sqlite_publishes_and_wakes_in_process() {
     })
     .await;
     ctx.write_events(&[Uuid::new_v4()]).await;
-    wakeup.notify_one();
+    wakeup.wake();
     collect(&mut consumer, 1, Duration::from_secs(5)).await;
     let (status, metrics) = http_get(&format!("{admin}/metrics")).await;
     assert_eq!(status, 200);

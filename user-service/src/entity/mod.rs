@@ -1,6 +1,5 @@
 //! sea-orm entities of the user-service tables (see [`crate::migration`] for the schema).
 
 pub mod idempotency_key;
-pub mod outbox;
 pub mod user;
 pub mod verification;

@@ -1,4 +1,6 @@
-//! Users, verifications, the transactional outbox and idempotency keys.
+//! Users, verifications and idempotency keys. (The outbox table has its own migration, from
+//! the `outbox` crate; databases created before that have it from this one, hence its
+//! `IF NOT EXISTS`.)
 
 use sea_orm_migration::prelude::*;
 
@@ -37,24 +39,6 @@ CREATE TABLE verifications (
 CREATE UNIQUE INDEX verifications_token_hash_key ON verifications (token_hash);
 CREATE INDEX verifications_by_user ON verifications (user_id, created_at);
 
--- The transactional outbox. `seq` orders publication, `id` is the event id.
-CREATE TABLE outbox (
-    seq {seq},
-    id {uuid} NOT NULL UNIQUE,
-    aggregate_id {uuid} NOT NULL,
-    event_type text NOT NULL,
-    routing_key text NOT NULL,
-    payload {json} NOT NULL,
-    headers {json} NOT NULL,
-    created_at {ts} NOT NULL,
-    published_at {ts},
-    attempts integer NOT NULL DEFAULT 0,
-    last_error text
-);
-CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
-CREATE INDEX outbox_unpublished_by_aggregate ON outbox (aggregate_id, seq) WHERE published_at IS NULL;
-CREATE INDEX outbox_published_at ON outbox (published_at) WHERE published_at IS NOT NULL;
-
 CREATE TABLE idempotency_keys (
     key text PRIMARY KEY,
     request_hash text NOT NULL,
@@ -68,7 +52,6 @@ CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at)
 
 const DOWN: &str = r"
 DROP TABLE idempotency_keys;
-DROP TABLE outbox;
 DROP TABLE verifications;
 DROP TABLE users
 ";
