@@ -28,7 +28,7 @@ use common::{events::UserVerifiedV1, topology::Topology, trace::TraceContext};
 use lapin::options::ConfirmSelectOptions;
 use outbox_relay::{
     Application, Settings,
-    broker::{Outcome, publish_batch},
+    publish::{Outcome, publish_batch},
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio_util::sync::CancellationToken;

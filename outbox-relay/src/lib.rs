@@ -10,8 +10,11 @@
 //! Modules:
 //! - [`startup`]: `Application` (build from [`Settings`], run until cancelled).
 //! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
-//! - [`relay`]: claim → publish → mark, the batch pipelines and their backoff.
-//! - [`broker`]: the RabbitMQ connection and confirmed, pipelined publishing.
+//! - [`relay`]: claim → publish → mark (`Relay::relay_once`), the claim cursor, and the batch
+//!   pipelines with their wake-ups and backoff.
+//! - [`publish`]: the publishing protocol: pipelined, `mandatory`, confirmed (a small confirm
+//!   window per batch).
+//! - [`broker`]: the RabbitMQ connection and the confirm-mode channels.
 //! - [`retention`]: deleting old published rows in batches.
 //! - [`admin`]: health and Prometheus metrics on `ADMIN_ADDR`.
 //!
@@ -22,6 +25,7 @@
 
 pub mod admin;
 pub mod broker;
+pub mod publish;
 pub mod relay;
 pub mod retention;
 pub mod settings;

@@ -1,0 +1,100 @@
+//! The batch pipelines: each one relays batches while there is work, then waits for a wake-up
+//! or the poll interval, and backs off while the database or broker is down.
+
+use std::{pin::pin, sync::atomic::Ordering};
+
+use common::{backoff::Backoff, shutdown::sleep_or_cancel};
+use lapin::Channel;
+use tokio_util::sync::CancellationToken;
+
+use super::{Relay, RelayError};
+
+impl Relay {
+    /// Runs one batch pipeline until `shutdown`: drains while batches come back non-empty, then
+    /// waits for a wake-up or the poll interval. On shutdown the in-flight batch gets up to the
+    /// confirm timeout to finish; after that it is dropped and its rows stay pending.
+    pub async fn run_pipeline(&self, shutdown: CancellationToken) {
+        let mut slot: Option<Channel> = None;
+        let mut backoff = Backoff::default();
+        'outer: loop {
+            // Drain. A wake-up arriving meanwhile is kept by `Wakeup` for the next idle wait.
+            loop {
+                if shutdown.is_cancelled() {
+                    break 'outer;
+                }
+                let result = {
+                    let mut batch = pin!(self.relay_batch(&mut slot));
+                    tokio::select! {
+                        result = &mut batch => Some(result),
+                        () = shutdown.cancelled() => {
+                            tokio::time::timeout(self.config.confirm_timeout, &mut batch).await.ok()
+                        }
+                    }
+                };
+                match result {
+                    None => {
+                        tracing::warn!(
+                            "shutdown: in-flight batch abandoned, its rows stay pending"
+                        );
+                        break 'outer;
+                    }
+                    // Progress (or nothing to do): keep draining. A batch with some failed rows
+                    // but others published goes on too, so one unroutable row does not throttle
+                    // everyone else.
+                    Some(Ok(report)) if report.failed == 0 || report.published > 0 => {
+                        backoff.reset();
+                        self.warned_missing_table.store(false, Ordering::Relaxed);
+                        if report.claimed == 0 {
+                            break;
+                        }
+                        if report.claimed >= self.config.batch_size as usize {
+                            // More may be waiting: recruit another idle pipeline.
+                            self.wakeup.wake();
+                        }
+                    }
+                    Some(Ok(_)) => {
+                        // Nothing but nacks, returns, timeouts or a channel failure: back off.
+                        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+                            break 'outer;
+                        }
+                    }
+                    Some(Err(error)) => {
+                        // Whatever it had claimed is pending again.
+                        self.cursor.lock().await.rewind();
+                        self.log_error(&error);
+                        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.wakeup.notified() => {}
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+        if let Some(channel) = slot {
+            let _ = channel.close(200, "shutting down".into()).await;
+        }
+    }
+
+    fn log_error(&self, error: &RelayError) {
+        let kind = match error {
+            RelayError::OutboxMissing => "outbox_missing",
+            RelayError::Database(_) => "database",
+            RelayError::Broker(_) => "broker",
+        };
+        metrics::counter!("outbox_relay_errors_total", "kind" => kind).increment(1);
+        match error {
+            RelayError::OutboxMissing => {
+                if !self.warned_missing_table.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        "{error}; retrying with backoff. Start the user-service once to migrate it."
+                    );
+                }
+            }
+            other => tracing::warn!(error = %other, "relay batch failed; retrying with backoff"),
+        }
+    }
+}
