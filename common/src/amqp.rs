@@ -4,6 +4,9 @@ use lapin::{Connection, ConnectionProperties};
 
 use crate::settings::redact_url;
 
+/// The broker on a developer machine: RabbitMQ on localhost with the default user.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
 /// RabbitMQ could not be reached; the message says how to start one.
 #[derive(Debug, thiserror::Error)]
 #[error(

@@ -1,16 +1,152 @@
-//! Test support (feature `testing`): every test gets its own PostgreSQL database and its own
-//! AMQP namespace, so suites run in parallel against the real services.
+//! Test support (feature `testing`), shared by every crate's tests, benchmarks and the
+//! end-to-end suite:
+//! - isolation: every test gets its own PostgreSQL database ([`fresh_postgres_database`]) and
+//!   its own AMQP namespace ([`unique_namespace`], cleaned up by [`AmqpCleanup`]), so suites run
+//!   in parallel against the real services;
+//! - waiting: [`eventually`], a bounded poll (never a bare sleep);
+//! - probing: [`http_get`], [`free_port`], [`scalar`];
+//! - logs: [`init_tracing`], which shows a test's logs when `TEST_LOG` is set (zero2prod's
+//!   trick: `TEST_LOG=1 cargo test name`).
 //!
 //! `TEST_DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`) names the server
 //! and the maintenance database used to create test databases; `AMQP_URL` (default
-//! `amqp://guest:guest@127.0.0.1:5672/%2f`) names the broker.
+//! [`crate::amqp::DEFAULT_URL`]) names the broker.
+
+use std::{future::Future, time::Duration};
 
 use anyhow::Context;
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, Statement};
 
 /// The broker tests use.
 pub fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("AMQP_URL").unwrap_or_else(|_| crate::amqp::DEFAULT_URL.into())
+}
+
+/// What a check passed to [`eventually`] returns: `true`, or `Some(value)`, once it holds.
+pub trait Settled {
+    /// What [`eventually`] returns once the check holds.
+    type Value;
+    /// `Some` once the check holds.
+    fn settled(self) -> Option<Self::Value>;
+}
+
+impl Settled for bool {
+    type Value = ();
+    fn settled(self) -> Option<()> {
+        self.then_some(())
+    }
+}
+
+impl<T> Settled for Option<T> {
+    type Value = T;
+    fn settled(self) -> Option<T> {
+        self
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `true` (or `Some(value)`, which is returned).
+///
+/// # Panics
+/// After `timeout`, naming `what` was awaited.
+pub async fn eventually<S, F, Fut>(timeout: Duration, what: &str, mut check: F) -> S::Value
+where
+    S: Settled,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await.settled() {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET url` (`http://host:port/path`, or `host:port/path`) over a plain socket: `(status,
+/// body)`, or `(0, "")` when nothing answers. Loopback only, no TLS (reqwest would need a TLS
+/// provider for nothing).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = url.strip_prefix("http://").unwrap_or(url);
+    let (host, path) = address
+        .split_once('/')
+        .map_or((address, String::from("/")), |(a, p)| (a, format!("/{p}")));
+    let Ok(mut stream) = tokio::net::TcpStream::connect(host).await else {
+        return (0, String::new());
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    if stream.read_to_string(&mut response).await.is_err() {
+        return (0, String::new());
+    }
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a child process to bind).
+///
+/// # Panics
+/// When no port can be bound.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// The first column of the first row of `sql` as an integer (`SELECT COUNT(*) …`).
+///
+/// # Panics
+/// When the query fails or returns no row.
+pub async fn scalar(db: &impl ConnectionTrait, sql: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            sql.to_owned(),
+        ))
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        .unwrap_or_else(|| panic!("{sql}: no row"));
+    row.try_get_by_index::<i64>(0)
+        .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// Installs a log subscriber for the test process once: with `TEST_LOG` set, logs at
+/// `RUST_LOG` (default `info`) go to the test's captured output; without it, nothing is
+/// printed. Call it from every `spawn_app`-style helper.
+pub fn init_tracing() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_none() {
+            return;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+            .add_directive(
+                crate::telemetry::SECRET_SAFE_DIRECTIVE
+                    .parse()
+                    .expect("a valid directive"),
+            );
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 /// A unique, short namespace for AMQP names: `t<uuid>.`.

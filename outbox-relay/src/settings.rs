@@ -53,7 +53,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             database_url: "sqlite://signup.db?mode=rwc".into(),
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_url: common::amqp::DEFAULT_URL.into(),
             amqp_namespace: String::new(),
             amqp_connection_name: "outbox-relay".into(),
             retry_delays: common::topology::DEFAULT_RETRY_DELAYS.to_vec(),

@@ -8,6 +8,8 @@ use serde_json::Value;
 use signup_outbox::{Stack, StackSettings};
 use tokio_util::sync::CancellationToken;
 
+pub use common::testing::eventually;
+
 pub const MAIL_WAIT: Duration = Duration::from_secs(30);
 
 pub struct TestStack {
@@ -77,6 +79,7 @@ pub async fn spawn_stack(label: &str) -> TestStack {
 }
 
 pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings)) -> TestStack {
+    common::testing::init_tracing();
     let sink = SmtpSink::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut settings = stack_settings(label, &sink, &dir).await;
@@ -120,17 +123,9 @@ impl TestStack {
             .unwrap()
     }
 
-    /// `SELECT COUNT(*) AS n …` on the user database.
+    /// `SELECT COUNT(*) …` on the user database.
     pub async fn count(&self, sql: &str) -> i64 {
-        use sea_orm::ConnectionTrait;
-        let backend = self.user_db.get_database_backend();
-        let row = self
-            .user_db
-            .query_one_raw(sea_orm::Statement::from_string(backend, sql.to_owned()))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get::<i64>("", "n").unwrap()
+        common::testing::scalar(&self.user_db, sql).await
     }
 
     /// Waits until `n` mails were accepted in total, and returns them all.
@@ -161,20 +156,4 @@ pub fn token_of(link: &str) -> String {
 pub fn code_in(mail: &ReceivedMail) -> String {
     let at = mail.data.find("code: ").expect("a code") + "code: ".len();
     mail.data[at..at + 6].to_owned()
-}
-
-/// Polls `check` until it returns true, at most `timeout`.
-pub async fn eventually<F, Fut>(timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -36,12 +36,18 @@ async fn readiness_reports_the_broker_and_recovers_after_it_returns() {
     assert_eq!(stack.post("/user/register", &body).await.status(), 201);
     stack.mails(1).await;
     for addr in admins {
-        eventually(wait, || async move { status(client, addr).await == 200 }).await;
+        eventually(wait, "ready", || async move {
+            status(client, addr).await == 200
+        })
+        .await;
     }
 
     proxy.cut();
     for addr in admins {
-        eventually(wait, || async move { status(client, addr).await == 503 }).await;
+        eventually(wait, "not ready", || async move {
+            status(client, addr).await == 503
+        })
+        .await;
     }
     // Registration still works while the broker is gone: the outbox keeps the event.
     let body = json!({"email": "during@example.com", "password": "long enough"});
@@ -55,7 +61,10 @@ async fn readiness_reports_the_broker_and_recovers_after_it_returns() {
 
     proxy.restore();
     for addr in admins {
-        eventually(wait, || async move { status(client, addr).await == 200 }).await;
+        eventually(wait, "ready again", || async move {
+            status(client, addr).await == 200
+        })
+        .await;
     }
     let mails = stack.mails(2).await;
     assert!(

@@ -11,7 +11,7 @@ const REMINDER: &str = "Reminder: confirm your email address";
 
 /// Waits until no user has a reminder scheduled any more: from then on none can be sent.
 async fn wait_until_schedules_end(stack: &TestStack) {
-    eventually(Duration::from_secs(30), || async {
+    eventually(Duration::from_secs(30), "no reminder scheduled", || async {
         stack
             .count("SELECT COUNT(*) AS n FROM users WHERE next_reminder_at IS NOT NULL")
             .await

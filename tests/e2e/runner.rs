@@ -16,14 +16,6 @@ use crate::helpers::{eventually, token_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signup-outbox");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Runner {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -59,8 +51,14 @@ impl Runner {
             .env("AMQP_NAMESPACE", &namespace)
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{http_port}"))
-            .env("RELAY_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
-            .env("EMAIL_ADMIN_ADDR", format!("127.0.0.1:{}", free_port()))
+            .env(
+                "RELAY_ADMIN_ADDR",
+                format!("127.0.0.1:{}", common::testing::free_port()),
+            )
+            .env(
+                "EMAIL_ADMIN_ADDR",
+                format!("127.0.0.1:{}", common::testing::free_port()),
+            )
             .env("ARGON2_MEMORY_KIB", "1024")
             .env("ARGON2_ITERATIONS", "1")
             .env("LOG_FORMAT", "json")
@@ -95,7 +93,7 @@ impl Runner {
 
     async fn wait_for_log(&self, needle: &str) {
         let lines = self.lines.clone();
-        eventually(Duration::from_secs(60), || {
+        eventually(Duration::from_secs(60), needle, || {
             let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));
             async move { found }
         })
@@ -116,7 +114,7 @@ fn eml_files(dir: &Path) -> Vec<String> {
 }
 
 async fn wait_for_mails(dir: &Path, n: usize) -> Vec<String> {
-    eventually(Duration::from_secs(30), || {
+    eventually(Duration::from_secs(30), "the mails", || {
         let ready = eml_files(dir).len() >= n;
         async move { ready }
     })
@@ -135,7 +133,7 @@ fn has_standalone(line: &str, code: &str) -> bool {
 #[tokio::test]
 async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = common::testing::free_port();
     let runner = Runner::start(dir.path(), port);
     runner.wait_for_log("signup-outbox is running").await;
     let client = reqwest::Client::new();

@@ -45,5 +45,4 @@ async fn a_claim_cursor_is_only_a_hint_every_eligible_row_is_still_claimed() {
     );
     other.rollback().await.unwrap();
     txn.rollback().await.unwrap();
-    ctx.cleanup().await;
 }

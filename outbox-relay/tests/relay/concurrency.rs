@@ -6,7 +6,7 @@ use outbox_relay::Application;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestContext, assert_per_aggregate_order, collect, duplicates, wait_until};
+use crate::helpers::{TestContext, assert_per_aggregate_order, collect, duplicates, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_relays_publish_every_event_once_in_per_aggregate_order() {
@@ -31,7 +31,7 @@ async fn three_relays_publish_every_event_once_in_per_aggregate_order() {
     }
     let total = AGGREGATES * EVENTS_PER_AGGREGATE;
     let deliveries = collect(&mut consumer, total, Duration::from_secs(120)).await;
-    wait_until(Duration::from_secs(10), "every row marked", || async {
+    eventually(Duration::from_secs(10), "every row marked", || async {
         ctx.published_count().await == (total as i64, total as i64)
     })
     .await;
@@ -44,5 +44,4 @@ async fn three_relays_publish_every_event_once_in_per_aggregate_order() {
     for relay in relays {
         relay.await.unwrap().unwrap();
     }
-    ctx.cleanup().await;
 }

@@ -7,7 +7,7 @@ use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestContext, collect, duplicates, http_get, wait_until, write_events};
+use crate::helpers::{TestContext, collect, duplicates, eventually, http_get, write_events};
 
 const BATCH: usize = 50;
 
@@ -44,7 +44,7 @@ async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batches
     }
 
     let mut first = spawn_relay_process(&ctx);
-    wait_until(Duration::from_secs(30), "the relay to publish", || async {
+    eventually(Duration::from_secs(30), "the relay to publish", || async {
         ctx.published_count().await.0 >= 300
     })
     .await;
@@ -57,7 +57,7 @@ async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batches
 
     let mut second = spawn_relay_process(&ctx);
     let deliveries = collect(&mut consumer, TOTAL, Duration::from_secs(60)).await;
-    wait_until(Duration::from_secs(10), "every row marked", || async {
+    eventually(Duration::from_secs(10), "every row marked", || async {
         ctx.published_count().await.0 == TOTAL as i64
     })
     .await;
@@ -89,7 +89,6 @@ async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batches
         .expect("relay exits after SIGTERM")
         .unwrap();
     assert!(exit.success(), "relay exited with {exit}");
-    ctx.cleanup().await;
 }
 
 async fn rabbitmqctl(args: &[&str]) -> String {
@@ -134,7 +133,7 @@ async fn the_relay_recovers_when_the_broker_closes_its_connection() {
             }
         })
     };
-    wait_until(Duration::from_secs(30), "some rows published", || async {
+    eventually(Duration::from_secs(30), "some rows published", || async {
         ctx.published_count().await.0 >= 200
     })
     .await;
@@ -150,11 +149,11 @@ async fn the_relay_recovers_when_the_broker_closes_its_connection() {
     writer.await.unwrap();
 
     let deliveries = collect(&mut consumer, TOTAL, Duration::from_secs(60)).await;
-    wait_until(Duration::from_secs(10), "every row marked", || async {
+    eventually(Duration::from_secs(10), "every row marked", || async {
         ctx.published_count().await.0 == TOTAL as i64
     })
     .await;
-    wait_until(Duration::from_secs(10), "ready again", || async {
+    eventually(Duration::from_secs(10), "ready again", || async {
         http_get(&ready_url).await.0 == 200
     })
     .await;
@@ -168,5 +167,4 @@ async fn the_relay_recovers_when_the_broker_closes_its_connection() {
     );
     shutdown.cancel();
     running.await.unwrap().unwrap();
-    ctx.cleanup().await;
 }

@@ -12,16 +12,15 @@ use futures::StreamExt;
 use lapin::{
     Channel, Connection, Consumer,
     message::Delivery,
-    options::{
-        BasicConsumeOptions, BasicQosOptions, ExchangeDeleteOptions, QueueBindOptions,
-        QueueDeclareOptions, QueueDeleteOptions,
-    },
+    options::{BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions},
     types::FieldTable,
 };
 use outbox_relay::Settings;
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio::time::Instant;
 use uuid::Uuid;
+
+pub use common::testing::{eventually, http_get};
 
 /// One test's database and broker namespace.
 pub struct TestContext {
@@ -52,6 +51,7 @@ impl TestContext {
     }
 
     pub async fn with_db_url(db_url: String) -> Self {
+        common::testing::init_tracing();
         let db = common::database::connect(&db_url, 5).await.unwrap();
         outbox::migrate_outbox_only(&db).await.unwrap();
         let namespace = common::testing::unique_namespace();
@@ -178,24 +178,6 @@ impl TestContext {
         }
         order
     }
-
-    /// Deletes the namespace's exchange and queues (best effort).
-    pub async fn cleanup(&self) {
-        let t = &self.topology;
-        let mut queues = vec![t.email_queue.clone(), t.email_dlq.clone()];
-        queues.extend(t.retry_delays.iter().map(|d| t.retry_queue(*d)));
-        queues.extend(self.test_queues.lock().unwrap().iter().cloned());
-        for queue in queues {
-            let _ = self
-                .channel
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        let _ = self
-            .channel
-            .exchange_delete(t.exchange.as_str().into(), ExchangeDeleteOptions::default())
-            .await;
-    }
 }
 
 /// Writes one event per aggregate in one transaction, through the outbox writer.
@@ -285,48 +267,4 @@ pub fn assert_per_aggregate_order(expected: &HashMap<Uuid, Vec<Uuid>>, deliverie
             "events of aggregate {aggregate} out of order or missing"
         );
     }
-}
-
-/// Polls `check` every 20 ms until it holds; panics after `timeout`.
-pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// `GET http://{addr_and_path}` over a plain socket: `(status, body)`, `(0, "")` when the
-/// server is unreachable. (reqwest would need a TLS provider for nothing but loopback HTTP.)
-pub async fn http_get(addr_and_path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (addr, path) = addr_and_path
-        .split_once('/')
-        .map_or((addr_and_path, String::from("/")), |(a, p)| {
-            (a, format!("/{p}"))
-        });
-    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
-        return (0, String::new());
-    };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return (0, String::new());
-    }
-    let mut response = String::new();
-    if stream.read_to_string(&mut response).await.is_err() {
-        return (0, String::new());
-    }
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_owned());
-    (status, body)
 }

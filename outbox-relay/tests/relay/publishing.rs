@@ -89,7 +89,6 @@ async fn rows_arrive_with_their_properties_and_are_marked_after_the_confirm() {
         assert_eq!(delivery.routing_key.as_str(), "user.verified.v1");
     }
     assert_eq!(deliveries.iter().map(message_id).collect::<Vec<_>>(), ids);
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -140,7 +139,6 @@ async fn a_nacked_publish_leaves_the_rows_pending() {
         .unwrap();
     let report = app.relay().relay_once().await.unwrap();
     assert_eq!((report.published, report.failed), (2, 0));
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -173,7 +171,6 @@ async fn an_unroutable_publish_leaves_the_rows_pending() {
     let report = app.relay().relay_once().await.unwrap();
     assert_eq!((report.published, report.failed), (3, 0));
     collect(&mut consumer, 3, Duration::from_secs(10)).await;
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -200,7 +197,6 @@ async fn a_missing_exchange_leaves_the_rows_pending_and_is_redeclared() {
     // The broken channel makes the relay declare the topology again: the next batch succeeds.
     let report = app.relay().relay_once().await.unwrap();
     assert_eq!((report.published, report.failed), (2, 0));
-    ctx.cleanup().await;
 }
 
 #[tokio::test]
@@ -249,5 +245,4 @@ async fn retention_deletes_only_published_rows_older_than_the_period() {
         .map(|row| row.try_get("", "id").unwrap())
         .collect();
     assert_eq!(left, [recent[0], pending_old[0]]);
-    ctx.cleanup().await;
 }

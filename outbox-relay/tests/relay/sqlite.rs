@@ -6,7 +6,7 @@ use outbox_relay::Application;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestContext, collect, http_get, wait_until};
+use crate::helpers::{TestContext, collect, eventually, http_get};
 
 #[tokio::test]
 async fn a_single_relay_on_sqlite_publishes_and_wakes_in_process() {
@@ -34,7 +34,7 @@ async fn a_single_relay_on_sqlite_publishes_and_wakes_in_process() {
     let admin = app.admin_addr().unwrap();
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(app.run(shutdown.clone()));
-    wait_until(Duration::from_secs(10), "ready", || async {
+    eventually(Duration::from_secs(10), "ready", || async {
         http_get(&format!("{admin}/health/ready")).await.0 == 200
     })
     .await;
@@ -54,6 +54,5 @@ async fn a_single_relay_on_sqlite_publishes_and_wakes_in_process() {
 
     shutdown.cancel();
     running.await.unwrap().unwrap();
-    ctx.cleanup().await;
     let _ = std::fs::remove_file(&path);
 }
