@@ -84,12 +84,16 @@ impl DlqClient {
     /// When the broker is unreachable.
     pub async fn connect(settings: &crate::Settings) -> anyhow::Result<Self> {
         let connection = common::amqp::connect(&settings.amqp_url, "email-service dlq").await?;
-        let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
+        let topology = settings.topology();
         let channel = connection.create_channel().await?;
         topology
             .declare(&channel)
             .await
             .context("declaring the topology")?;
+        topology
+            .declare_retry_queues(&channel)
+            .await
+            .context("declaring the retry queues")?;
         let publisher = Publisher::new(connection.create_channel().await?).await?;
         Ok(Self {
             connection,

@@ -57,7 +57,7 @@ impl TestContext {
             .await
             .unwrap();
         let namespace = common::testing::unique_namespace();
-        let topology = Topology::new(&namespace, vec![Duration::from_secs(1)]);
+        let topology = Topology::new(&namespace);
         let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-test-client")
             .await
             .unwrap();
@@ -81,7 +81,6 @@ impl TestContext {
             amqp_url: common::testing::amqp_url(),
             amqp_namespace: self.namespace.clone(),
             amqp_connection_name: format!("relay-{}", Uuid::new_v4().simple()),
-            retry_delays: self.topology.retry_delays.clone(),
             relay_batch_size: 100,
             relay_max_in_flight: 200,
             relay_poll_interval: Duration::from_millis(100),
@@ -184,8 +183,7 @@ impl TestContext {
     /// Deletes the namespace's exchange and queues (best effort).
     pub async fn cleanup(&self) {
         let t = &self.topology;
-        let mut queues = vec![t.email_queue.clone(), t.email_dlq.clone()];
-        queues.extend(t.retry_delays.iter().map(|d| t.retry_queue(*d)));
+        let mut queues = t.queues();
         queues.extend(self.test_queues.lock().unwrap().iter().cloned());
         for queue in queues {
             let _ = self

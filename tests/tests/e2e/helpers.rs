@@ -55,7 +55,6 @@ pub async fn stack_settings(
             database_url: user_db,
             amqp_url: amqp_url.clone(),
             amqp_namespace: namespace.clone(),
-            retry_delays: retry_delays.clone(),
             relay_poll_interval: Duration::from_millis(200),
             admin_addr: any_port,
             ..Default::default()
@@ -88,10 +87,9 @@ pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings
     let user_db = stack.user.db().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(stack.run(shutdown.clone()));
-    let topology = common::topology::Topology::new(
-        &settings.relay.amqp_namespace,
-        settings.relay.retry_delays.clone(),
-    );
+    // The email-service's view of the namespace, so its retry queues are deleted too.
+    let topology = common::topology::Topology::new(&settings.email.amqp_namespace)
+        .with_retry_delays(settings.email.retry_delays.clone());
     TestStack {
         _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
         api,
