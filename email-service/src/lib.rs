@@ -14,7 +14,8 @@
 //! - [`dlq`]: the operator commands `dlq list | replay | purge`.
 //! - [`admin`]: health and metrics endpoint.
 //! - [`migration`]: the inbox schema.
-//! - [`sink`]: an in-process SMTP server for tests, benchmarks and local development.
+//! - [`sink`] (feature `sink`, on by default): an in-process SMTP server for tests, benchmarks
+//!   and local development.
 
 pub mod admin;
 pub mod consumer;
@@ -24,6 +25,7 @@ pub mod mailer;
 pub mod migration;
 pub mod publisher;
 pub mod settings;
+#[cfg(feature = "sink")]
 pub mod sink;
 pub mod startup;
 pub mod templates;

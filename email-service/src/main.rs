@@ -1,7 +1,5 @@
 //! `email-service` binary: run the consumer (default), operate the dead-letter queue, or run a
-//! local SMTP sink.
-
-use std::net::SocketAddr;
+//! local SMTP sink (feature `sink`).
 
 use clap::{Parser, Subcommand};
 use email_service::{
@@ -27,10 +25,11 @@ enum Command {
         command: DlqCommand,
     },
     /// Run a local SMTP server that accepts and logs every mail (development only).
+    #[cfg(feature = "sink")]
     Sink {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:2525")]
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
     },
 }
 
@@ -69,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
             client.close().await;
             result
         }
+        #[cfg(feature = "sink")]
         Command::Sink { addr } => {
             common::telemetry::init(settings.log_format, "info,email_service::sink=debug")?;
             let sink = email_service::sink::SmtpSink::bind(addr).await?;
