@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
+use anyhow::Context as _;
 use common::{
     settings::{LogFormat, deserialize_durations, redact_url, serialize_durations},
     topology::Topology,
@@ -140,11 +141,11 @@ impl Settings {
         common::settings::ensure_amqp_url(&self.amqp_url)?;
         if let Some(SmtpUrl(url)) = &self.smtp_url {
             crate::mailer::smtp::Endpoint::parse(url)
-                .map_err(|e| bad(format!("SMTP_URL {}: {e}", redact_url(url))))?;
+                .with_context(|| format!("invalid configuration: SMTP_URL {}", redact_url(url)))?;
         }
         self.mail_from
             .parse::<lettre::message::Mailbox>()
-            .map_err(|e| bad(format!("MAIL_FROM {:?}: {e}", self.mail_from)))?;
+            .with_context(|| format!("invalid configuration: MAIL_FROM {:?}", self.mail_from))?;
         anyhow::ensure!(
             self.smtp_pool_size > 0,
             bad("SMTP_POOL_SIZE must be at least 1".into())
