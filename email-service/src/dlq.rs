@@ -61,7 +61,7 @@ impl DeadLetter {
 
 /// Which dead letters to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
+pub enum ReplaySelection {
     /// The one whose `message_id` is this.
     Id(String),
     /// All of them.
@@ -103,7 +103,7 @@ impl DlqClient {
         })
     }
 
-    /// The DLQ's name.
+    /// The dead-letter queue's name, namespaced.
     pub fn queue(&self) -> &str {
         &self.topology.email_dlq
     }
@@ -124,15 +124,15 @@ impl DlqClient {
     ///
     /// # Errors
     /// AMQP errors; letters already replayed stay replayed.
-    pub async fn replay(&self, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
+    pub async fn replay(&self, selection: &ReplaySelection) -> anyhow::Result<Vec<DeadLetter>> {
         let held = self.fetch_all().await?;
         let mut replayed = Vec::new();
         let mut keep = Vec::new();
         for delivery in held {
             let letter = DeadLetter::from_delivery(&delivery);
             let selected = match selection {
-                Selection::All => true,
-                Selection::Id(id) => letter.message_id.as_deref() == Some(id.as_str()),
+                ReplaySelection::All => true,
+                ReplaySelection::Id(id) => letter.message_id.as_deref() == Some(id.as_str()),
             };
             if !selected {
                 keep.push(delivery);
@@ -167,7 +167,7 @@ impl DlqClient {
             .with_context(|| format!("purging {}", self.queue()))
     }
 
-    /// Closes the connection.
+    /// Closes the broker connection (best effort: errors are ignored).
     pub async fn close(self) {
         let _ = self.connection.close(200, "done".into()).await;
     }
@@ -188,7 +188,7 @@ impl DlqClient {
 }
 
 /// `dlq list` output: a header line and one row per letter.
-pub fn format_list(queue: &str, letters: &[DeadLetter]) -> String {
+pub fn format_dead_letters(queue: &str, letters: &[DeadLetter]) -> String {
     let mut out = format!("{queue}: {} dead letter(s)\n", letters.len());
     if letters.is_empty() {
         return out;
@@ -269,11 +269,11 @@ mod tests {
             dead_lettered_at: Some("2026-11-22T04:30:00.123456+00:00".into()),
             size: 300,
         }];
-        let out = format_list("email-service.dlq", &letters);
+        let out = format_dead_letters("email-service.dlq", &letters);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "email-service.dlq: 1 dead letter(s)");
         assert!(lines[1].starts_with("EVENT ID"));
         assert!(lines[2].contains("0191-abc") && lines[2].contains("550 5.1.1"));
-        assert_eq!(format_list("q", &[]), "q: 0 dead letter(s)\n");
+        assert_eq!(format_dead_letters("q", &[]), "q: 0 dead letter(s)\n");
     }
 }

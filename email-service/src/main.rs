@@ -2,10 +2,7 @@
 //! local SMTP sink (feature `sink`).
 
 use clap::{Parser, Subcommand};
-use email_service::{
-    Application, Settings,
-    dlq::{DlqClient, Selection},
-};
+use email_service::{Application, DlqClient, ReplaySelection, Settings};
 
 /// Sends the sign-up mails. Configured by environment variables (see `.env.template`).
 #[derive(Parser)]
@@ -71,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
         #[cfg(feature = "sink")]
         Command::Sink { addr } => {
             common::telemetry::init(settings.log_format, "info,email_service::sink=debug")?;
-            let sink = email_service::sink::SmtpSink::bind(addr).await?;
+            let sink = email_service::SmtpSink::bind(addr).await?;
             println!(
                 "SMTP sink listening on {} (SMTP_URL={})",
                 sink.addr(),
@@ -90,11 +87,11 @@ async fn dlq(client: &DlqClient, command: DlqCommand) -> anyhow::Result<()> {
             let letters = client.list().await?;
             print!(
                 "{}",
-                email_service::dlq::format_list(client.queue(), &letters)
+                email_service::format_dead_letters(client.queue(), &letters)
             );
         }
         DlqCommand::Replay { id, all: _ } => {
-            let selection = id.clone().map_or(Selection::All, Selection::Id);
+            let selection = id.clone().map_or(ReplaySelection::All, ReplaySelection::Id);
             let replayed = client.replay(&selection).await?;
             for letter in &replayed {
                 println!(

@@ -9,7 +9,6 @@ use common::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Default `RETRY_DELAYS`.
 const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(5),

@@ -79,12 +79,12 @@ impl Application {
         Ok(self.admin.local_addr()?)
     }
 
-    /// The inbox database.
+    /// The inbox database, migrated (tests read the inbox rows through it).
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 
-    /// The queue names in use.
+    /// The queue names in use, retry queues included.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }

@@ -22,7 +22,7 @@ use uuid::Uuid;
 /// Why an event cannot become a mail. Permanent: the same event never renders. The underlying
 /// error is the `source`; print the chain (`{:#}` through anyhow) to see it.
 #[derive(Debug, thiserror::Error)]
-pub enum RenderError {
+pub(crate) enum RenderError {
     /// The recipient address does not parse.
     #[error("invalid recipient address")]
     InvalidRecipient(#[from] lettre::address::AddressError),
@@ -36,7 +36,7 @@ pub enum RenderError {
 
 /// The compiled templates and the sender.
 #[derive(Debug)]
-pub struct Templates {
+pub(crate) struct Templates {
     env: Environment<'static>,
     from: Mailbox,
 }
@@ -52,7 +52,7 @@ impl Templates {
     ///
     /// # Errors
     /// When `from` does not parse or a template has a syntax error.
-    pub fn new(from: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(from: &str) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         template!(env, "layout.html");
         template!(env, "verification.txt");
@@ -73,7 +73,7 @@ impl Templates {
     ///
     /// # Errors
     /// [`RenderError`]; all variants are permanent.
-    pub fn render(&self, event: &SignupEvent) -> Result<Message, RenderError> {
+    pub(crate) fn render(&self, event: &SignupEvent) -> Result<Message, RenderError> {
         match event {
             SignupEvent::UserRegistered(e) => {
                 let d = &e.data;

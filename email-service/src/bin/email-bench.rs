@@ -22,7 +22,7 @@ use common::{
     events::{Envelope, Event, UserRegisteredV1, VerificationDetails},
     topology::Topology,
 };
-use email_service::{Application, Settings, settings::SmtpUrl, sink::SmtpSink};
+use email_service::{Application, Settings, SmtpSink, SmtpUrl};
 use lapin::{
     BasicProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},

@@ -34,7 +34,7 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// How to reach and authenticate with the SMTP server, parsed from `SMTP_URL`.
 #[derive(Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     host: String,
     port: u16,
     security: Security,
@@ -77,7 +77,7 @@ impl Endpoint {
     ///
     /// # Errors
     /// A message saying what is wrong with the URL.
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url)?;
         let host = parsed
             .host_str()
@@ -178,7 +178,7 @@ impl Endpoint {
 
 /// Sends over up to `pool_size` concurrent connections, reusing idle ones.
 #[derive(Debug)]
-pub struct SmtpMailer {
+pub(crate) struct SmtpMailer {
     endpoint: Endpoint,
     idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
@@ -199,7 +199,7 @@ impl std::fmt::Debug for Idle {
 impl SmtpMailer {
     /// A pool of at most `pool_size` connections; `timeout` bounds connecting and each whole
     /// transaction (a hung server costs one timeout, then a retry).
-    pub fn new(endpoint: Endpoint, pool_size: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, pool_size: usize, timeout: Duration) -> Self {
         Self {
             endpoint,
             idle: Mutex::new(Vec::new()),

@@ -9,7 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_inbox;
 
 /// Applies every migration of the inbox database.
-pub struct Migrator;
+pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -51,7 +51,7 @@ async fn connect_sqlite(url: &str) -> anyhow::Result<sea_orm::DatabaseConnection
 ///
 /// # Errors
 /// When the database is unreachable or a migration fails.
-pub async fn connect_and_migrate(
+pub(crate) async fn connect_and_migrate(
     url: &str,
     max_connections: u32,
 ) -> anyhow::Result<sea_orm::DatabaseConnection> {

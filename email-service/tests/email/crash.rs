@@ -4,7 +4,7 @@
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
 use common::topology::Topology;
-use email_service::sink::SmtpSink;
+use email_service::SmtpSink;
 use tokio::process::{Child, Command};
 
 use crate::helpers::*;

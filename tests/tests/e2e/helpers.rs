@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use email_service::sink::{ReceivedMail, SmtpSink};
+use email_service::{ReceivedMail, SmtpSink};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use signup_outbox::{Stack, StackSettings};
@@ -63,7 +63,7 @@ pub async fn stack_settings(
             amqp_url,
             amqp_namespace: namespace,
             database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()),
-            smtp_url: Some(email_service::settings::SmtpUrl(sink.url())),
+            smtp_url: Some(email_service::SmtpUrl(sink.url())),
             retry_delays,
             admin_addr: any_port,
             ..Default::default()
