@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use email_service::{settings::SmtpUrl, sink::SmtpSink};
+use email_service::{SmtpSink, SmtpUrl};
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use signup_outbox::{Stack, StackSettings};

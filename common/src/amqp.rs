@@ -7,10 +7,12 @@ use crate::settings::redact_url;
 /// The broker on a developer machine: RabbitMQ on localhost with the default user.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// RabbitMQ could not be reached; the message says how to start one.
+/// RabbitMQ could not be reached; the message says how to start one. The lapin error is the
+/// `source`, not part of the message: an error chain print (`{:#}`, anyhow's `Debug`) shows it
+/// once, after the advice.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot connect to RabbitMQ at {url}: {source}. Start one with `rabbitmq-server -detached` \
+    "cannot connect to RabbitMQ at {url}. Start one with `rabbitmq-server -detached` \
      (installed package) or `docker compose up -d rabbitmq`, or set AMQP_URL"
 )]
 pub struct ConnectError {

@@ -5,7 +5,8 @@
 //!
 //! - [`events`]: the versioned event contracts (`UserRegisteredV1`, …) and their envelope.
 //! - [`topology`]: exchange, queue and routing-key names, and the idempotent declaration of the
-//!   RabbitMQ topology every service performs at start-up.
+//!   RabbitMQ topology: the routes, declared by the relay and the email-service at start-up, and
+//!   the email-service's own retry queues. (The user-service never connects to the broker.)
 //! - [`settings`]: layered configuration loading (defaults → optional file → environment) with
 //!   errors that name the offending variable.
 //! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and the Prometheus recorder.

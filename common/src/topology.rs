@@ -1,4 +1,4 @@
-//! RabbitMQ names and the topology every service declares at start-up.
+//! RabbitMQ names and the topology declared at start-up.
 //!
 //! ```text
 //! signup.events (topic) ──user.registered.v1 / …reminder.v1 / …resent.v1 / user.verified.v1──▶ email-service (quorum)
@@ -6,10 +6,20 @@
 //!        email-service.dlq (quorum)  ◀── permanent failures, exhausted retries, delivery-limit overflow
 //! ```
 //!
-//! Declaring is idempotent, so every service declares the whole topology: an event published
-//! before the email-service ever started is kept in its queue. Names are constants; a
-//! [`Topology`] can be *namespaced* (a prefix on every name) so tests and side-by-side stacks on
-//! one broker never see each other's messages.
+//! The topology has two parts, declared by different services:
+//! - the *routes* ([`Topology::declare`]): the exchange, the work queues with their bindings and
+//!   the dead-letter queue. Every service that talks to the broker declares them at start-up,
+//!   the publisher (outbox-relay) as well as the consumer (email-service): declaring is
+//!   idempotent, and an event published before the email-service ever started is kept in its
+//!   queue instead of being dropped as unroutable.
+//! - the email-service's *retry queues* ([`Topology::declare_retry_queues`]), one per delay of
+//!   its retry ladder. Only the email-service declares them: it owns the ladder, so no other
+//!   service has to be configured with the same delays.
+//!
+//! The user-service never connects to the broker: it writes events to its outbox table.
+//!
+//! Names are constants; a [`Topology`] can be *namespaced* (a prefix on every name) so tests and
+//! side-by-side stacks on one broker never see each other's messages.
 
 use std::time::Duration;
 
@@ -52,15 +62,6 @@ pub mod routing_keys {
     ];
 }
 
-/// Default delays of the email-service retry ladder.
-pub const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
-    Duration::from_secs(1),
-    Duration::from_secs(5),
-    Duration::from_secs(30),
-    Duration::from_secs(120),
-    Duration::from_secs(600),
-];
-
 /// Redeliveries of one message (e.g. a process crash while handling it, again and again) after
 /// which the broker dead-letters it instead of delivering it again: a poison message that kills
 /// the consumer can never block the queue.
@@ -78,34 +79,45 @@ pub struct Topology {
     pub email_queue: String,
     /// Email-service dead-letter queue.
     pub email_dlq: String,
-    /// Retry delays, in order; one queue per delay.
+    /// The email-service's retry ladder, one retry queue per delay (see
+    /// [`with_retry_delays`](Self::with_retry_delays)); empty in a publisher's topology.
     pub retry_delays: Vec<Duration>,
-    prefix: String,
+    retry_queue_prefix: String,
 }
 
 impl Default for Topology {
     fn default() -> Self {
-        Self::new("", DEFAULT_RETRY_DELAYS.to_vec())
+        Self::new("")
     }
 }
 
 impl Topology {
-    /// The topology with every name prefixed by `namespace` (`""` gives the constants).
-    pub fn new(namespace: &str, retry_delays: Vec<Duration>) -> Self {
+    /// The routes with every name prefixed by `namespace` (`""` gives the constants), without
+    /// retry queues: what a publisher needs.
+    pub fn new(namespace: &str) -> Self {
         let name = |base: &str| format!("{namespace}{base}");
         Self {
             exchange: name(EXCHANGE),
             email_queue: name(EMAIL_QUEUE),
             email_dlq: name(EMAIL_DLQ),
+            retry_delays: Vec::new(),
+            retry_queue_prefix: name(EMAIL_RETRY_QUEUE_PREFIX),
+        }
+    }
+
+    /// The email-service's view: the routes plus one retry queue per delay of its ladder.
+    #[must_use]
+    pub fn with_retry_delays(self, retry_delays: Vec<Duration>) -> Self {
+        Self {
             retry_delays,
-            prefix: name(EMAIL_RETRY_QUEUE_PREFIX),
+            ..self
         }
     }
 
     /// Name of the retry queue holding messages for `delay` (the delay is part of the name because
     /// a queue's TTL cannot change once declared).
     pub fn retry_queue(&self, delay: Duration) -> String {
-        format!("{}.{}ms", self.prefix, delay.as_millis())
+        format!("{}.{}ms", self.retry_queue_prefix, delay.as_millis())
     }
 
     /// Every queue of the topology: work queue, dead-letter queue and retry queues.
@@ -115,8 +127,9 @@ impl Topology {
         queues
     }
 
-    /// Deletes every queue (with the messages in them!) and the exchange: tearing down a
-    /// namespace after a test or a benchmark. Deleting what does not exist succeeds.
+    /// Deletes every queue (with the messages in them!), retry queues included, and the
+    /// exchange: tearing down a namespace after a test or a benchmark. Deleting what does not
+    /// exist succeeds.
     ///
     /// # Errors
     /// Any AMQP error.
@@ -134,15 +147,12 @@ impl Topology {
             .await
     }
 
-    /// Declares exchange, queues and bindings. Idempotent; safe to call from every service.
+    /// Declares the routes: the exchange, the work queue with its bindings and the dead-letter
+    /// queue (not the retry queues). Idempotent; every publisher and consumer calls it.
     ///
     /// # Errors
     /// Any AMQP error, e.g. a queue that exists with different arguments.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
         channel
             .exchange_declare(
                 self.exchange.as_str().into(),
@@ -165,7 +175,7 @@ impl Topology {
             AMQPValue::LongLongInt(DLQ_DELIVERY_LIMIT),
         );
         channel
-            .queue_declare(self.email_dlq.as_str().into(), durable, dlq_args)
+            .queue_declare(self.email_dlq.as_str().into(), durable(), dlq_args)
             .await?;
 
         let mut work_args = FieldTable::default();
@@ -177,7 +187,7 @@ impl Topology {
         work_args.insert("x-dead-letter-exchange".into(), string(""));
         work_args.insert("x-dead-letter-routing-key".into(), string(&self.email_dlq));
         channel
-            .queue_declare(self.email_queue.as_str().into(), durable, work_args)
+            .queue_declare(self.email_queue.as_str().into(), durable(), work_args)
             .await?;
         for key in routing_keys::EMAIL_SERVICE_BINDINGS {
             channel
@@ -190,7 +200,16 @@ impl Topology {
                 )
                 .await?;
         }
+        Ok(())
+    }
 
+    /// Declares one retry queue per [`retry_delays`](Self::retry_delays) entry: a message waits
+    /// there for the delay (the queue's TTL), then the broker dead-letters it back to the work
+    /// queue. Idempotent; only the email-service calls it.
+    ///
+    /// # Errors
+    /// Any AMQP error, e.g. a queue that exists with different arguments.
+    pub async fn declare_retry_queues(&self, channel: &Channel) -> lapin::Result<()> {
         for delay in &self.retry_delays {
             let mut retry_args = FieldTable::default();
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
@@ -203,12 +222,19 @@ impl Topology {
             channel
                 .queue_declare(
                     self.retry_queue(*delay).as_str().into(),
-                    durable,
+                    durable(),
                     retry_args,
                 )
                 .await?;
         }
         Ok(())
+    }
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
     }
 }
 
@@ -223,6 +249,10 @@ mod tests {
     #[test]
     fn default_topology_uses_the_documented_names() {
         let t = Topology::default();
+        assert!(
+            t.retry_delays.is_empty(),
+            "a publisher declares no retry queues"
+        );
         assert_eq!(t.exchange, "signup.events");
         assert_eq!(t.email_queue, "email-service");
         assert_eq!(t.email_dlq, "email-service.dlq");
@@ -248,8 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn the_email_service_topology_lists_its_retry_queues_for_deletion() {
+        let t = Topology::new("t1.").with_retry_delays(vec![Duration::from_secs(1)]);
+        assert_eq!(
+            t.queues(),
+            [
+                "t1.email-service",
+                "t1.email-service.dlq",
+                "t1.email-service.retry.1000ms"
+            ]
+        );
+    }
+
+    #[test]
     fn namespaced_topology_prefixes_every_name() {
-        let t = Topology::new("t1.", vec![]);
+        let t = Topology::new("t1.");
         assert_eq!(t.exchange, "t1.signup.events");
         assert_eq!(t.email_dlq, "t1.email-service.dlq");
         assert_eq!(

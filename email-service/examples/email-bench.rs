@@ -22,7 +22,7 @@ use common::{
     events::{Envelope, Event, UserRegisteredV1, VerificationDetails},
     topology::Topology,
 };
-use email_service::{Application, Settings, settings::SmtpUrl, sink::SmtpSink};
+use email_service::{Application, Settings, SmtpSink, SmtpUrl};
 use lapin::{
     BasicProperties,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         admin_addr: "127.0.0.1:0".parse()?,
         ..Settings::default()
     };
-    let topology = Topology::new(&namespace, settings.retry_delays.clone());
+    let topology = settings.topology();
 
     let connection = common::amqp::connect(&settings.amqp_url, "email-bench").await?;
     let channel = connection.create_channel().await?;

@@ -10,15 +10,13 @@ use serde_json::json;
 
 /// What readiness looks at.
 #[derive(Clone)]
-pub struct AdminState {
-    /// The inbox database.
-    pub db: DatabaseConnection,
+pub(crate) struct AdminState {
+    pub(crate) db: DatabaseConnection,
     /// The broker connection the consumer currently uses (`None` while reconnecting).
-    pub broker: Arc<tokio::sync::watch::Sender<Option<Arc<Connection>>>>,
+    pub(crate) broker: Arc<tokio::sync::watch::Sender<Option<Arc<Connection>>>>,
 }
 
-/// The admin routes.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

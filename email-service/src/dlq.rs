@@ -61,7 +61,7 @@ impl DeadLetter {
 
 /// Which dead letters to replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Selection {
+pub enum ReplaySelection {
     /// The one whose `message_id` is this.
     Id(String),
     /// All of them.
@@ -84,12 +84,16 @@ impl DlqClient {
     /// When the broker is unreachable.
     pub async fn connect(settings: &crate::Settings) -> anyhow::Result<Self> {
         let connection = common::amqp::connect(&settings.amqp_url, "email-service dlq").await?;
-        let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
+        let topology = settings.topology();
         let channel = connection.create_channel().await?;
         topology
             .declare(&channel)
             .await
             .context("declaring the topology")?;
+        topology
+            .declare_retry_queues(&channel)
+            .await
+            .context("declaring the retry queues")?;
         let publisher = Publisher::new(connection.create_channel().await?).await?;
         Ok(Self {
             connection,
@@ -99,110 +103,92 @@ impl DlqClient {
         })
     }
 
-    /// The DLQ's name.
+    /// The dead-letter queue's name, namespaced.
     pub fn queue(&self) -> &str {
         &self.topology.email_dlq
     }
 
-    /// See [`list`].
+    /// Every message in the DLQ, oldest first; the queue is left unchanged.
     ///
     /// # Errors
     /// AMQP errors.
     pub async fn list(&self) -> anyhow::Result<Vec<DeadLetter>> {
-        list(&self.channel, &self.topology).await
+        let held = self.fetch_all().await?;
+        let letters = held.iter().map(DeadLetter::from_delivery).collect();
+        give_back(held).await?;
+        Ok(letters)
     }
 
-    /// See [`replay`].
+    /// Republishes the selected dead letters to the work queue and removes them from the DLQ;
+    /// returns the replayed ones.
     ///
     /// # Errors
-    /// AMQP errors.
-    pub async fn replay(&self, selection: &Selection) -> anyhow::Result<Vec<DeadLetter>> {
-        replay(&self.channel, &self.publisher, &self.topology, selection).await
+    /// AMQP errors; letters already replayed stay replayed.
+    pub async fn replay(&self, selection: &ReplaySelection) -> anyhow::Result<Vec<DeadLetter>> {
+        let held = self.fetch_all().await?;
+        let mut replayed = Vec::new();
+        let mut keep = Vec::new();
+        for delivery in held {
+            let letter = DeadLetter::from_delivery(&delivery);
+            let selected = match selection {
+                ReplaySelection::All => true,
+                ReplaySelection::Id(id) => letter.message_id.as_deref() == Some(id.as_str()),
+            };
+            if !selected {
+                keep.push(delivery);
+                continue;
+            }
+            self.publisher
+                .publish_to_queue(
+                    &self.topology.email_queue,
+                    &delivery.data,
+                    replay_properties(&delivery.properties),
+                )
+                .await
+                .with_context(|| format!("replaying {:?}", letter.message_id))?;
+            delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .context("acking a replayed dead letter")?;
+            replayed.push(letter);
+        }
+        give_back(keep).await?;
+        Ok(replayed)
     }
 
-    /// See [`purge`].
+    /// Deletes every message in the DLQ; returns how many.
     ///
     /// # Errors
     /// AMQP errors.
     pub async fn purge(&self) -> anyhow::Result<u32> {
-        purge(&self.channel, &self.topology).await
+        self.channel
+            .queue_purge(self.queue().into(), QueuePurgeOptions::default())
+            .await
+            .with_context(|| format!("purging {}", self.queue()))
     }
 
-    /// Closes the connection.
+    /// Closes the broker connection (best effort: errors are ignored).
     pub async fn close(self) {
         let _ = self.connection.close(200, "done".into()).await;
     }
-}
 
-/// Every message in the DLQ, oldest first; the queue is left unchanged.
-///
-/// # Errors
-/// AMQP errors.
-pub async fn list(channel: &Channel, topology: &Topology) -> anyhow::Result<Vec<DeadLetter>> {
-    let held = fetch_all(channel, topology).await?;
-    let letters = held.iter().map(DeadLetter::from_delivery).collect();
-    give_back(held).await?;
-    Ok(letters)
-}
-
-/// Republishes the selected dead letters to the work queue and removes them from the DLQ;
-/// returns the replayed ones.
-///
-/// # Errors
-/// AMQP errors; letters already replayed stay replayed.
-pub async fn replay(
-    channel: &Channel,
-    publisher: &Publisher,
-    topology: &Topology,
-    selection: &Selection,
-) -> anyhow::Result<Vec<DeadLetter>> {
-    let held = fetch_all(channel, topology).await?;
-    let mut replayed = Vec::new();
-    let mut keep = Vec::new();
-    for delivery in held {
-        let letter = DeadLetter::from_delivery(&delivery);
-        let selected = match selection {
-            Selection::All => true,
-            Selection::Id(id) => letter.message_id.as_deref() == Some(id.as_str()),
-        };
-        if !selected {
-            keep.push(delivery);
-            continue;
+    /// Takes every message of the DLQ without acking it.
+    async fn fetch_all(&self) -> anyhow::Result<Vec<Delivery>> {
+        let mut held = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(self.queue().into(), BasicGetOptions { no_ack: false })
+            .await
+            .with_context(|| format!("reading {}", self.queue()))?
+        {
+            held.push(message.delivery);
         }
-        publisher
-            .publish_to_queue(
-                &topology.email_queue,
-                &delivery.data,
-                replay_properties(&delivery.properties),
-            )
-            .await
-            .with_context(|| format!("replaying {:?}", letter.message_id))?;
-        delivery
-            .ack(BasicAckOptions::default())
-            .await
-            .context("acking a replayed dead letter")?;
-        replayed.push(letter);
+        Ok(held)
     }
-    give_back(keep).await?;
-    Ok(replayed)
-}
-
-/// Deletes every message in the DLQ; returns how many.
-///
-/// # Errors
-/// AMQP errors.
-pub async fn purge(channel: &Channel, topology: &Topology) -> anyhow::Result<u32> {
-    channel
-        .queue_purge(
-            topology.email_dlq.as_str().into(),
-            QueuePurgeOptions::default(),
-        )
-        .await
-        .with_context(|| format!("purging {}", topology.email_dlq))
 }
 
 /// `dlq list` output: a header line and one row per letter.
-pub fn format_list(queue: &str, letters: &[DeadLetter]) -> String {
+pub fn format_dead_letters(queue: &str, letters: &[DeadLetter]) -> String {
     let mut out = format!("{queue}: {} dead letter(s)\n", letters.len());
     if letters.is_empty() {
         return out;
@@ -254,22 +240,7 @@ fn replay_properties(properties: &BasicProperties) -> BasicProperties {
     publisher::with_headers(properties, &changes)
 }
 
-/// Takes every message of the DLQ without acking it.
-async fn fetch_all(channel: &Channel, topology: &Topology) -> anyhow::Result<Vec<Delivery>> {
-    let mut held = Vec::new();
-    while let Some(message) = channel
-        .basic_get(
-            topology.email_dlq.as_str().into(),
-            BasicGetOptions { no_ack: false },
-        )
-        .await
-        .with_context(|| format!("reading {}", topology.email_dlq))?
-    {
-        held.push(message.delivery);
-    }
-    Ok(held)
-}
-
+/// Gives `held` back to the DLQ, unchanged.
 async fn give_back(held: Vec<Delivery>) -> anyhow::Result<()> {
     for delivery in held {
         delivery
@@ -298,11 +269,11 @@ mod tests {
             dead_lettered_at: Some("2026-11-22T04:30:00.123456+00:00".into()),
             size: 300,
         }];
-        let out = format_list("email-service.dlq", &letters);
+        let out = format_dead_letters("email-service.dlq", &letters);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "email-service.dlq: 1 dead letter(s)");
         assert!(lines[1].starts_with("EVENT ID"));
         assert!(lines[2].contains("0191-abc") && lines[2].contains("550 5.1.1"));
-        assert_eq!(format_list("q", &[]), "q: 0 dead letter(s)\n");
+        assert_eq!(format_dead_letters("q", &[]), "q: 0 dead letter(s)\n");
     }
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 /// Send state of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum SendState {
     /// Claimed; a send is in flight, or was when the process died.
     Sending,
     /// The SMTP server accepted the mail.
@@ -29,7 +29,7 @@ pub enum State {
     Failed,
 }
 
-impl State {
+impl SendState {
     fn parse(text: &str) -> Result<Self, DbErr> {
         match text {
             "sending" => Ok(Self::Sending),
@@ -42,24 +42,24 @@ impl State {
 
 /// One inbox row.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The event id.
+pub struct InboxEntry {
+    /// The row's key, the AMQP `message_id` of the event.
     pub event_id: Uuid,
-    /// Current state.
-    pub state: State,
+    /// Where the mail's send stands.
+    pub state: SendState,
     /// Send attempts started so far.
     pub attempts: i32,
-    /// The last failure, if any.
+    /// Why the last attempt failed; cleared once the mail is sent.
     pub last_error: Option<String>,
     /// Instance that claimed the row last.
     pub claimed_by: Option<Uuid>,
-    /// Last change.
+    /// When the row last changed; the retention counts from here.
     pub updated_at: DateTime<Utc>,
 }
 
 /// What [`claim`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// First sight of this event: the caller owns the send.
     Fresh,
     /// A failed attempt is retried (retry queue or replay): the caller owns the send.
@@ -80,7 +80,10 @@ pub enum Claim {
 ///
 /// # Errors
 /// Database errors.
-pub async fn find(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Option<Entry>, DbErr> {
+pub async fn find_inbox_entry(
+    db: &impl ConnectionTrait,
+    event_id: Uuid,
+) -> Result<Option<InboxEntry>, DbErr> {
     let row = db
         .query_one_raw(statement(
             db,
@@ -90,9 +93,9 @@ pub async fn find(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Option<En
         ))
         .await?;
     row.map(|row| {
-        Ok(Entry {
+        Ok(InboxEntry {
             event_id: row.try_get("", "event_id")?,
-            state: State::parse(&row.try_get::<String>("", "state")?)?,
+            state: SendState::parse(&row.try_get::<String>("", "state")?)?,
             attempts: row.try_get("", "attempts")?,
             last_error: row.try_get("", "last_error")?,
             claimed_by: row.try_get("", "claimed_by")?,
@@ -106,7 +109,7 @@ pub async fn find(db: &impl ConnectionTrait, event_id: Uuid) -> Result<Option<En
 ///
 /// # Errors
 /// Database errors.
-pub async fn claim(
+pub(crate) async fn claim(
     db: &impl ConnectionTrait,
     event_id: Uuid,
     event_type: &str,
@@ -134,23 +137,23 @@ pub async fn claim(
     // The row exists. Take it over with a compare-and-set on (state, attempts), so that of two
     // concurrent deliveries only one wins.
     for _ in 0..3 {
-        let Some(entry) = find(db, event_id).await? else {
+        let Some(entry) = find_inbox_entry(db, event_id).await? else {
             return Err(DbErr::RecordNotFound(format!(
                 "inbox row {event_id} vanished"
             )));
         };
         let age = (now - entry.updated_at).to_std().unwrap_or_default();
         let claim = match entry.state {
-            State::Sent => return Ok(Claim::AlreadySent),
-            State::Sending if entry.claimed_by != Some(instance) && age < lease => {
+            SendState::Sent => return Ok(Claim::AlreadySent),
+            SendState::Sending if entry.claimed_by != Some(instance) && age < lease => {
                 return Ok(Claim::InFlightElsewhere {
                     remaining: lease.saturating_sub(age),
                 });
             }
-            State::Sending => Claim::Resumed,
-            State::Failed => Claim::Retry,
+            SendState::Sending => Claim::Resumed,
+            SendState::Failed => Claim::Retry,
         };
-        let old_state = if entry.state == State::Sending {
+        let old_state = if entry.state == SendState::Sending {
             "sending"
         } else {
             "failed"
@@ -183,7 +186,7 @@ pub async fn claim(
 ///
 /// # Errors
 /// Database errors.
-pub async fn mark_sent(db: &impl ConnectionTrait, event_id: Uuid) -> Result<(), DbErr> {
+pub(crate) async fn mark_sent(db: &impl ConnectionTrait, event_id: Uuid) -> Result<(), DbErr> {
     let now = Utc::now();
     db.execute_raw(statement(
         db,
@@ -199,7 +202,7 @@ pub async fn mark_sent(db: &impl ConnectionTrait, event_id: Uuid) -> Result<(), 
 ///
 /// # Errors
 /// Database errors.
-pub async fn mark_failed(
+pub(crate) async fn mark_failed(
     db: &impl ConnectionTrait,
     event_id: Uuid,
     error: &str,
@@ -217,7 +220,7 @@ pub async fn mark_failed(
 ///
 /// # Errors
 /// Database errors.
-pub async fn purge_expired(
+pub(crate) async fn purge_expired(
     db: &impl ConnectionTrait,
     retention: Duration,
     batch: u32,

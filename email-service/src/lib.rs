@@ -4,29 +4,39 @@
 //! through delayed retry queues, permanent failures and poison messages go to a dead-letter queue
 //! that an operator can list, replay and purge.
 //!
-//! - [`settings`]: the typed, validated configuration (`AMQP_URL`, `SMTP_URL`, …).
-//! - [`startup`]: [`Application`]: build it from [`Settings`], run it until a shutdown token.
-//! - [`consumer`]: the delivery loop: parse → inbox → render → send → record → ack.
-//! - [`inbox`]: deduplication and send state per event id.
-//! - [`templates`]: text + HTML mails rendered from the files in `templates/`.
-//! - [`mailer`]: the mail transports (pooled SMTP with `TCP_NODELAY`, `.eml` files).
-//! - [`publisher`]: confirmed republishing to retry queues and the dead-letter queue.
-//! - [`dlq`]: the operator commands `dlq list | replay | purge`.
-//! - [`admin`]: health and metrics endpoint.
-//! - [`migration`]: the inbox schema.
-//! - [`sink`]: an in-process SMTP server for tests, benchmarks and local development.
+//! The modules are private; what the binary, the benchmark, the all-in-one runner and the tests
+//! use is re-exported here.
+//!
+//! - `settings`: [`Settings`], the typed, validated configuration (`AMQP_URL`, `SMTP_URL`, …),
+//!   and [`SmtpUrl`].
+//! - `startup`: [`Application`]: build it from [`Settings`], run it until a shutdown token.
+//! - `consumer`: the delivery loop: parse → inbox → render → send → record → ack.
+//! - `inbox`: deduplication and send state per event id ([`find_inbox_entry`]).
+//! - `templates`: text + HTML mails rendered from the files in `templates/`.
+//! - `mailer`: the mail transports (pooled SMTP with `TCP_NODELAY`, `.eml` files).
+//! - `publisher`: confirmed republishing to retry queues and the dead-letter queue.
+//! - `dlq`: [`DlqClient`], behind the operator commands `dlq list | replay | purge`.
+//! - `admin`: health and metrics endpoint.
+//! - `migration`: the inbox schema.
+//! - `sink` (feature `sink`, on by default): [`SmtpSink`], an in-process SMTP server for tests,
+//!   benchmarks and local development.
 
-pub mod admin;
-pub mod consumer;
-pub mod dlq;
-pub mod inbox;
-pub mod mailer;
-pub mod migration;
-pub mod publisher;
-pub mod settings;
-pub mod sink;
-pub mod startup;
-pub mod templates;
+mod admin;
+mod consumer;
+mod dlq;
+mod inbox;
+mod mailer;
+mod migration;
+mod publisher;
+mod settings;
+#[cfg(feature = "sink")]
+mod sink;
+mod startup;
+mod templates;
 
-pub use settings::Settings;
+pub use dlq::{DeadLetter, DlqClient, ReplaySelection, format_dead_letters};
+pub use inbox::{InboxEntry, SendState, find_inbox_entry};
+pub use settings::{Settings, SmtpUrl};
+#[cfg(feature = "sink")]
+pub use sink::{ReceivedMail, SinkBehaviour, SmtpSink, WaitTimeout};
 pub use startup::Application;

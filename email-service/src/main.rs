@@ -1,13 +1,8 @@
 //! `email-service` binary: run the consumer (default), operate the dead-letter queue, or run a
-//! local SMTP sink.
-
-use std::net::SocketAddr;
+//! local SMTP sink (feature `sink`).
 
 use clap::{Parser, Subcommand};
-use email_service::{
-    Application, Settings,
-    dlq::{DlqClient, Selection},
-};
+use email_service::{Application, DlqClient, ReplaySelection, Settings};
 
 /// Sends the sign-up mails. Configured by environment variables (see `.env.template`).
 #[derive(Parser)]
@@ -27,10 +22,11 @@ enum Command {
         command: DlqCommand,
     },
     /// Run a local SMTP server that accepts and logs every mail (development only).
+    #[cfg(feature = "sink")]
     Sink {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:2525")]
-        addr: SocketAddr,
+        addr: std::net::SocketAddr,
     },
 }
 
@@ -69,9 +65,10 @@ async fn main() -> anyhow::Result<()> {
             client.close().await;
             result
         }
+        #[cfg(feature = "sink")]
         Command::Sink { addr } => {
             common::telemetry::init(settings.log_format, "info,email_service::sink=debug")?;
-            let sink = email_service::sink::SmtpSink::bind(addr).await?;
+            let sink = email_service::SmtpSink::bind(addr).await?;
             println!(
                 "SMTP sink listening on {} (SMTP_URL={})",
                 sink.addr(),
@@ -90,11 +87,11 @@ async fn dlq(client: &DlqClient, command: DlqCommand) -> anyhow::Result<()> {
             let letters = client.list().await?;
             print!(
                 "{}",
-                email_service::dlq::format_list(client.queue(), &letters)
+                email_service::format_dead_letters(client.queue(), &letters)
             );
         }
         DlqCommand::Replay { id, all: _ } => {
-            let selection = id.clone().map_or(Selection::All, Selection::Id);
+            let selection = id.clone().map_or(ReplaySelection::All, ReplaySelection::Id);
             let replayed = client.replay(&selection).await?;
             for letter in &replayed {
                 println!(

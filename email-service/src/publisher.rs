@@ -17,22 +17,17 @@ use lapin::{
     types::{AMQPValue, FieldTable, LongString},
 };
 
-/// Attempt number header.
-pub const ATTEMPT: &str = "x-attempt";
-/// Last transient error header.
-pub const LAST_ERROR: &str = "x-last-error";
-/// Dead-letter category header.
-pub const DLQ_CATEGORY: &str = "x-dead-letter-category";
-/// Dead-letter reason header.
-pub const DLQ_REASON: &str = "x-dead-letter-reason";
-/// Dead-letter time header.
-pub const DLQ_AT: &str = "x-dead-lettered-at";
-/// Original routing key header.
-pub const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
+// The headers of the module docs.
+pub(crate) const ATTEMPT: &str = "x-attempt";
+pub(crate) const LAST_ERROR: &str = "x-last-error";
+pub(crate) const DLQ_CATEGORY: &str = "x-dead-letter-category";
+pub(crate) const DLQ_REASON: &str = "x-dead-letter-reason";
+pub(crate) const DLQ_AT: &str = "x-dead-lettered-at";
+pub(crate) const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 
 /// A publisher-confirms channel.
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     channel: Channel,
     // One publish awaiting its confirm at a time: lapin hands a returned (unroutable) message to
     // whichever confirm completes next, so with concurrent publishes task A's return could be
@@ -46,7 +41,7 @@ impl Publisher {
     ///
     /// # Errors
     /// AMQP errors.
-    pub async fn new(channel: Channel) -> anyhow::Result<Self> {
+    pub(crate) async fn new(channel: Channel) -> anyhow::Result<Self> {
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
@@ -57,8 +52,7 @@ impl Publisher {
         })
     }
 
-    /// The underlying channel.
-    pub fn channel(&self) -> &Channel {
+    pub(crate) fn channel(&self) -> &Channel {
         &self.channel
     }
 
@@ -67,7 +61,7 @@ impl Publisher {
     ///
     /// # Errors
     /// When the broker nacks, returns (no such queue) or the channel fails.
-    pub async fn publish_to_queue(
+    pub(crate) async fn publish_to_queue(
         &self,
         queue: &str,
         body: &[u8],
@@ -100,7 +94,7 @@ impl Publisher {
 }
 
 /// `properties` with `changes` applied to the headers (`None` removes a header).
-pub fn with_headers(
+pub(crate) fn with_headers(
     properties: &BasicProperties,
     changes: &[(&str, Option<AMQPValue>)],
 ) -> BasicProperties {
@@ -120,13 +114,13 @@ pub fn with_headers(
     properties.clone().with_headers(headers)
 }
 
-/// A string header value.
-pub fn text(value: impl Into<String>) -> Option<AMQPValue> {
+/// `value` as a header value, for [`with_headers`].
+pub(crate) fn text(value: impl Into<String>) -> Option<AMQPValue> {
     Some(AMQPValue::LongString(LongString::from(value.into())))
 }
 
 /// Reads header `name` as text.
-pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+pub(crate) fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
     match properties.headers().as_ref()?.inner().get(name)? {
         AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
@@ -135,7 +129,7 @@ pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
 }
 
 /// Reads header `name` as an integer.
-pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
+pub(crate) fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
     let value = properties.headers().as_ref()?.inner().get(name)?;
     integer(value).or_else(|| match value {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).parse().ok(),

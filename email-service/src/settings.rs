@@ -2,8 +2,20 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use common::settings::{LogFormat, deserialize_durations, redact_url, serialize_durations};
+use anyhow::Context as _;
+use common::{
+    settings::{LogFormat, deserialize_durations, redact_url, serialize_durations},
+    topology::Topology,
+};
 use serde::{Deserialize, Serialize};
+
+const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
 
 /// An SMTP URL that may carry credentials; its `Debug` output hides the password.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +58,7 @@ pub struct Settings {
     /// `MAX_CONCURRENT_SENDS`: deliveries processed (rendered and sent) at the same time.
     pub max_concurrent_sends: usize,
     /// `RETRY_DELAYS`: delays of the retry ladder, e.g. `1s,5s,30s,2m,10m`; the last repeats.
+    /// The email-service owns the ladder: it alone declares one retry queue per delay.
     #[serde(
         deserialize_with = "deserialize_durations",
         serialize_with = "serialize_durations"
@@ -76,7 +89,7 @@ impl Default for Settings {
             mail_from: "Signup <no-reply@localhost>".into(),
             prefetch: 256,
             max_concurrent_sends: 64,
-            retry_delays: common::topology::DEFAULT_RETRY_DELAYS.to_vec(),
+            retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             max_attempts: 6,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
@@ -94,6 +107,11 @@ impl Settings {
         let settings: Self = common::settings::load()?;
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The names in `AMQP_NAMESPACE`, with one retry queue per `RETRY_DELAYS` entry.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.amqp_namespace).with_retry_delays(self.retry_delays.clone())
     }
 
     /// The longest time a mail can spend in the retry ladder.
@@ -122,11 +140,11 @@ impl Settings {
         common::settings::ensure_amqp_url(&self.amqp_url)?;
         if let Some(SmtpUrl(url)) = &self.smtp_url {
             crate::mailer::smtp::Endpoint::parse(url)
-                .map_err(|e| bad(format!("SMTP_URL {}: {e}", redact_url(url))))?;
+                .with_context(|| format!("invalid configuration: SMTP_URL {}", redact_url(url)))?;
         }
         self.mail_from
             .parse::<lettre::message::Mailbox>()
-            .map_err(|e| bad(format!("MAIL_FROM {:?}: {e}", self.mail_from)))?;
+            .with_context(|| format!("invalid configuration: MAIL_FROM {:?}", self.mail_from))?;
         anyhow::ensure!(
             self.smtp_pool_size > 0,
             bad("SMTP_POOL_SIZE must be at least 1".into())

@@ -6,10 +6,10 @@
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
-//! use email_service::sink::{Behaviour, SmtpSink};
+//! use email_service::{SinkBehaviour, SmtpSink};
 //! let sink = SmtpSink::start().await?;          // 127.0.0.1, a free port
 //! let smtp_url = sink.url();                    // give this to the email-service as SMTP_URL
-//! sink.fail_next(2, Behaviour::TempFail);       // the next two transactions get 451
+//! sink.fail_next(2, SinkBehaviour::TempFail);       // the next two transactions get 451
 //! let mails = sink.wait_for(1, std::time::Duration::from_secs(10)).await?;
 //! # Ok(()) }
 //! ```
@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 /// How the sink answers a transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Behaviour {
+pub enum SinkBehaviour {
     /// `250` after the data: the mail is recorded.
     Accept,
     /// `451 4.3.0` to RCPT: a transient failure.
@@ -81,8 +81,8 @@ impl ReceivedMail {
 
 #[derive(Debug)]
 struct Shared {
-    default: Mutex<Behaviour>,
-    scripted: Mutex<VecDeque<Behaviour>>,
+    default: Mutex<SinkBehaviour>,
+    scripted: Mutex<VecDeque<SinkBehaviour>>,
     mails: Mutex<Vec<ReceivedMail>>,
     count: watch::Sender<usize>,
     transactions: Mutex<Vec<Instant>>,
@@ -90,12 +90,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn current(&self) -> Behaviour {
+    fn current(&self) -> SinkBehaviour {
         *lock(&self.default)
     }
 
     /// The behaviour of a new transaction: a scripted one first, else the default.
-    fn next_behaviour(&self) -> Behaviour {
+    fn next_behaviour(&self) -> SinkBehaviour {
         lock(&self.transactions).push(Instant::now());
         lock(&self.scripted)
             .pop_front()
@@ -146,7 +146,7 @@ impl SmtpSink {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            default: Mutex::new(Behaviour::Accept),
+            default: Mutex::new(SinkBehaviour::Accept),
             scripted: Mutex::new(VecDeque::new()),
             mails: Mutex::new(Vec::new()),
             count: watch::channel(0).0,
@@ -169,12 +169,12 @@ impl SmtpSink {
     }
 
     /// Sets how every following transaction is answered (after any scripted ones).
-    pub fn set_behaviour(&self, behaviour: Behaviour) {
+    pub fn set_behaviour(&self, behaviour: SinkBehaviour) {
         *lock(&self.shared.default) = behaviour;
     }
 
     /// The next `n` transactions get `behaviour`, then the default applies again.
-    pub fn fail_next(&self, n: usize, behaviour: Behaviour) {
+    pub fn fail_next(&self, n: usize, behaviour: SinkBehaviour) {
         lock(&self.shared.scripted).extend(std::iter::repeat_n(behaviour, n));
     }
 
@@ -248,7 +248,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stop: Cancellat
             accepted = listener.accept() => accepted,
         };
         let Ok((stream, _)) = accepted else { continue };
-        if shared.current() == Behaviour::Down {
+        if shared.current() == SinkBehaviour::Down {
             drop(stream);
             continue;
         }
@@ -275,13 +275,13 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
     let mut line = Vec::with_capacity(256);
     let mut from = String::new();
     let mut to = Vec::new();
-    let mut behaviour = Behaviour::Accept;
+    let mut behaviour = SinkBehaviour::Accept;
     loop {
         line.clear();
         if read.read_until(b'\n', &mut line).await? == 0 {
             return Ok(());
         }
-        if shared.current() == Behaviour::Down {
+        if shared.current() == SinkBehaviour::Down {
             return Ok(());
         }
         let text = String::from_utf8_lossy(&line);
@@ -300,7 +300,7 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
             }
             "MAIL" => {
                 behaviour = shared.next_behaviour();
-                if behaviour == Behaviour::Down {
+                if behaviour == SinkBehaviour::Down {
                     return Ok(());
                 }
                 from = address(command);
@@ -308,8 +308,10 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 b"250 OK\r\n"
             }
             "RCPT" => match behaviour {
-                Behaviour::TempFail => b"451 4.3.0 Temporary failure, try again later\r\n",
-                Behaviour::PermFail => b"550 5.1.1 Recipient address rejected: unknown user\r\n",
+                SinkBehaviour::TempFail => b"451 4.3.0 Temporary failure, try again later\r\n",
+                SinkBehaviour::PermFail => {
+                    b"550 5.1.1 Recipient address rejected: unknown user\r\n"
+                }
                 _ => {
                     to.push(address(command));
                     b"250 OK\r\n"
@@ -320,7 +322,7 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
                 let data = read_data(&mut read).await?;
-                if behaviour == Behaviour::Hang {
+                if behaviour == SinkBehaviour::Hang {
                     // Never answer; wait for the client to give up and close.
                     let mut sink = Vec::new();
                     read.read_to_end(&mut sink).await?;

@@ -36,8 +36,8 @@ pub struct Application {
 }
 
 impl Application {
-    /// Validates the settings, migrates the inbox, connects to the broker, declares the
-    /// topology, opens the mail transport and binds `ADMIN_ADDR`.
+    /// Validates the settings, migrates the inbox, connects to the broker, declares the routes
+    /// and the retry queues, opens the mail transport and binds `ADMIN_ADDR`.
     ///
     /// # Errors
     /// Invalid settings, or any of those steps failing (the message says which).
@@ -51,7 +51,7 @@ impl Application {
             settings.database_max_connections,
         )
         .await?;
-        let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
+        let topology = settings.topology();
         // Fail fast at start-up (a clear "cannot connect" beats a silent retry loop); later
         // connection losses are retried by `run`.
         let (connection, channel) = connect_and_declare(&settings.amqp_url, &topology).await?;
@@ -79,12 +79,12 @@ impl Application {
         Ok(self.admin.local_addr()?)
     }
 
-    /// The inbox database.
+    /// The inbox database, migrated (tests read the inbox rows through it).
     pub fn db(&self) -> &DatabaseConnection {
         &self.db
     }
 
-    /// The queue names in use.
+    /// The queue names in use, retry queues included.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
@@ -159,8 +159,8 @@ impl Application {
     }
 }
 
-/// Opens a connection and a channel and declares the topology on it (that channel becomes the
-/// consumer's publisher-confirms channel).
+/// Opens a connection and a channel and declares the routes and the retry queues on it (that
+/// channel becomes the consumer's publisher-confirms channel).
 async fn connect_and_declare(
     url: &str,
     topology: &Topology,
@@ -171,6 +171,10 @@ async fn connect_and_declare(
         .declare(&channel)
         .await
         .context("declaring the RabbitMQ topology")?;
+    topology
+        .declare_retry_queues(&channel)
+        .await
+        .context("declaring the retry queues")?;
     Ok((Arc::new(connection), channel))
 }
 

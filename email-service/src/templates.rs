@@ -7,6 +7,7 @@
 //! replay of one event carries the same Message-ID, so a receiving server can also recognise a
 //! duplicate.
 
+use anyhow::Context as _;
 use common::events::{SignupEvent, VerificationDetails};
 use lettre::{
     Message,
@@ -18,23 +19,24 @@ use lettre::{
 use minijinja::{Environment, context};
 use uuid::Uuid;
 
-/// Why an event cannot become a mail. Permanent: the same event never renders.
+/// Why an event cannot become a mail. Permanent: the same event never renders. The underlying
+/// error is the `source`; print the chain (`{:#}` through anyhow) to see it.
 #[derive(Debug, thiserror::Error)]
-pub enum RenderError {
+pub(crate) enum RenderError {
     /// The recipient address does not parse.
-    #[error("invalid recipient address: {0}")]
+    #[error("invalid recipient address")]
     InvalidRecipient(#[from] lettre::address::AddressError),
     /// A template failed to render.
-    #[error("template error: {0}")]
+    #[error("template error")]
     Template(#[from] minijinja::Error),
     /// The message could not be assembled.
-    #[error("cannot build the message: {0}")]
+    #[error("cannot build the message")]
     Build(#[from] lettre::error::Error),
 }
 
 /// The compiled templates and the sender.
 #[derive(Debug)]
-pub struct Templates {
+pub(crate) struct Templates {
     env: Environment<'static>,
     from: Mailbox,
 }
@@ -50,7 +52,7 @@ impl Templates {
     ///
     /// # Errors
     /// When `from` does not parse or a template has a syntax error.
-    pub fn new(from: &str) -> anyhow::Result<Self> {
+    pub(crate) fn new(from: &str) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         template!(env, "layout.html");
         template!(env, "verification.txt");
@@ -63,7 +65,7 @@ impl Templates {
         template!(env, "welcome.html");
         let from = from
             .parse()
-            .map_err(|e| anyhow::anyhow!("MAIL_FROM {from:?}: {e}"))?;
+            .with_context(|| format!("MAIL_FROM {from:?}"))?;
         Ok(Self { env, from })
     }
 
@@ -71,7 +73,7 @@ impl Templates {
     ///
     /// # Errors
     /// [`RenderError`]; all variants are permanent.
-    pub fn render(&self, event: &SignupEvent) -> Result<Message, RenderError> {
+    pub(crate) fn render(&self, event: &SignupEvent) -> Result<Message, RenderError> {
         match event {
             SignupEvent::UserRegistered(e) => {
                 let d = &e.data;

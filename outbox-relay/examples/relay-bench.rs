@@ -119,7 +119,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// A fresh namespace with its topology declared on `channel`.
 async fn fresh_topology(channel: &lapin::Channel) -> anyhow::Result<(String, Topology)> {
     let namespace = common::testing::unique_namespace();
-    let topology = Topology::new(&namespace, vec![Duration::from_secs(1)]);
+    let topology = Topology::new(&namespace);
     topology.declare(channel).await?;
     Ok((namespace, topology))
 }
@@ -181,7 +181,6 @@ fn relay_settings(db_url: &str, namespace: &str, o: &Options) -> anyhow::Result<
         amqp_url: common::testing::amqp_url(),
         amqp_namespace: namespace.to_owned(),
         amqp_connection_name: "relay-bench-relay".into(),
-        retry_delays: vec![Duration::from_secs(1)],
         relay_batch_size: o.batch,
         relay_max_in_flight: o.in_flight,
         relay_poll_interval: Duration::from_millis(500),

@@ -107,8 +107,8 @@ impl Broker {
             .create_channel()
             .await
             .map_err(BrokerError::Channel)?;
-        // Every (re)connect declares the whole topology: idempotent, and it recreates anything
-        // deleted while we were away.
+        // Every (re)connect declares the routes (exchange, work queues, DLQ): idempotent, and it
+        // recreates anything deleted while we were away.
         self.topology
             .declare(&setup)
             .await

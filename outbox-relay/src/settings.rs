@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::settings::{LogFormat, deserialize_durations, serialize_durations};
+use common::settings::LogFormat;
 use serde::{Deserialize, Serialize};
 
 /// Batch pipelines beyond those that fill `RELAY_MAX_IN_FLIGHT` (see
@@ -21,12 +21,6 @@ pub struct Settings {
     pub amqp_namespace: String,
     /// `AMQP_CONNECTION_NAME`: the connection name shown by the broker (`rabbitmqctl`, UI).
     pub amqp_connection_name: String,
-    /// `RETRY_DELAYS`: the email-service retry ladder; the relay declares the same retry queues.
-    #[serde(
-        deserialize_with = "deserialize_durations",
-        serialize_with = "serialize_durations"
-    )]
-    pub retry_delays: Vec<Duration>,
     /// `RELAY_BATCH_SIZE`: rows claimed, published and marked per transaction.
     pub relay_batch_size: u32,
     /// `RELAY_MAX_IN_FLIGHT`: unconfirmed publishes per relay process at most, shared by its
@@ -56,7 +50,6 @@ impl Default for Settings {
             amqp_url: common::amqp::DEFAULT_URL.into(),
             amqp_namespace: String::new(),
             amqp_connection_name: "outbox-relay".into(),
-            retry_delays: common::topology::DEFAULT_RETRY_DELAYS.to_vec(),
             relay_batch_size: 250,
             relay_max_in_flight: 1000,
             relay_poll_interval: Duration::from_millis(500),
@@ -159,7 +152,6 @@ mod tests {
             ("RELAY_BATCH_SIZE", "100"),
             ("RELAY_MAX_IN_FLIGHT", "250"),
             ("RELAY_POLL_INTERVAL", "2s"),
-            ("RETRY_DELAYS", "1s,2s"),
         ])
         .unwrap();
         assert_eq!(
@@ -168,7 +160,6 @@ mod tests {
             "3 publishing, 2 spare"
         );
         assert_eq!(settings.relay_poll_interval, Duration::from_secs(2));
-        assert_eq!(settings.retry_delays.len(), 2);
     }
 
     #[test]

@@ -47,7 +47,8 @@ impl Application {
     /// When the admin address cannot be bound.
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
         common::telemetry::metrics();
-        let topology = Topology::new(&settings.amqp_namespace, settings.retry_delays.clone());
+        // The routes only: the email-service declares its own retry queues.
+        let topology = Topology::new(&settings.amqp_namespace);
         let broker = Arc::new(Broker::new(
             settings.amqp_url.clone(),
             settings.amqp_connection_name.clone(),

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use email_service::sink::{ReceivedMail, SmtpSink};
+use email_service::{ReceivedMail, SmtpSink};
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 use signup_outbox::{Stack, StackSettings};
@@ -57,7 +57,6 @@ pub async fn stack_settings(
             database_url: user_db,
             amqp_url: amqp_url.clone(),
             amqp_namespace: namespace.clone(),
-            retry_delays: retry_delays.clone(),
             relay_poll_interval: Duration::from_millis(200),
             admin_addr: any_port,
             ..Default::default()
@@ -66,7 +65,7 @@ pub async fn stack_settings(
             amqp_url,
             amqp_namespace: namespace,
             database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()),
-            smtp_url: Some(email_service::settings::SmtpUrl(sink.url())),
+            smtp_url: Some(email_service::SmtpUrl(sink.url())),
             retry_delays,
             admin_addr: any_port,
             ..Default::default()
@@ -91,10 +90,9 @@ pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings
     let user_db = stack.user.db().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(stack.run(shutdown.clone()));
-    let topology = common::topology::Topology::new(
-        &settings.relay.amqp_namespace,
-        settings.relay.retry_delays.clone(),
-    );
+    // The email-service's view of the namespace, so its retry queues are deleted too.
+    let topology = common::topology::Topology::new(&settings.email.amqp_namespace)
+        .with_retry_delays(settings.email.retry_delays.clone());
     TestStack {
         _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
         api,

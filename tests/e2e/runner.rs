@@ -32,10 +32,9 @@ impl Drop for Runner {
 impl Runner {
     fn start(dir: &Path, http_port: u16) -> Self {
         let namespace = common::testing::unique_namespace();
-        let topology = common::topology::Topology::new(
-            &namespace,
-            common::topology::DEFAULT_RETRY_DELAYS.to_vec(),
-        );
+        // The email-service's view of the namespace, so its retry queues are deleted too.
+        let topology = common::topology::Topology::new(&namespace)
+            .with_retry_delays(email_service::Settings::default().retry_delays);
         let mut child = Command::new(BIN)
             .current_dir(dir)
             .env(

@@ -160,7 +160,8 @@ impl Handler {
         let message = match self.templates.render(&event) {
             Ok(message) => message,
             Err(error) => {
-                let reason = error.to_string();
+                // The whole chain: "invalid recipient address: <why>".
+                let reason = format!("{:#}", anyhow::Error::from(error));
                 inbox::mark_failed(&self.db, event_id, &reason).await?;
                 return self
                     .dead_letter(publisher, delivery, attempt, "unrenderable", &reason)

@@ -42,19 +42,14 @@ use crate::{
 
 /// Everything one delivery needs; shared by the delivery tasks.
 #[derive(Debug)]
-pub struct Handler {
-    /// Inbox database.
-    pub db: DatabaseConnection,
-    /// Where mails go.
-    pub transport: Arc<dyn MailTransport>,
-    /// Mail templates.
-    pub templates: Templates,
-    /// Names of queues.
-    pub topology: Topology,
-    /// Settings.
-    pub settings: Arc<Settings>,
+pub(crate) struct Handler {
+    db: DatabaseConnection,
+    transport: Arc<dyn MailTransport>,
+    templates: Templates,
+    topology: Topology,
+    settings: Arc<Settings>,
     /// This process's id in the inbox `claimed_by` column.
-    pub instance: Uuid,
+    instance: Uuid,
     in_flight: Mutex<HashSet<Uuid>>,
 }
 
@@ -69,8 +64,7 @@ enum Outcome {
 }
 
 impl Handler {
-    /// Bundles the dependencies of the delivery tasks.
-    pub fn new(
+    pub(crate) fn new(
         db: DatabaseConnection,
         transport: Arc<dyn MailTransport>,
         templates: Templates,
@@ -98,7 +92,7 @@ impl Handler {
 ///
 /// # Errors
 /// When the channel cannot be set up or the broker connection is lost.
-pub async fn run(
+pub(crate) async fn run(
     connection: &Connection,
     publisher_channel: lapin::Channel,
     handler: Arc<Handler>,

@@ -10,7 +10,7 @@ use super::{MailTransport, SendError};
 
 /// Writes mails as `.eml` files.
 #[derive(Debug, Clone)]
-pub struct FileMailer {
+pub(crate) struct FileMailer {
     dir: PathBuf,
 }
 
@@ -19,7 +19,7 @@ impl FileMailer {
     ///
     /// # Errors
     /// When the folder cannot be created.
-    pub async fn new(dir: PathBuf) -> anyhow::Result<Self> {
+    pub(crate) async fn new(dir: PathBuf) -> anyhow::Result<Self> {
         tokio::fs::create_dir_all(&dir)
             .await
             .with_context(|| format!("creating MAIL_DIR {}", dir.display()))?;

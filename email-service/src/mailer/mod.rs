@@ -6,8 +6,8 @@
 //! [`SendError::Transient`] (connection refused, timeout, SMTP 4xx: retry later) or
 //! [`SendError::Permanent`] (SMTP 5xx such as an unknown recipient: dead-letter).
 
-pub mod file;
-pub mod smtp;
+mod file;
+pub(crate) mod smtp;
 mod tls;
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use crate::settings::{Settings, SmtpUrl};
 
 /// Why a mail was not accepted.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(crate) enum SendError {
     /// Retrying later may succeed.
     #[error("transient: {0}")]
     Transient(String),
@@ -29,7 +29,7 @@ pub enum SendError {
 
 /// Somewhere mails go.
 #[async_trait::async_trait]
-pub trait MailTransport: Send + Sync + std::fmt::Debug {
+pub(crate) trait MailTransport: Send + Sync + std::fmt::Debug {
     /// Hands `message` over; `Ok` means the receiving side took responsibility for it.
     ///
     /// # Errors
@@ -44,7 +44,7 @@ pub trait MailTransport: Send + Sync + std::fmt::Debug {
 ///
 /// # Errors
 /// An unusable `SMTP_URL` or `MAIL_DIR`.
-pub async fn from_settings(settings: &Settings) -> anyhow::Result<Arc<dyn MailTransport>> {
+pub(crate) async fn from_settings(settings: &Settings) -> anyhow::Result<Arc<dyn MailTransport>> {
     Ok(match &settings.smtp_url {
         Some(SmtpUrl(url)) => Arc::new(smtp::SmtpMailer::new(
             smtp::Endpoint::parse(url)?,

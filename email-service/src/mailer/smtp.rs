@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use lettre::{
     Message,
     transport::smtp::{
@@ -33,7 +34,7 @@ const MAX_IDLE: Duration = Duration::from_secs(30);
 
 /// How to reach and authenticate with the SMTP server, parsed from `SMTP_URL`.
 #[derive(Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     host: String,
     port: u16,
     security: Security,
@@ -76,7 +77,7 @@ impl Endpoint {
     ///
     /// # Errors
     /// A message saying what is wrong with the URL.
-    pub fn parse(url: &str) -> anyhow::Result<Self> {
+    pub(crate) fn parse(url: &str) -> anyhow::Result<Self> {
         let parsed = url::Url::parse(url)?;
         let host = parsed
             .host_str()
@@ -177,7 +178,7 @@ impl Endpoint {
 
 /// Sends over up to `pool_size` concurrent connections, reusing idle ones.
 #[derive(Debug)]
-pub struct SmtpMailer {
+pub(crate) struct SmtpMailer {
     endpoint: Endpoint,
     idle: Mutex<Vec<Idle>>,
     permits: Semaphore,
@@ -198,7 +199,7 @@ impl std::fmt::Debug for Idle {
 impl SmtpMailer {
     /// A pool of at most `pool_size` connections; `timeout` bounds connecting and each whole
     /// transaction (a hung server costs one timeout, then a retry).
-    pub fn new(endpoint: Endpoint, pool_size: usize, timeout: Duration) -> Self {
+    pub(crate) fn new(endpoint: Endpoint, pool_size: usize, timeout: Duration) -> Self {
         Self {
             endpoint,
             idle: Mutex::new(Vec::new()),
@@ -308,21 +309,12 @@ fn classify(error: &lettre::transport::smtp::Error) -> SendError {
     }
 }
 
+/// The URL's user or password with its `%XX` escapes decoded.
 fn percent_decode(text: &str) -> anyhow::Result<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3])?;
-            out.push(u8::from_str_radix(hex, 16)?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Ok(String::from_utf8(out)?)
+    let decoded = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .context("user or password is not valid UTF-8 once percent-decoded")?;
+    Ok(decoded.into_owned())
 }
 
 #[cfg(test)]
@@ -354,5 +346,7 @@ mod tests {
     fn percent_decoding() {
         assert_eq!(percent_decode("p%40ss%21").unwrap(), "p@ss!");
         assert_eq!(percent_decode("plain").unwrap(), "plain");
+        let error = percent_decode("%ff").unwrap_err();
+        assert!(error.to_string().contains("UTF-8"), "{error}");
     }
 }

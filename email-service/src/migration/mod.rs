@@ -3,12 +3,13 @@
 //! Plain SQL per backend, one file per migration (sea-orm names each migration after its file),
 //! the same conventions as the user-service.
 
+use anyhow::Context as _;
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_inbox;
 
 /// Applies every migration of the inbox database.
-pub struct Migrator;
+pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
@@ -27,7 +28,6 @@ async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbE
 /// roll back the last commits, and the worst that does to the inbox is a resend (a `sent` row
 /// lost after its message was acked is never consulted again). Use PostgreSQL in production.
 async fn connect_sqlite(url: &str) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    use anyhow::Context;
     use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
     let mut options = sea_orm::ConnectOptions::new(url);
     options
@@ -51,7 +51,7 @@ async fn connect_sqlite(url: &str) -> anyhow::Result<sea_orm::DatabaseConnection
 ///
 /// # Errors
 /// When the database is unreachable or a migration fails.
-pub async fn connect_and_migrate(
+pub(crate) async fn connect_and_migrate(
     url: &str,
     max_connections: u32,
 ) -> anyhow::Result<sea_orm::DatabaseConnection> {
@@ -62,6 +62,6 @@ pub async fn connect_and_migrate(
     };
     Migrator::up(&db, None)
         .await
-        .map_err(|e| anyhow::anyhow!("applying email-service migrations: {e}"))?;
+        .context("applying email-service migrations")?;
     Ok(db)
 }

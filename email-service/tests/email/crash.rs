@@ -4,7 +4,7 @@
 use std::{collections::HashMap, process::Stdio, time::Duration};
 
 use common::topology::Topology;
-use email_service::sink::SmtpSink;
+use email_service::SmtpSink;
 use tokio::process::{Child, Command};
 
 use crate::helpers::*;
@@ -58,7 +58,7 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_only_in_flight_sends() 
     // The events are queued before the service starts.
     let mut settings = test_settings(&namespace, sqlite_url(&dir), &sink);
     settings.retry_delays = TEST_DELAYS.to_vec();
-    let topology = Topology::new(&namespace, TEST_DELAYS.to_vec());
+    let topology = Topology::new(&namespace).with_retry_delays(TEST_DELAYS.to_vec());
     let (connection, channel) = publisher(&settings).await;
     let declare = connection.create_channel().await.unwrap();
     topology.declare(&declare).await.unwrap();

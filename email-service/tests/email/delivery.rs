@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use email_service::{dlq::Selection, inbox};
+use email_service::{ReplaySelection, SendState, find_inbox_entry};
 use lapin::options::QueueDeclareOptions;
 
 use crate::helpers::*;
@@ -38,10 +38,10 @@ async fn an_event_produces_one_correct_mail() {
         Duration::from_secs(5),
         "the inbox row to be sent",
         || async {
-            inbox::find(&app.db, event.event_id)
+            find_inbox_entry(&app.db, event.event_id)
                 .await
                 .unwrap()
-                .filter(|row| row.state == inbox::State::Sent)
+                .filter(|row| row.state == SendState::Sent)
         },
     )
     .await;
@@ -79,8 +79,11 @@ async fn the_same_event_delivered_twice_sends_one_mail_on_postgres() {
     let ids = event_ids(&mails);
     assert_eq!(mails.len(), 2, "{ids:?}");
     assert!(ids.contains(&event.event_id.to_string()));
-    let row = inbox::find(&app.db, event.event_id).await.unwrap().unwrap();
-    assert_eq!((row.state, row.attempts), (inbox::State::Sent, 1));
+    let row = find_inbox_entry(&app.db, event.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((row.state, row.attempts), (SendState::Sent, 1));
     app.stop().await;
 }
 
@@ -118,12 +121,12 @@ async fn malformed_and_unknown_events_are_dead_lettered_at_once_and_the_next_goe
     );
     // Listing leaves the queue as it was.
     assert_eq!(dlq.list().await.unwrap().len(), 2);
-    let printed = email_service::dlq::format_list(dlq.queue(), &letters);
+    let printed = email_service::format_dead_letters(dlq.queue(), &letters);
     println!("{printed}");
     assert!(printed.starts_with(&format!("{}: 2 dead letter(s)", dlq.queue())));
 
     // Replaying a poison message dead-letters it again; purge removes everything.
-    assert_eq!(dlq.replay(&Selection::All).await.unwrap().len(), 2);
+    assert_eq!(dlq.replay(&ReplaySelection::All).await.unwrap().len(), 2);
     eventually(
         Duration::from_secs(10),
         "the replayed letters back",

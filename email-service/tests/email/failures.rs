@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use email_service::{dlq::Selection, inbox, sink::Behaviour};
+use email_service::{ReplaySelection, SendState, SinkBehaviour, find_inbox_entry};
 use sea_orm::{ConnectionTrait, Statement};
 
 use crate::helpers::*;
@@ -11,7 +11,7 @@ use crate::helpers::*;
 #[tokio::test]
 async fn smtp_4xx_is_retried_with_growing_delays_until_delivered() {
     let app = spawn_app().await;
-    app.sink.fail_next(3, Behaviour::TempFail);
+    app.sink.fail_next(3, SinkBehaviour::TempFail);
     let event = registered("dave@example.com", None);
     app.publish(&event).await;
 
@@ -31,10 +31,10 @@ async fn smtp_4xx_is_retried_with_growing_delays_until_delivered() {
         "delays grow: {gaps:?}"
     );
     let row = eventually(Duration::from_secs(5), "a sent row", || async {
-        inbox::find(&app.db, event.event_id)
+        find_inbox_entry(&app.db, event.event_id)
             .await
             .unwrap()
-            .filter(|r| r.state == inbox::State::Sent)
+            .filter(|r| r.state == SendState::Sent)
     })
     .await;
     assert_eq!(row.attempts, 4);
@@ -44,7 +44,7 @@ async fn smtp_4xx_is_retried_with_growing_delays_until_delivered() {
 #[tokio::test]
 async fn exhausted_retries_go_to_the_dead_letter_queue_with_the_attempt_count() {
     let app = spawn_app_with(|s| s.max_attempts = 3).await;
-    app.sink.set_behaviour(Behaviour::TempFail);
+    app.sink.set_behaviour(SinkBehaviour::TempFail);
     let event = registered("erin@example.com", None);
     app.publish(&event).await;
 
@@ -68,7 +68,7 @@ async fn exhausted_retries_go_to_the_dead_letter_queue_with_the_attempt_count() 
 #[tokio::test]
 async fn smtp_5xx_is_dead_lettered_and_replay_after_the_fix_delivers_it() {
     let app = spawn_app().await;
-    app.sink.set_behaviour(Behaviour::PermFail);
+    app.sink.set_behaviour(SinkBehaviour::PermFail);
     let event = registered("nobody@example.com", Some("Nobody"));
     app.publish(&event).await;
 
@@ -81,19 +81,22 @@ async fn smtp_5xx_is_dead_lettered_and_replay_after_the_fix_delivers_it() {
     assert_eq!(letters[0].category, "rejected");
     assert!(letters[0].reason.contains("550"), "{}", letters[0].reason);
     assert_eq!(app.sink.transactions(), 1, "a 5xx is not retried");
-    let row = inbox::find(&app.db, event.event_id).await.unwrap().unwrap();
-    assert_eq!(row.state, inbox::State::Failed);
+    let row = find_inbox_entry(&app.db, event.event_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.state, SendState::Failed);
     assert!(row.last_error.unwrap().contains("550"));
 
     // The operator fixes the cause, then replays.
-    app.sink.set_behaviour(Behaviour::Accept);
+    app.sink.set_behaviour(SinkBehaviour::Accept);
     let missing = dlq
-        .replay(&Selection::Id(uuid::Uuid::new_v4().to_string()))
+        .replay(&ReplaySelection::Id(uuid::Uuid::new_v4().to_string()))
         .await
         .unwrap();
     assert!(missing.is_empty());
     let replayed = dlq
-        .replay(&Selection::Id(event.event_id.to_string()))
+        .replay(&ReplaySelection::Id(event.event_id.to_string()))
         .await
         .unwrap();
     assert_eq!(replayed.len(), 1);
@@ -107,7 +110,7 @@ async fn smtp_5xx_is_dead_lettered_and_replay_after_the_fix_delivers_it() {
 #[tokio::test]
 async fn mails_wait_in_retry_while_smtp_is_down_and_all_arrive_after() {
     let app = spawn_app_with(|s| s.max_attempts = 30).await;
-    app.sink.set_behaviour(Behaviour::Down);
+    app.sink.set_behaviour(SinkBehaviour::Down);
     let events: Vec<_> = (0..10)
         .map(|i| registered(&format!("user{i}@example.com"), None))
         .collect();
@@ -130,7 +133,7 @@ async fn mails_wait_in_retry_while_smtp_is_down_and_all_arrive_after() {
     .await;
     assert_eq!(app.sink.count(), 0);
 
-    app.sink.set_behaviour(Behaviour::Accept);
+    app.sink.set_behaviour(SinkBehaviour::Accept);
     let mails = app
         .sink
         .wait_for(10, Duration::from_secs(20))

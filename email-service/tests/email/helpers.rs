@@ -10,7 +10,7 @@ use common::{
     events::{Envelope, Event, UserRegisteredV1, VerificationDetails},
     topology::Topology,
 };
-use email_service::{Application, Settings, dlq::DlqClient, settings::SmtpUrl, sink::SmtpSink};
+use email_service::{Application, DlqClient, ReceivedMail, Settings, SmtpSink, SmtpUrl};
 use lapin::{
     BasicProperties, Channel, Connection,
     options::{BasicPublishOptions, ConfirmSelectOptions},
@@ -22,13 +22,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Short retry ladder for tests.
-pub const TEST_DELAYS: [Duration; 3] = [
+pub(crate) const TEST_DELAYS: [Duration; 3] = [
     Duration::from_millis(200),
     Duration::from_millis(400),
     Duration::from_millis(800),
 ];
 
-pub fn test_settings(namespace: &str, database_url: String, sink: &SmtpSink) -> Settings {
+pub(crate) fn test_settings(namespace: &str, database_url: String, sink: &SmtpSink) -> Settings {
     Settings {
         amqp_url: common::testing::amqp_url(),
         amqp_namespace: namespace.to_owned(),
@@ -45,31 +45,31 @@ pub fn test_settings(namespace: &str, database_url: String, sink: &SmtpSink) -> 
 
 /// GET `url` and return status and body (reqwest without a default TLS provider needs one
 /// installed, even for plain http).
-pub async fn http_get(url: &str) -> (u16, String) {
+pub(crate) async fn http_get(url: &str) -> (u16, String) {
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let response = reqwest::get(url).await.unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// A fresh SQLite file in its own temporary folder.
-pub fn sqlite_url(dir: &std::path::Path) -> String {
+pub(crate) fn sqlite_url(dir: &std::path::Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("inbox.db").display())
 }
 
-pub fn temp_dir() -> PathBuf {
+pub(crate) fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("email-test-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// A running email-service plus everything a test needs to drive it.
-pub struct TestApp {
-    pub sink: SmtpSink,
-    pub settings: Settings,
-    pub topology: Topology,
-    pub db: DatabaseConnection,
-    pub admin: std::net::SocketAddr,
-    pub dir: PathBuf,
+pub(crate) struct TestApp {
+    pub(crate) sink: SmtpSink,
+    pub(crate) settings: Settings,
+    pub(crate) topology: Topology,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) admin: std::net::SocketAddr,
+    pub(crate) dir: PathBuf,
     connection: Connection,
     publisher: Channel,
     shutdown: CancellationToken,
@@ -85,11 +85,11 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn spawn_app() -> TestApp {
+pub(crate) async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let sink = SmtpSink::start().await.unwrap();
     let dir = temp_dir();
     let mut settings = test_settings(
@@ -123,7 +123,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
-pub async fn publisher(settings: &Settings) -> (Connection, Channel) {
+pub(crate) async fn publisher(settings: &Settings) -> (Connection, Channel) {
     let connection = common::amqp::connect(&settings.amqp_url, "email-test")
         .await
         .unwrap();
@@ -136,12 +136,12 @@ pub async fn publisher(settings: &Settings) -> (Connection, Channel) {
 }
 
 impl TestApp {
-    pub async fn publish<T: Event>(&self, envelope: &Envelope<T>) {
+    pub(crate) async fn publish<T: Event>(&self, envelope: &Envelope<T>) {
         publish_event(&self.publisher, &self.topology, envelope).await;
     }
 
     /// Publishes raw bytes with the routing key of `UserRegisteredV1`.
-    pub async fn publish_raw(&self, body: &[u8], event_type: &str) {
+    pub(crate) async fn publish_raw(&self, body: &[u8], event_type: &str) {
         publish_bytes(
             &self.publisher,
             &self.topology.exchange,
@@ -152,12 +152,12 @@ impl TestApp {
         .await;
     }
 
-    pub async fn dlq(&self) -> DlqClient {
+    pub(crate) async fn dlq(&self) -> DlqClient {
         DlqClient::connect(&self.settings).await.unwrap()
     }
 
     /// Stops the service (graceful) and removes the test's queues and exchange.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             tokio::time::timeout(Duration::from_secs(20), task)
@@ -171,12 +171,12 @@ impl TestApp {
     }
 }
 
-pub async fn delete_topology(connection: &Connection, topology: &Topology) {
+pub(crate) async fn delete_topology(connection: &Connection, topology: &Topology) {
     let channel = connection.create_channel().await.unwrap();
     let _ = topology.delete(&channel).await;
 }
 
-pub fn properties(message_id: &str, event_type: &str) -> BasicProperties {
+pub(crate) fn properties(message_id: &str, event_type: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         "correlation_id".into(),
@@ -195,7 +195,7 @@ pub fn properties(message_id: &str, event_type: &str) -> BasicProperties {
         .with_headers(headers)
 }
 
-pub async fn publish_event<T: Event>(
+pub(crate) async fn publish_event<T: Event>(
     channel: &Channel,
     topology: &Topology,
     envelope: &Envelope<T>,
@@ -210,7 +210,7 @@ pub async fn publish_event<T: Event>(
     .await;
 }
 
-pub async fn publish_bytes(
+pub(crate) async fn publish_bytes(
     channel: &Channel,
     exchange: &str,
     routing_key: &str,
@@ -236,7 +236,7 @@ pub async fn publish_bytes(
     assert!(confirm.take_message().is_none(), "unroutable");
 }
 
-pub fn registered(email: &str, first_name: Option<&str>) -> Envelope<UserRegisteredV1> {
+pub(crate) fn registered(email: &str, first_name: Option<&str>) -> Envelope<UserRegisteredV1> {
     Envelope::new(
         Uuid::new_v4(),
         Utc::now(),
@@ -262,7 +262,7 @@ fn rand_code() -> u32 {
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, at most `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -281,7 +281,7 @@ where
 }
 
 /// The `Message-ID`s of `mails`, one per event id.
-pub fn event_ids(mails: &[email_service::sink::ReceivedMail]) -> Vec<String> {
+pub(crate) fn event_ids(mails: &[ReceivedMail]) -> Vec<String> {
     mails
         .iter()
         .map(|m| {

@@ -21,7 +21,6 @@ fn spawn_relay_process(ctx: &TestContext) -> Child {
             "AMQP_CONNECTION_NAME",
             format!("relay-{}", Uuid::new_v4().simple()),
         )
-        .env("RETRY_DELAYS", "1s")
         .env("RELAY_BATCH_SIZE", BATCH.to_string())
         .env("RELAY_MAX_IN_FLIGHT", BATCH.to_string())
         .env("RELAY_POLL_INTERVAL", "100ms")

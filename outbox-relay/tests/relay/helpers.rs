@@ -55,7 +55,7 @@ impl TestContext {
         let db = common::database::connect(&db_url, 5).await.unwrap();
         outbox::migrate_outbox_only(&db).await.unwrap();
         let namespace = common::testing::unique_namespace();
-        let topology = Topology::new(&namespace, vec![Duration::from_secs(1)]);
+        let topology = Topology::new(&namespace);
         let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-test-client")
             .await
             .unwrap();
@@ -79,7 +79,6 @@ impl TestContext {
             amqp_url: common::testing::amqp_url(),
             amqp_namespace: self.namespace.clone(),
             amqp_connection_name: format!("relay-{}", Uuid::new_v4().simple()),
-            retry_delays: self.topology.retry_delays.clone(),
             relay_batch_size: 100,
             relay_max_in_flight: 200,
             relay_poll_interval: Duration::from_millis(100),
