@@ -23,6 +23,12 @@ pub struct RunnerSettings {
     pub email_admin_addr: std::net::SocketAddr,
 }
 
+impl common::settings::Validate for RunnerSettings {
+    fn validate(&self) -> Result<(), common::settings::SettingsError> {
+        common::settings::ensure_database_url("EMAIL_DATABASE_URL", &self.email_database_url)
+    }
+}
+
 impl Default for RunnerSettings {
     fn default() -> Self {
         Self {
@@ -51,9 +57,9 @@ impl StackSettings {
     /// A message naming the variable with a bad value.
     pub fn from_env() -> anyhow::Result<Self> {
         let runner: RunnerSettings = common::settings::load()?;
-        let user = user_service::Settings::load()?;
-        let mut relay = outbox_relay::Settings::load()?;
-        let mut email = email_service::Settings::load()?;
+        let user: user_service::Settings = common::settings::load()?;
+        let mut relay: outbox_relay::Settings = common::settings::load()?;
+        let mut email: email_service::Settings = common::settings::load()?;
         relay.database_url = user.database_url.clone();
         relay.admin_addr = runner.relay_admin_addr;
         email.database_url = runner.email_database_url;

@@ -1,37 +1,98 @@
 //! Connecting to a service database (PostgreSQL or SQLite) with the pool settings every service
-//! uses.
+//! uses, migrating it, and the migration-script runner.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use sea_orm_migration::MigratorTrait;
+
+/// How a service's pool is opened; see [`connect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolOptions {
+    max_connections: u32,
+    lazy: bool,
+    sqlite_synchronous_normal: bool,
+}
+
+impl PoolOptions {
+    /// At most `max_connections` PostgreSQL connections, opened at once.
+    pub fn new(max_connections: u32) -> Self {
+        Self {
+            max_connections,
+            lazy: false,
+            sqlite_synchronous_normal: false,
+        }
+    }
+
+    /// PostgreSQL connects on first use, so an unreachable server is retried by the service's
+    /// loops instead of failing start-up.
+    #[must_use]
+    pub fn lazy(mut self) -> Self {
+        self.lazy = true;
+        self
+    }
+
+    /// SQLite skips the fsync per commit (`synchronous = NORMAL`). In WAL mode that stays safe
+    /// against process crashes; a power loss may roll back the last commits. For a database
+    /// whose last commits can be lost safely (the email-service inbox: the worst is a resend).
+    #[must_use]
+    pub fn sqlite_synchronous_normal(mut self) -> Self {
+        self.sqlite_synchronous_normal = true;
+        self
+    }
+}
 
 /// Connects to `url` (`postgres://…` or `sqlite://…`).
 ///
-/// SQLite runs with one connection in WAL mode: SQLite has a single writer anyway, and one
-/// connection avoids `SQLITE_BUSY` between the process's own transactions.
+/// SQLite runs with one connection in WAL mode with foreign keys on: SQLite has a single writer
+/// anyway, and one connection avoids `SQLITE_BUSY` between the process's own transactions.
 ///
 /// # Errors
-/// When the database is unreachable.
-pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+/// When the database is unreachable (or, lazily, never at connect time on PostgreSQL).
+pub async fn connect(url: &str, pool: PoolOptions) -> anyhow::Result<DatabaseConnection> {
     let is_sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url);
     options
-        .max_connections(if is_sqlite { 1 } else { max_connections })
+        .max_connections(if is_sqlite { 1 } else { pool.max_connections })
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    let db = Database::connect(options).await.with_context(|| {
+        .connect_lazy(pool.lazy && !is_sqlite)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(move |o| {
+            let o = o.journal_mode(SqliteJournalMode::Wal).foreign_keys(true);
+            if pool.sqlite_synchronous_normal {
+                o.synchronous(SqliteSynchronous::Normal)
+            } else {
+                o
+            }
+        });
+    Database::connect(options).await.with_context(|| {
         format!(
             "connecting to DATABASE_URL {}",
             crate::settings::redact_url(url)
         )
+    })
+}
+
+/// [`connect`], then applies `M`'s pending migrations.
+///
+/// # Errors
+/// When the database is unreachable or a migration fails.
+pub async fn connect_and_migrate<M: MigratorTrait>(
+    url: &str,
+    pool: PoolOptions,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = connect(url, pool).await?;
+    M::up(&db, None).await.with_context(|| {
+        format!(
+            "applying the migrations of DATABASE_URL {}",
+            crate::settings::redact_url(url)
+        )
     })?;
-    if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON")
-            .await
-            .context("configuring SQLite")?;
-    }
     Ok(db)
 }
 

@@ -29,5 +29,5 @@ pub mod telemetry;
 pub mod topology;
 pub mod trace;
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

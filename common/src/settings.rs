@@ -1,9 +1,10 @@
 //! Layered settings: built-in defaults → optional file → environment variables.
 //!
 //! Each service declares a `Settings` struct whose field names are the lower-cased environment
-//! variable names (`database_url` ← `DATABASE_URL`) and whose `Default` holds the built-in
-//! defaults. [`load`] layers an optional file (`CONFIG_FILE`, TOML) and the environment on top and
-//! deserialises the result; a bad value stops start-up with a message naming the variable.
+//! variable names (`database_url` ← `DATABASE_URL`), whose `Default` holds the built-in
+//! defaults and whose [`Validate`] checks what serde cannot (ranges, URL shapes). [`load`]
+//! layers an optional file (`CONFIG_FILE`, TOML) and the environment on top, deserialises and
+//! validates the result; a bad value stops start-up with a message naming the variable.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -17,11 +18,38 @@ pub const CONFIG_FILE_VAR: &str = "CONFIG_FILE";
 #[error("invalid configuration: {0}")]
 pub struct SettingsError(String);
 
-/// Loads `T` from its defaults, `CONFIG_FILE` and the process environment.
+impl SettingsError {
+    /// `invalid configuration: <problem>`; the problem starts with the variable's name
+    /// (`"RELAY_BATCH_SIZE must be between 1 and 10000, got 0"`).
+    pub fn invalid(problem: impl Into<String>) -> Self {
+        Self(problem.into())
+    }
+}
+
+/// `Ok` when `ok`, else [`SettingsError::invalid`] with `problem`, which names the variable.
+///
+/// # Errors
+/// When `ok` is false.
+pub fn ensure(ok: bool, problem: impl FnOnce() -> String) -> Result<(), SettingsError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingsError::invalid(problem()))
+    }
+}
+
+/// What serde cannot check about a settings struct: ranges, URL shapes, combinations.
+pub trait Validate {
+    /// # Errors
+    /// [`SettingsError`] naming the variable whose value cannot be used.
+    fn validate(&self) -> Result<(), SettingsError>;
+}
+
+/// Loads `T` from its defaults, `CONFIG_FILE` and the process environment, and validates it.
 ///
 /// # Errors
 /// [`SettingsError`] naming the variable whose value cannot be used.
-pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, SettingsError> {
+pub fn load<T: DeserializeOwned + Serialize + Default + Validate>() -> Result<T, SettingsError> {
     load_from(std::env::vars().collect())
 }
 
@@ -30,7 +58,15 @@ pub fn load<T: DeserializeOwned + Serialize + Default>() -> Result<T, SettingsEr
 ///
 /// # Errors
 /// [`SettingsError`] naming the variable whose value cannot be used.
-pub fn load_from<T: DeserializeOwned + Serialize + Default>(
+pub fn load_from<T: DeserializeOwned + Serialize + Default + Validate>(
+    env: HashMap<String, String>,
+) -> Result<T, SettingsError> {
+    let settings: T = deserialize_from(env)?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+fn deserialize_from<T: DeserializeOwned + Serialize + Default>(
     env: HashMap<String, String>,
 ) -> Result<T, SettingsError> {
     let defaults = config::Config::try_from(&T::default()).map_err(describe)?;
@@ -62,33 +98,36 @@ fn describe(error: config::ConfigError) -> SettingsError {
     }
 }
 
-/// Checks that `DATABASE_URL` names a supported database.
+/// Checks that `variable` (`DATABASE_URL`, `EMAIL_DATABASE_URL`) names a supported database.
 ///
 /// # Errors
 /// A message naming the variable.
-pub fn ensure_database_url(url: &str) -> anyhow::Result<()> {
+pub fn ensure_database_url(variable: &str, url: &str) -> Result<(), SettingsError> {
     let supported = ["postgres://", "postgresql://", "sqlite:"]
         .iter()
         .any(|scheme| url.starts_with(scheme));
-    anyhow::ensure!(
-        supported,
-        "invalid configuration: DATABASE_URL must start with postgres:// or sqlite:, got {}",
-        redact_url(url)
-    );
-    Ok(())
+    ensure(supported, || {
+        format!(
+            "{variable} must start with postgres:// or sqlite:, got {}",
+            redact_url(url)
+        )
+    })
 }
 
 /// Checks that `AMQP_URL` is an AMQP URL.
 ///
 /// # Errors
 /// A message naming the variable.
-pub fn ensure_amqp_url(url: &str) -> anyhow::Result<()> {
-    anyhow::ensure!(
+pub fn ensure_amqp_url(url: &str) -> Result<(), SettingsError> {
+    ensure(
         url.starts_with("amqp://") || url.starts_with("amqps://"),
-        "invalid configuration: AMQP_URL must start with amqp:// or amqps://, got {}",
-        redact_url(url)
-    );
-    Ok(())
+        || {
+            format!(
+                "AMQP_URL must start with amqp:// or amqps://, got {}",
+                redact_url(url)
+            )
+        },
+    )
 }
 
 /// Log output format (`LOG_FORMAT`).
@@ -173,6 +212,14 @@ mod tests {
         log_format: LogFormat,
     }
 
+    impl Validate for Example {
+        fn validate(&self) -> Result<(), SettingsError> {
+            ensure(self.batch_size > 0, || {
+                "BATCH_SIZE must be at least 1".into()
+            })
+        }
+    }
+
     impl Default for Example {
         fn default() -> Self {
             Self {
@@ -183,13 +230,6 @@ mod tests {
                 log_format: LogFormat::Pretty,
             }
         }
-    }
-
-    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
     }
 
     #[test]
@@ -203,13 +243,13 @@ mod tests {
 
     #[test]
     fn defaults_apply_without_environment() {
-        let loaded: Example = load_from(env(&[])).unwrap();
+        let loaded: Example = load_from(crate::testing::env_vars(&[])).unwrap();
         assert_eq!(loaded, Example::default());
     }
 
     #[test]
     fn environment_overrides_defaults() {
-        let loaded: Example = load_from(env(&[
+        let loaded: Example = load_from(crate::testing::env_vars(&[
             ("HTTP_ADDR", "0.0.0.0:9000"),
             ("BATCH_SIZE", "250"),
             ("POLL_INTERVAL", "2s"),
@@ -234,7 +274,7 @@ mod tests {
 
     #[test]
     fn empty_variables_fall_back_to_defaults() {
-        let loaded: Example = load_from(env(&[("BATCH_SIZE", "")])).unwrap();
+        let loaded: Example = load_from(crate::testing::env_vars(&[("BATCH_SIZE", "")])).unwrap();
         assert_eq!(loaded.batch_size, 10);
     }
 
@@ -245,8 +285,10 @@ mod tests {
             ("BATCH_SIZE", "many"),
             ("POLL_INTERVAL", "soon"),
             ("LOG_FORMAT", "xml"),
+            ("BATCH_SIZE", "0"),
         ] {
-            let error = load_from::<Example>(env(&[(var, value)])).unwrap_err();
+            let error =
+                load_from::<Example>(crate::testing::env_vars(&[(var, value)])).unwrap_err();
             assert!(
                 error.to_string().contains(var),
                 "{var}={value} gave {error}"

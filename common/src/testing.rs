@@ -98,6 +98,14 @@ pub async fn http_get(url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// An environment for [`crate::settings::load_from`] from `(variable, value)` pairs.
+pub fn env_vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (for a child process to bind).
 ///
 /// # Panics

@@ -49,7 +49,7 @@ struct Args {
     #[arg(long)]
     database_url: Option<String>,
     /// `AMQP_URL`.
-    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(long, default_value = common::amqp::DEFAULT_URL)]
     amqp_url: String,
 }
 

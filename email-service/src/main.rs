@@ -50,7 +50,7 @@ enum DlqCommand {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let settings = Settings::load()?;
+    let settings: Settings = common::settings::load()?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => {
             common::telemetry::init(settings.log_format, "info,sqlx=warn,lapin=warn")?;

@@ -2,9 +2,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::Context as _;
 use common::{
-    settings::{LogFormat, deserialize_durations, redact_url, serialize_durations},
+    settings::{
+        LogFormat, SettingsError, Validate, deserialize_durations, ensure, ensure_amqp_url,
+        ensure_database_url, redact_url, serialize_durations,
+    },
     topology::Topology,
 };
 use serde::{Deserialize, Serialize};
@@ -78,7 +80,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            amqp_url: common::amqp::DEFAULT_URL.into(),
             amqp_namespace: String::new(),
             database_url: "sqlite://email.db?mode=rwc".into(),
             database_max_connections: 10,
@@ -99,16 +101,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Loads defaults → `CONFIG_FILE` → environment, then checks ranges.
-    ///
-    /// # Errors
-    /// A message naming the variable with the bad value.
-    pub fn load() -> anyhow::Result<Self> {
-        let settings: Self = common::settings::load()?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
     /// The names in `AMQP_NAMESPACE`, with one retry queue per `RETRY_DELAYS` entry.
     pub fn topology(&self) -> Topology {
         Topology::new(&self.amqp_namespace).with_retry_delays(self.retry_delays.clone())
@@ -129,69 +121,60 @@ impl Settings {
             .copied()
             .unwrap_or_default()
     }
+}
 
-    /// Checks what serde cannot: ranges and URL shapes.
-    ///
-    /// # Errors
-    /// A message naming the variable with the bad value.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        let bad = |message: String| anyhow::anyhow!("invalid configuration: {message}");
-        common::settings::ensure_database_url(&self.database_url)?;
-        common::settings::ensure_amqp_url(&self.amqp_url)?;
-        if let Some(SmtpUrl(url)) = &self.smtp_url {
-            crate::mailer::smtp::Endpoint::parse(url)
-                .with_context(|| format!("invalid configuration: SMTP_URL {}", redact_url(url)))?;
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        ensure_database_url("DATABASE_URL", &self.database_url)?;
+        ensure_amqp_url(&self.amqp_url)?;
+        if let Some(SmtpUrl(url)) = &self.smtp_url
+            && let Err(error) = crate::mailer::smtp::Endpoint::parse(url)
+        {
+            return Err(SettingsError::invalid(format!(
+                "SMTP_URL {}: {error:#}",
+                redact_url(url)
+            )));
         }
-        self.mail_from
-            .parse::<lettre::message::Mailbox>()
-            .with_context(|| format!("invalid configuration: MAIL_FROM {:?}", self.mail_from))?;
-        anyhow::ensure!(
-            self.smtp_pool_size > 0,
-            bad("SMTP_POOL_SIZE must be at least 1".into())
-        );
-        anyhow::ensure!(
-            !self.smtp_timeout.is_zero(),
-            bad("SMTP_TIMEOUT must be positive".into())
-        );
-        anyhow::ensure!(self.prefetch > 0, bad("PREFETCH must be at least 1".into()));
-        anyhow::ensure!(
-            self.max_concurrent_sends > 0,
-            bad("MAX_CONCURRENT_SENDS must be at least 1".into())
-        );
-        anyhow::ensure!(
+        if let Err(error) = self.mail_from.parse::<lettre::message::Mailbox>() {
+            return Err(SettingsError::invalid(format!(
+                "MAIL_FROM {:?}: {error}",
+                self.mail_from
+            )));
+        }
+        ensure(self.smtp_pool_size > 0, || {
+            "SMTP_POOL_SIZE must be at least 1".into()
+        })?;
+        ensure(!self.smtp_timeout.is_zero(), || {
+            "SMTP_TIMEOUT must be positive".into()
+        })?;
+        ensure(self.prefetch > 0, || "PREFETCH must be at least 1".into())?;
+        ensure(self.max_concurrent_sends > 0, || {
+            "MAX_CONCURRENT_SENDS must be at least 1".into()
+        })?;
+        ensure(
             !self.retry_delays.is_empty() && self.retry_delays.iter().all(|d| !d.is_zero()),
-            bad("RETRY_DELAYS must list at least one positive delay".into())
-        );
-        anyhow::ensure!(
-            self.max_attempts > 0,
-            bad("MAX_ATTEMPTS must be at least 1".into())
-        );
-        anyhow::ensure!(
-            self.inbox_retention > self.retry_horizon() * 2,
-            bad(format!(
+            || "RETRY_DELAYS must list at least one positive delay".into(),
+        )?;
+        ensure(self.max_attempts > 0, || {
+            "MAX_ATTEMPTS must be at least 1".into()
+        })?;
+        ensure(self.inbox_retention > self.retry_horizon() * 2, || {
+            format!(
                 "INBOX_RETENTION ({}) must exceed twice the retry horizon ({}), or a retried \
                  mail could be sent again after its inbox row was purged",
                 humantime::format_duration(self.inbox_retention),
                 humantime::format_duration(self.retry_horizon())
-            ))
-        );
-        Ok(())
+            )
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn load(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let settings: Settings = common::settings::load_from(env)?;
-        settings.validate()?;
-        Ok(settings)
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        common::settings::load_from(common::testing::env_vars(pairs))
     }
 
     #[test]

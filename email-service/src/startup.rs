@@ -4,6 +4,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use common::settings::Validate as _;
 use common::topology::Topology;
 use lapin::Connection;
 use sea_orm::DatabaseConnection;

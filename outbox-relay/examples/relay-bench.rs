@@ -24,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use clap::Parser;
-use common::{events::UserVerifiedV1, topology::Topology, trace::TraceContext};
+use common::{
+    events::UserVerifiedV1, settings::Validate as _, topology::Topology, trace::TraceContext,
+};
 use lapin::options::ConfirmSelectOptions;
 use outbox_relay::{
     Application, Settings,
@@ -301,7 +303,7 @@ async fn wakeup_latencies(
 async fn main() -> anyhow::Result<()> {
     let o = Options::parse();
     let db_url = common::testing::fresh_postgres_database("relay_bench").await?;
-    let db = common::database::connect(&db_url, 8).await?;
+    let db = common::database::connect(&db_url, common::database::PoolOptions::new(8)).await?;
     outbox::migrate_outbox_only(&db).await?;
     let amqp = common::amqp::connect(&common::testing::amqp_url(), "relay-bench").await?;
     println!(

@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::settings::LogFormat;
+use common::settings::{
+    LogFormat, SettingsError, Validate, ensure, ensure_amqp_url, ensure_database_url,
+};
 use serde::{Deserialize, Serialize};
 
 /// Batch pipelines beyond those that fill `RELAY_MAX_IN_FLIGHT` (see
@@ -62,53 +64,40 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Loads defaults → `CONFIG_FILE` → environment, then checks ranges.
-    ///
-    /// # Errors
-    /// A message naming the variable with the bad value.
-    pub fn load() -> anyhow::Result<Self> {
-        let settings: Self = common::settings::load()?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// Checks what serde cannot: ranges and URL shapes.
-    ///
-    /// # Errors
-    /// A message naming the variable with the bad value.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        common::settings::ensure_database_url(&self.database_url)?;
-        common::settings::ensure_amqp_url(&self.amqp_url)?;
-        anyhow::ensure!(
-            (1..=10_000).contains(&self.relay_batch_size),
-            "invalid configuration: RELAY_BATCH_SIZE must be between 1 and 10000, got {}",
-            self.relay_batch_size
-        );
-        anyhow::ensure!(
-            (1..=100_000).contains(&self.relay_max_in_flight),
-            "invalid configuration: RELAY_MAX_IN_FLIGHT must be between 1 and 100000, got {}",
-            self.relay_max_in_flight
-        );
-        anyhow::ensure!(
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        ensure_database_url("DATABASE_URL", &self.database_url)?;
+        ensure_amqp_url(&self.amqp_url)?;
+        ensure((1..=10_000).contains(&self.relay_batch_size), || {
+            format!(
+                "RELAY_BATCH_SIZE must be between 1 and 10000, got {}",
+                self.relay_batch_size
+            )
+        })?;
+        ensure((1..=100_000).contains(&self.relay_max_in_flight), || {
+            format!(
+                "RELAY_MAX_IN_FLIGHT must be between 1 and 100000, got {}",
+                self.relay_max_in_flight
+            )
+        })?;
+        ensure(
             self.relay_poll_interval >= Duration::from_millis(10),
-            "invalid configuration: RELAY_POLL_INTERVAL must be at least 10ms"
-        );
-        anyhow::ensure!(
+            || "RELAY_POLL_INTERVAL must be at least 10ms".into(),
+        )?;
+        ensure(
             self.relay_confirm_timeout >= Duration::from_millis(100),
-            "invalid configuration: RELAY_CONFIRM_TIMEOUT must be at least 100ms"
-        );
-        anyhow::ensure!(
-            !self.relay_retention.is_zero(),
-            "invalid configuration: RELAY_RETENTION must be positive"
-        );
-        anyhow::ensure!(
-            self.relay_retention_batch > 0,
-            "invalid configuration: RELAY_RETENTION_BATCH must be at least 1"
-        );
-        Ok(())
+            || "RELAY_CONFIRM_TIMEOUT must be at least 100ms".into(),
+        )?;
+        ensure(!self.relay_retention.is_zero(), || {
+            "RELAY_RETENTION must be positive".into()
+        })?;
+        ensure(self.relay_retention_batch > 0, || {
+            "RELAY_RETENTION_BATCH must be at least 1".into()
+        })
     }
+}
 
+impl Settings {
     /// Batch pipelines: enough to keep `RELAY_MAX_IN_FLIGHT` publishes unconfirmed, plus
     /// [`SPARE_PIPELINES`] that claim or mark while the others publish, so database work never
     /// leaves the window idle (the window itself is a semaphore, so the spares never add to
@@ -126,16 +115,9 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn load(pairs: &[(&str, &str)]) -> anyhow::Result<Settings> {
-        let env: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let settings: Settings = common::settings::load_from(env)?;
-        settings.validate()?;
-        Ok(settings)
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        common::settings::load_from(common::testing::env_vars(pairs))
     }
 
     #[test]

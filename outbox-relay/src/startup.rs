@@ -1,12 +1,13 @@
 //! Building and running the relay: database, broker, batch pipelines, wake-ups, retention and
 //! the admin server.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
+use common::database::PoolOptions;
 use common::topology::Topology;
 use outbox::Wakeup;
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +35,10 @@ impl Application {
     /// When the SQLite file cannot be opened or the admin address cannot be bound.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let pool_size = u32::try_from(settings.concurrent_batches()).unwrap_or(18) + 3;
-        let db = connect_database(&settings.database_url, pool_size).await?;
+        // Lazily on PostgreSQL: an unreachable server is retried by the pipelines, not fatal.
+        let db =
+            common::database::connect(&settings.database_url, PoolOptions::new(pool_size).lazy())
+                .await?;
         Self::build_with_db(settings, db).await
     }
 
@@ -138,25 +142,4 @@ impl Application {
         tracing::info!("outbox-relay stopped");
         served
     }
-}
-
-/// PostgreSQL lazily (the first query connects, so an unreachable server is retried by the
-/// loops instead of failing start-up); SQLite through the shared helper (WAL, one connection).
-async fn connect_database(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
-    if url.starts_with("sqlite:") {
-        return common::database::connect(url, 1).await;
-    }
-    let mut options = ConnectOptions::new(url);
-    options
-        .max_connections(max_connections)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_lazy(true)
-        .sqlx_logging(false);
-    Database::connect(options).await.with_context(|| {
-        format!(
-            "connecting to DATABASE_URL {}",
-            common::settings::redact_url(url)
-        )
-    })
 }

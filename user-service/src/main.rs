@@ -4,7 +4,7 @@ use user_service::{Application, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load()?;
+    let settings: Settings = common::settings::load()?;
     common::telemetry::init(settings.log_format, "info,sqlx=warn")?;
     let app = Application::build(settings).await?;
     let shutdown = common::shutdown::cancel_on_signal();

@@ -2,7 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::settings::LogFormat;
+use common::settings::{LogFormat, SettingsError, Validate, ensure, ensure_database_url};
 use serde::{Deserialize, Serialize};
 
 /// Every tunable of the user-service. Defaults work on a developer machine.
@@ -79,40 +79,29 @@ impl Default for Settings {
     }
 }
 
-impl Settings {
-    /// Loads defaults → `CONFIG_FILE` → environment, then checks cross-field rules.
-    ///
-    /// # Errors
-    /// A message naming the variable with the bad value.
-    pub fn load() -> anyhow::Result<Self> {
-        let settings: Self = common::settings::load()?;
-        settings.validate()?;
-        Ok(settings)
-    }
-
-    /// Checks what serde cannot: ranges and URL shapes.
-    ///
-    /// # Errors
-    /// A message naming the variable with the bad value.
-    pub fn validate(&self) -> anyhow::Result<()> {
-        common::settings::ensure_database_url(&self.database_url)?;
-        anyhow::ensure!(
+impl Validate for Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        ensure_database_url("DATABASE_URL", &self.database_url)?;
+        ensure(
             self.public_base_url.starts_with("http://")
                 || self.public_base_url.starts_with("https://"),
-            "invalid configuration: PUBLIC_BASE_URL must be an http(s) URL, got {:?}",
-            self.public_base_url
-        );
-        argon2::Params::new(
+            || {
+                format!(
+                    "PUBLIC_BASE_URL must be an http(s) URL, got {:?}",
+                    self.public_base_url
+                )
+            },
+        )?;
+        if let Err(error) = argon2::Params::new(
             self.argon2_memory_kib,
             self.argon2_iterations,
             self.argon2_parallelism,
             None,
-        )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration: ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM: {e}"
-            )
-        })?;
+        ) {
+            return Err(SettingsError::invalid(format!(
+                "ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM: {error}"
+            )));
+        }
         // Durations are added to timestamps in handlers: bound them so that can never overflow.
         const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         for (name, value) in [
@@ -123,24 +112,21 @@ impl Settings {
             ("REMINDER_POLL_INTERVAL", self.reminder_poll_interval),
             ("REQUEST_TIMEOUT", self.request_timeout),
         ] {
-            anyhow::ensure!(
-                value <= MAX_DURATION,
-                "invalid configuration: {name} must be at most 10 years, got {}",
-                humantime::format_duration(value)
-            );
+            ensure(value <= MAX_DURATION, || {
+                format!(
+                    "{name} must be at most 10 years, got {}",
+                    humantime::format_duration(value)
+                )
+            })?;
         }
-        anyhow::ensure!(
-            self.max_code_attempts > 0,
-            "invalid configuration: MAX_CODE_ATTEMPTS must be at least 1"
-        );
-        anyhow::ensure!(
-            !self.reminder_interval.is_zero(),
-            "invalid configuration: REMINDER_INTERVAL must be positive"
-        );
-        anyhow::ensure!(
-            !self.verification_ttl.is_zero(),
-            "invalid configuration: VERIFICATION_TTL must be positive"
-        );
-        Ok(())
+        ensure(self.max_code_attempts > 0, || {
+            "MAX_CODE_ATTEMPTS must be at least 1".into()
+        })?;
+        ensure(!self.reminder_interval.is_zero(), || {
+            "REMINDER_INTERVAL must be positive".into()
+        })?;
+        ensure(!self.verification_ttl.is_zero(), || {
+            "VERIFICATION_TTL must be positive".into()
+        })
     }
 }

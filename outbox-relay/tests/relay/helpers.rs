@@ -52,7 +52,9 @@ impl TestContext {
 
     pub async fn with_db_url(db_url: String) -> Self {
         common::testing::init_tracing();
-        let db = common::database::connect(&db_url, 5).await.unwrap();
+        let db = common::database::connect(&db_url, common::database::PoolOptions::new(5))
+            .await
+            .unwrap();
         outbox::migrate_outbox_only(&db).await.unwrap();
         let namespace = common::testing::unique_namespace();
         let topology = Topology::new(&namespace);

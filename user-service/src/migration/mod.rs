@@ -33,9 +33,9 @@ pub async fn connect_and_migrate(
     url: &str,
     max_connections: u32,
 ) -> anyhow::Result<sea_orm::DatabaseConnection> {
-    let db = common::database::connect(url, max_connections).await?;
-    Migrator::up(&db, None)
-        .await
-        .map_err(|e| anyhow::anyhow!("applying user-service migrations: {e}"))?;
-    Ok(db)
+    common::database::connect_and_migrate::<Migrator>(
+        url,
+        common::database::PoolOptions::new(max_connections),
+    )
+    .await
 }

@@ -111,7 +111,7 @@ async fn two_schedulers_together_send_each_reminder_once() {
         assert_eq!(app.register(&body).await.status(), 201);
     }
     // A second "instance": its own connection pool to the same database.
-    let other = common::database::connect(&app.database_url, 5)
+    let other = common::database::connect(&app.database_url, common::database::PoolOptions::new(5))
         .await
         .unwrap();
     let due = Utc::now() + chrono::Duration::seconds(3601);
