@@ -24,7 +24,7 @@ use crate::{
     entity::{idempotency_key, user},
     error::ApiError,
     register::{NewUser, RegisterResponse, is_unique_violation},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Header carrying the key.

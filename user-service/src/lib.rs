@@ -5,7 +5,8 @@
 //! publishes the events afterwards.
 //!
 //! Modules:
-//! - [`startup`]: `Application` (database, router, listener, graceful shutdown) and `AppState`.
+//! - [`startup`]: `Application` (database, router, listener, graceful shutdown).
+//! - [`state`]: `AppState`, shared by the handlers.
 //! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
 //! - [`register`]: `POST /user/register`.
 //! - [`idempotency`]: `Idempotency-Key` replay for registration.
@@ -35,6 +36,7 @@ pub mod reminder;
 pub mod resend;
 pub mod settings;
 pub mod startup;
+pub mod state;
 pub mod trace;
 pub mod verification;
 pub mod verify;

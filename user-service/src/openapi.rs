@@ -6,7 +6,7 @@
 use axum::{Json, extract::State};
 use utoipa::OpenApi;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Title, version and tags of the document; the paths are added by the router.
 #[derive(OpenApi)]

@@ -20,7 +20,7 @@ use crate::{
     idempotency::{self, IdempotencyKey},
     outbox,
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
-    startup::AppState,
+    state::AppState,
     trace::TraceContext,
     verification::issue_verification,
 };

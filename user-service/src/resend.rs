@@ -19,7 +19,7 @@ use crate::{
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
     register::normalised_email,
-    startup::AppState,
+    state::AppState,
     trace::TraceContext,
     verification::issue_verification,
 };

@@ -1,4 +1,4 @@
-//! Building and running the user-service: state, router, listener, shutdown.
+//! Building and running the user-service: router, listener, shutdown.
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -24,23 +24,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     health, migration, openapi, outbox::OutboxWakeup, password::PasswordHasher, register, reminder,
-    resend, settings::Settings, verify, verify_page,
+    resend, settings::Settings, state::AppState, verify, verify_page,
 };
-
-/// Shared, cheaply cloned state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    /// The user-service database.
-    pub db: DatabaseConnection,
-    /// Settings, validated at start-up.
-    pub settings: Arc<Settings>,
-    /// Argon2id hasher with its concurrency bound.
-    pub hasher: PasswordHasher,
-    /// Signalled after each commit that wrote outbox rows.
-    pub outbox_wakeup: OutboxWakeup,
-    /// The OpenAPI document of the router.
-    pub openapi: Arc<utoipa::openapi::OpenApi>,
-}
 
 /// A built user-service, bound to its port, ready to [`run`](Application::run).
 pub struct Application {

@@ -28,7 +28,7 @@ use crate::{
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
     register::normalised_email,
-    startup::AppState,
+    state::AppState,
     trace::TraceContext,
     verification::{hash_code, hash_token},
 };

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use crate::{
     entity::user,
     error::ApiError,
-    startup::AppState,
+    state::AppState,
     verify::{VerifyOutcome, find_by_token},
 };
 

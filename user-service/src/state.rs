@@ -1,0 +1,23 @@
+//! `AppState`: what every handler shares. Its own module so handlers depend on it, not on
+//! `startup` (which depends on the handlers to build the router).
+
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{outbox::OutboxWakeup, password::PasswordHasher, settings::Settings};
+
+/// Shared, cheaply cloned state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The user-service database.
+    pub db: DatabaseConnection,
+    /// Settings, validated at start-up.
+    pub settings: Arc<Settings>,
+    /// Argon2id hasher with its concurrency bound.
+    pub hasher: PasswordHasher,
+    /// Signalled after each commit that wrote outbox rows.
+    pub outbox_wakeup: OutboxWakeup,
+    /// The OpenAPI document of the router.
+    pub openapi: Arc<utoipa::openapi::OpenApi>,
+}
