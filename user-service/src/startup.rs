@@ -19,12 +19,9 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use utoipa::OpenApi as _;
-use utoipa_axum::{router::OpenApiRouter, routes};
-
 use crate::{
-    health, migration, openapi, outbox::OutboxWakeup, password::PasswordHasher, register, reminder,
-    resend, settings::Settings, state::AppState, verify, verify_page,
+    migration, outbox::OutboxWakeup, password::PasswordHasher, reminder, routes,
+    settings::Settings, state::AppState,
 };
 
 /// A built user-service, bound to its port, ready to [`run`](Application::run).
@@ -69,7 +66,7 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
-        let (routes, openapi) = documented_routes();
+        let (documented, openapi) = routes::documented_routes();
         let state = AppState {
             db,
             settings: Arc::new(settings),
@@ -77,7 +74,7 @@ impl Application {
             outbox_wakeup,
             openapi: Arc::new(openapi),
         };
-        let router = router(routes, state.clone());
+        let router = router(documented, state.clone());
         Ok(Self {
             listener,
             router,
@@ -123,21 +120,8 @@ impl Application {
     }
 }
 
-/// Every route with its OpenAPI description: registering a handler here documents it.
-pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(register::register))
-        .routes(routes!(verify_page::verify_page, verify::verify))
-        .routes(routes!(resend::resend))
-        .routes(routes!(health::live))
-        .routes(routes!(health::ready))
-        .routes(routes!(health::metrics))
-        .routes(routes!(openapi::openapi_json))
-        .split_for_parts()
-}
-
 /// The routes with their middleware and state.
-pub fn router(routes: Router<AppState>, state: AppState) -> Router {
+fn router(routes: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;

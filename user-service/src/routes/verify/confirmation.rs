@@ -1,11 +1,5 @@
-//! Proving the address: `POST /user/verify` confirms by link token or by email + code. The page
-//! behind the mailed link is in [`crate::verify_page`] (a GET never consumes anything: mail
-//! scanners prefetch links).
-//!
-//! Verifying sets the user verified, stops reminders and writes `UserVerifiedV1` in one
-//! transaction. Repeating it answers `already_verified` and writes nothing. Codes are compared
-//! as hashes in constant time; after `MAX_CODE_ATTEMPTS` wrong codes the verification locks until
-//! a new one is issued.
+//! `POST /user/verify`: confirms by link token (JSON, or the confirmation page's form post,
+//! answered with HTML) or by email + code, counting wrong codes.
 
 use axum::{
     Form,
@@ -27,16 +21,18 @@ use crate::{
     entity::{user, verification},
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
-    register::normalised_email,
+    routes::register::normalised_email,
     state::AppState,
     trace::TraceContext,
-    verification::{hash_code, hash_token},
+    verification::hash_code,
 };
+
+use super::{VerifyOutcome, find_by_token, page::outcome_page};
 
 /// `POST /user/verify` body: a link token, or the email and the code from the mail.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-pub enum VerifyRequest {
+pub(crate) enum VerifyRequest {
     /// `{"token": "…"}` (the link).
     Token {
         /// Token from the link.
@@ -54,25 +50,15 @@ pub enum VerifyRequest {
 
 /// The page's form post.
 #[derive(Deserialize, utoipa::ToSchema)]
-pub struct TokenForm {
+pub(crate) struct TokenForm {
     token: String,
 }
 
 /// `{"status": "verified" | "already_verified"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct VerifyResponse {
+pub(crate) struct VerifyResponse {
     /// The outcome.
-    pub status: VerifyOutcome,
-}
-
-/// Result of a successful verification request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VerifyOutcome {
-    /// The address was verified now.
-    Verified,
-    /// It had been verified before; nothing changed.
-    AlreadyVerified,
+    status: VerifyOutcome,
 }
 
 /// `POST /user/verify`: JSON answers JSON; the confirmation page's form post answers HTML.
@@ -93,7 +79,7 @@ pub enum VerifyOutcome {
         (status = 429, description = "`too_many_attempts`: request a new verification", body = ErrorBody),
     )
 )]
-pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let trace = TraceContext::from_headers(request.headers());
     let is_form = request
         .headers()
@@ -105,7 +91,7 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Response
             Ok(Form(form)) => verify_by_token(&state, &form.token, &trace).await,
             Err(_) => Err(ApiError::InvalidToken),
         };
-        return crate::verify_page::outcome_page(result);
+        return outcome_page(result);
     }
     let result = match ApiJson::<VerifyRequest>::from_request(request, &state).await {
         Ok(ApiJson(VerifyRequest::Token { token })) => {
@@ -236,25 +222,6 @@ async fn verify_by_code(
     state.outbox_wakeup.committed();
     count_success("code", outcome);
     Ok(outcome)
-}
-
-/// The verification a token belongs to, with its user.
-pub(crate) async fn find_by_token(
-    conn: &impl ConnectionTrait,
-    token: &str,
-) -> Result<Option<(verification::Model, user::Model)>, ApiError> {
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    let Some(found) = verification::Entity::find()
-        .filter(verification::Column::TokenHash.eq(hash_token(token)))
-        .one(conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let user = user::Entity::find_by_id(found.user_id).one(conn).await?;
-    Ok(user.map(|user| (found, user)))
 }
 
 /// The user's newest live verification (the caller holds the user row lock).

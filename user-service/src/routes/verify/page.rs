@@ -10,16 +10,12 @@ use axum::{
 use chrono::Utc;
 use serde::Deserialize;
 
-use crate::{
-    entity::user,
-    error::ApiError,
-    state::AppState,
-    verify::{VerifyOutcome, find_by_token},
-};
+use super::{VerifyOutcome, find_by_token};
+use crate::{entity::user, error::ApiError, state::AppState};
 
 /// `?token=` of the GET link.
 #[derive(Deserialize, utoipa::IntoParams)]
-pub struct TokenQuery {
+pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
@@ -35,7 +31,7 @@ pub struct TokenQuery {
         (status = 410, description = "Expired link", content_type = "text/html", body = String),
     )
 )]
-pub async fn verify_page(
+pub(crate) async fn verify_page(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
 ) -> Response {

@@ -4,18 +4,19 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use common::events::UserRegisteredV1;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, SqlErr, TransactionTrait};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, SqlErr, TransactionTrait};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
-    entity::user,
+    domain::NewUser,
+    entity::{idempotency_key, user},
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     outbox,
@@ -29,7 +30,7 @@ use crate::{
 /// is reported instead of silently ignored. No `Debug`: it holds the plain password.
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     /// Trimmed and lower-cased while deserialising, so `Ann@X.com` and ` ann@x.com` are one account.
     #[serde(deserialize_with = "normalised_email")]
     #[validate(
@@ -76,25 +77,12 @@ fn trimmed_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
         .filter(|name| !name.is_empty()))
 }
 
-/// A registration that passed validation: the only way to build one is [`NewUser::parse`].
-#[derive(Debug)]
-pub struct NewUser {
-    /// Normalised email.
-    pub email: String,
-    /// The password, secret.
-    pub password: Password,
-    /// Optional first name.
-    pub first_name: Option<String>,
-    /// Optional last name.
-    pub last_name: Option<String>,
-}
+impl TryFrom<RegisterRequest> for NewUser {
+    type Error = ApiError;
 
-impl NewUser {
-    /// Validates the request once and builds the domain value.
-    ///
-    /// # Errors
-    /// [`ApiError::Validation`] with per-field details.
-    pub fn parse(request: RegisterRequest) -> Result<Self, ApiError> {
+    /// Validates the request once and builds the domain value: [`ApiError::Validation`] with
+    /// per-field details when it breaks a rule.
+    fn try_from(request: RegisterRequest) -> Result<Self, ApiError> {
         request
             .validate()
             .map_err(|errors| ApiError::Validation(validation_details(&errors)))?;
@@ -109,11 +97,11 @@ impl NewUser {
 
 /// 201 body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct RegisterResponse {
+pub(crate) struct RegisterResponse {
     /// The new user's id.
-    pub user_id: Uuid,
+    user_id: Uuid,
     /// Always `pending_verification` for a new account.
-    pub status: String,
+    status: String,
 }
 
 /// `POST /user/register`.
@@ -135,7 +123,7 @@ pub struct RegisterResponse {
     )
 )]
 #[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -143,12 +131,12 @@ pub async fn register(
     let trace = TraceContext::from_headers(&headers);
     tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
     let key = IdempotencyKey::from_headers(&headers)?;
-    let new_user = NewUser::parse(request)?;
+    let new_user = NewUser::try_from(request)?;
 
     if let Some(key) = &key
         && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
     {
-        return idempotency::replay(&state, stored, &new_user).await;
+        return replay(&state, stored, &new_user).await;
     }
 
     let password_hash = state.hasher.hash(&new_user.password).await?;
@@ -166,7 +154,7 @@ pub async fn register(
             if let Some(key) = &key
                 && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
             {
-                return idempotency::replay(&state, stored, &new_user).await;
+                return replay(&state, stored, &new_user).await;
             }
             let outcome = if matches!(error, ApiError::EmailTaken) {
                 "email_taken"
@@ -249,10 +237,7 @@ async fn create_user(
 }
 
 /// Inserts the user row; the unique email index turns a duplicate into [`ApiError::EmailTaken`].
-///
-/// # Errors
-/// [`ApiError::EmailTaken`] on a duplicate email, [`ApiError::Internal`] otherwise.
-pub async fn insert_user(
+async fn insert_user(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
     new_user: &NewUser,
@@ -283,7 +268,35 @@ pub async fn insert_user(
     Ok(())
 }
 
-/// Whether `error` is a unique-index violation.
-pub fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+/// Answers a retried request: the stored response if it repeats the stored request (same
+/// fingerprint, and the password of the user it created), else 422 `idempotency_key_reused`.
+async fn replay(
+    state: &AppState,
+    stored: idempotency_key::Model,
+    new_user: &NewUser,
+) -> Result<Response, ApiError> {
+    if !idempotency::has_fingerprint_of(&stored, new_user) {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let response: RegisterResponse =
+        serde_json::from_str(&stored.response_body).map_err(anyhow::Error::from)?;
+    let password_hash = user::Entity::find_by_id(response.user_id)
+        .one(&state.db)
+        .await?
+        .map(|u| u.password_hash);
+    let same_password = match password_hash {
+        Some(hash) => state.hasher.verify(&new_user.password, &hash).await?,
+        None => false,
+    };
+    if !same_password {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    metrics::counter!("user_registrations_total", "outcome" => "replayed").increment(1);
+    let status = StatusCode::from_u16(u16::try_from(stored.response_status).unwrap_or(500))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut reply = (status, Json(response)).into_response();
+    reply
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(reply)
 }

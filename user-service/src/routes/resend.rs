@@ -18,7 +18,7 @@ use crate::{
     entity::user,
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
-    register::normalised_email,
+    routes::register::normalised_email,
     state::AppState,
     trace::TraceContext,
     verification::issue_verification,
@@ -27,7 +27,7 @@ use crate::{
 /// `{"email": "…"}`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResendRequest {
+pub(crate) struct ResendRequest {
     #[serde(deserialize_with = "normalised_email")]
     email: String,
 }
@@ -44,7 +44,7 @@ pub struct ResendRequest {
     )
 )]
 #[tracing::instrument(name = "resend", skip_all, fields(correlation_id))]
-pub async fn resend(
+pub(crate) async fn resend(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ResendRequest>,
