@@ -15,7 +15,7 @@ use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
-    domain::NewUser,
+    domain::{NewUser, UserEmail},
     entity::{idempotency_key, user},
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
@@ -32,7 +32,7 @@ use crate::{
 #[serde(deny_unknown_fields)]
 pub(crate) struct RegisterRequest {
     /// Trimmed and lower-cased while deserialising, so `Ann@X.com` and ` ann@x.com` are one account.
-    #[serde(deserialize_with = "normalised_email")]
+    #[schema(value_type = String)]
     #[validate(
         email(code = "invalid_email", message = "must be a valid email address"),
         length(
@@ -41,7 +41,7 @@ pub(crate) struct RegisterRequest {
             message = "must be at most 254 characters"
         )
     )]
-    email: String,
+    email: UserEmail,
     #[validate(length(
         min = "MIN_PASSWORD_CHARS",
         max = "MAX_PASSWORD_CHARS",
@@ -64,10 +64,6 @@ pub(crate) struct RegisterRequest {
         message = "must be at most 100 characters"
     ))]
     last_name: Option<String>,
-}
-
-pub(crate) fn normalised_email<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(String::deserialize(d)?.trim().to_lowercase())
 }
 
 /// Blank names count as absent.
@@ -207,7 +203,7 @@ async fn create_user(
         now,
         UserRegisteredV1 {
             user_id,
-            email: new_user.email.clone(),
+            email: new_user.email.as_str().to_owned(),
             first_name: new_user.first_name.clone(),
             last_name: new_user.last_name.clone(),
             verification,
@@ -247,7 +243,7 @@ async fn insert_user(
 ) -> Result<(), ApiError> {
     let row = user::ActiveModel {
         id: Set(user_id),
-        email: Set(new_user.email.clone()),
+        email: Set(new_user.email.as_str().to_owned()),
         password_hash: Set(password_hash),
         first_name: Set(new_user.first_name.clone()),
         last_name: Set(new_user.last_name.clone()),

@@ -15,10 +15,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::{
+    domain::UserEmail,
     entity::user,
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
-    routes::register::normalised_email,
     state::AppState,
     trace::TraceContext,
     verification::issue_verification,
@@ -28,8 +28,8 @@ use crate::{
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ResendRequest {
-    #[serde(deserialize_with = "normalised_email")]
-    email: String,
+    #[schema(value_type = String)]
+    email: UserEmail,
 }
 
 /// `POST /user/verification/resend`.
@@ -59,12 +59,12 @@ pub(crate) async fn resend(
 /// Issues a new verification for a pending user unless rate-limited; returns what happened.
 async fn resend_verification(
     state: &AppState,
-    email: &str,
+    email: &UserEmail,
     trace: &TraceContext,
 ) -> Result<&'static str, ApiError> {
     let settings = &state.settings;
     let Some(found) = user::Entity::find()
-        .filter(user::Column::Email.eq(email))
+        .filter(user::Column::Email.eq(email.as_str()))
         .one(&state.db)
         .await?
     else {

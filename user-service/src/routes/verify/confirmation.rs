@@ -18,10 +18,10 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::{
+    domain::UserEmail,
     entity::{user, verification},
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
-    routes::register::normalised_email,
     state::AppState,
     trace::TraceContext,
     verification::hash_code,
@@ -41,8 +41,8 @@ pub(crate) enum VerifyRequest {
     /// `{"email": "…", "code": "123456"}`.
     Code {
         /// The account's email (normalised like at registration).
-        #[serde(deserialize_with = "normalised_email")]
-        email: String,
+        #[schema(value_type = String)]
+        email: UserEmail,
         /// Six-digit code from the mail.
         code: String,
     },
@@ -142,7 +142,7 @@ async fn verify_by_token(
 #[tracing::instrument(name = "verify_by_code", skip_all, fields(user_id))]
 async fn verify_by_code(
     state: &AppState,
-    email: &str,
+    email: &UserEmail,
     code: &str,
     trace: &TraceContext,
 ) -> Result<VerifyOutcome, ApiError> {
@@ -157,7 +157,7 @@ async fn verify_by_code(
     // Lock order everywhere: the user row first, then its verifications (resend, reminders and
     // link verification do the same), so concurrent paths queue instead of deadlocking. The
     // user lock also serialises the counting of wrong attempts.
-    let mut find_user = user::Entity::find().filter(user::Column::Email.eq(email));
+    let mut find_user = user::Entity::find().filter(user::Column::Email.eq(email.as_str()));
     if txn.get_database_backend() == DbBackend::Postgres {
         find_user = find_user.lock_exclusive();
     }
