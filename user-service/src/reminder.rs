@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    entity::user,
+    entity::user::UserStatus,
     outbox::{self, OutboxWakeup},
     settings::Settings,
     trace::TraceContext,
@@ -113,7 +113,7 @@ async fn send_one_reminder(
              WHERE status = $1 AND next_reminder_at <= $2 \
              ORDER BY next_reminder_at LIMIT 1{lock}"
         ),
-        [user::STATUS_PENDING.into(), now.into()],
+        [UserStatus::PendingVerification.into(), now.into()],
     );
     let Some(due) = DueUser::find_by_statement(claim).one(&txn).await? else {
         return Ok(false);

@@ -3,10 +3,18 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 
-/// Status of a user that has not proved the address yet.
-pub const STATUS_PENDING: &str = "pending_verification";
-/// Status of a user that proved the address.
-pub const STATUS_VERIFIED: &str = "verified";
+/// Whether the user proved the address. Stored as text; the values are the only place the
+/// status strings are spelled (raw SQL binds the enum, the schema's CHECK lists the same two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub enum UserStatus {
+    /// Registered, address not proved yet.
+    #[sea_orm(string_value = "pending_verification")]
+    PendingVerification,
+    /// Proved the address.
+    #[sea_orm(string_value = "verified")]
+    Verified,
+}
 
 /// A user row.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
@@ -23,8 +31,8 @@ pub struct Model {
     pub first_name: Option<String>,
     /// Optional last name.
     pub last_name: Option<String>,
-    /// [`STATUS_PENDING`] or [`STATUS_VERIFIED`].
-    pub status: String,
+    /// Pending until the address is proved.
+    pub status: UserStatus,
     /// Registration time.
     pub created_at: DateTime<Utc>,
     /// When the address was verified.

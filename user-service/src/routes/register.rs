@@ -9,14 +9,19 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use common::events::UserRegisteredV1;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait, SqlErr, TransactionTrait};
+use sea_orm::{
+    ActiveEnum, ActiveValue::Set, ConnectionTrait, EntityTrait, SqlErr, TransactionTrait,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 use validator::Validate;
 
 use crate::{
     domain::{NewUser, UserEmail},
-    entity::{idempotency_key, user},
+    entity::{
+        idempotency_key,
+        user::{self, UserStatus},
+    },
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     outbox,
@@ -213,7 +218,7 @@ async fn create_user(
     .await?;
     let response = RegisterResponse {
         user_id,
-        status: user::STATUS_PENDING.to_owned(),
+        status: UserStatus::PendingVerification.to_value(),
     };
     if let Some(key) = key {
         idempotency::store(
@@ -247,7 +252,7 @@ async fn insert_user(
         password_hash: Set(password_hash),
         first_name: Set(new_user.first_name.clone()),
         last_name: Set(new_user.last_name.clone()),
-        status: Set(user::STATUS_PENDING.to_owned()),
+        status: Set(UserStatus::PendingVerification),
         created_at: Set(now),
         verified_at: Set(None),
         reminders_sent: Set(0),

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::{
     domain::UserEmail,
-    entity::user,
+    entity::user::{self, UserStatus},
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
     state::AppState,
@@ -70,7 +70,7 @@ async fn resend_verification(
     else {
         return Ok("unknown_address");
     };
-    if found.status != user::STATUS_PENDING {
+    if found.status != UserStatus::PendingVerification {
         return Ok("already_verified");
     }
     let now = Utc::now();
@@ -86,7 +86,7 @@ async fn resend_verification(
             [
                 now.into(),
                 found.id.into(),
-                user::STATUS_PENDING.into(),
+                UserStatus::PendingVerification.into(),
                 cutoff.into(),
             ],
         ))

@@ -19,7 +19,10 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     domain::UserEmail,
-    entity::{user, verification},
+    entity::{
+        user::{self, UserStatus},
+        verification,
+    },
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
     state::AppState,
@@ -122,7 +125,7 @@ async fn verify_by_token(
         None => return Err(count_failure("link", ApiError::InvalidToken)),
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
-    if user.status == user::STATUS_VERIFIED {
+    if user.status == UserStatus::Verified {
         return Ok(VerifyOutcome::AlreadyVerified);
     }
     if found.superseded_at.is_some() || found.consumed_at.is_some() {
@@ -171,7 +174,7 @@ async fn verify_by_code(
         ));
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
-    if user.status == user::STATUS_VERIFIED {
+    if user.status == UserStatus::Verified {
         // Only the holder of the code that verified the address learns that it is verified;
         // anyone else gets the answer an unknown address gets.
         let used = verification::Entity::find()
@@ -263,10 +266,10 @@ async fn complete_verification(
             "UPDATE users SET status = $1, verified_at = $2, next_reminder_at = NULL \
              WHERE id = $3 AND status = $4",
             [
-                user::STATUS_VERIFIED.into(),
+                UserStatus::Verified.into(),
                 now.into(),
                 user.id.into(),
-                user::STATUS_PENDING.into(),
+                UserStatus::PendingVerification.into(),
             ],
         ))
         .await?;

@@ -11,7 +11,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::{VerifyOutcome, find_by_token};
-use crate::{entity::user, error::ApiError, state::AppState};
+use crate::{entity::user::UserStatus, error::ApiError, state::AppState};
 
 /// `?token=` of the GET link.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -40,7 +40,7 @@ pub(crate) async fn verify_page(
         let Some((found, user)) = find_by_token(&state.db, &token).await? else {
             return Err(ApiError::InvalidToken);
         };
-        if user.status == user::STATUS_VERIFIED {
+        if user.status == UserStatus::Verified {
             return Ok(VerifyOutcome::AlreadyVerified);
         }
         if found.superseded_at.is_some() || found.consumed_at.is_some() {
