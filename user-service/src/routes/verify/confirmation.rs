@@ -21,7 +21,7 @@ use crate::{
     domain::UserEmail,
     entity::{
         user::{self, UserStatus},
-        verification,
+        verification::{self, Usability},
     },
     error::{ApiError, ApiJson, ErrorBody},
     outbox,
@@ -30,7 +30,7 @@ use crate::{
     verification::hash_code,
 };
 
-use super::{VerifyOutcome, find_by_token, page::outcome_page};
+use super::{VerifyOutcome, find_by_token, link_outcome, page::outcome_page};
 
 /// `POST /user/verify` body: a link token, or the email and the code from the mail.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -125,14 +125,10 @@ async fn verify_by_token(
         None => return Err(count_failure("link", ApiError::InvalidToken)),
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
-    if user.status == UserStatus::Verified {
-        return Ok(VerifyOutcome::AlreadyVerified);
-    }
-    if found.superseded_at.is_some() || found.consumed_at.is_some() {
-        return Err(count_failure("link", ApiError::InvalidToken));
-    }
-    if found.expires_at <= now {
-        return Err(count_failure("link", ApiError::VerificationExpired));
+    match link_outcome(&found, &user, now, state.settings.max_code_attempts) {
+        Ok(VerifyOutcome::Verified) => {}
+        Ok(VerifyOutcome::AlreadyVerified) => return Ok(VerifyOutcome::AlreadyVerified),
+        Err(error) => return Err(count_failure("link", error)),
     }
     let outcome = complete_verification(&txn, &user, found.id, now, trace).await?;
     txn.commit().await?;
@@ -198,13 +194,20 @@ async fn verify_by_code(
             ApiError::InvalidCode { attempts_left: 0 },
         ));
     };
-    if current.expires_at <= now {
-        return Err(count_failure("code", ApiError::VerificationExpired));
+    match current.usability(now, max_attempts) {
+        Usability::Usable => {}
+        // Not returned by current_verification (under the user lock); answered like no
+        // verification at all.
+        Usability::Consumed | Usability::Superseded => {
+            return Err(count_failure(
+                "code",
+                ApiError::InvalidCode { attempts_left: 0 },
+            ));
+        }
+        Usability::Expired => return Err(count_failure("code", ApiError::VerificationExpired)),
+        Usability::CodeLocked => return Err(count_failure("code", ApiError::TooManyAttempts)),
     }
     let attempts = u32::try_from(current.attempts).unwrap_or(u32::MAX);
-    if attempts >= max_attempts {
-        return Err(count_failure("code", ApiError::TooManyAttempts));
-    }
     if !code_matches(&current, code) {
         txn.execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),

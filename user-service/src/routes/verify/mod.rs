@@ -10,11 +10,15 @@
 pub(crate) mod confirmation;
 pub(crate) mod page;
 
+use chrono::{DateTime, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde::Serialize;
 
 use crate::{
-    entity::{user, verification},
+    entity::{
+        user::{self, UserStatus},
+        verification::{self, Usability},
+    },
     error::ApiError,
     verification::hash_token,
 };
@@ -46,4 +50,23 @@ async fn find_by_token(
     };
     let user = user::Entity::find_by_id(found.user_id).one(conn).await?;
     Ok(user.map(|user| (found, user)))
+}
+
+/// What confirming a link's verification `found` would do for `user` at `now`, without changing
+/// anything: `Verified` means it would verify the user now.
+fn link_outcome(
+    found: &verification::Model,
+    user: &user::Model,
+    now: DateTime<Utc>,
+    max_code_attempts: u32,
+) -> Result<VerifyOutcome, ApiError> {
+    if user.status == UserStatus::Verified {
+        return Ok(VerifyOutcome::AlreadyVerified);
+    }
+    match found.usability(now, max_code_attempts) {
+        // The lock counts wrong codes; it does not stop the link.
+        Usability::Usable | Usability::CodeLocked => Ok(VerifyOutcome::Verified),
+        Usability::Consumed | Usability::Superseded => Err(ApiError::InvalidToken),
+        Usability::Expired => Err(ApiError::VerificationExpired),
+    }
 }

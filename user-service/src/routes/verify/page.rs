@@ -10,8 +10,8 @@ use axum::{
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{VerifyOutcome, find_by_token};
-use crate::{entity::user::UserStatus, error::ApiError, state::AppState};
+use super::{VerifyOutcome, find_by_token, link_outcome};
+use crate::{error::ApiError, state::AppState};
 
 /// `?token=` of the GET link.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -40,16 +40,7 @@ pub(crate) async fn verify_page(
         let Some((found, user)) = find_by_token(&state.db, &token).await? else {
             return Err(ApiError::InvalidToken);
         };
-        if user.status == UserStatus::Verified {
-            return Ok(VerifyOutcome::AlreadyVerified);
-        }
-        if found.superseded_at.is_some() || found.consumed_at.is_some() {
-            return Err(ApiError::InvalidToken);
-        }
-        if found.expires_at <= Utc::now() {
-            return Err(ApiError::VerificationExpired);
-        }
-        Ok(VerifyOutcome::Verified)
+        link_outcome(&found, &user, Utc::now(), state.settings.max_code_attempts)
     }
     .await;
     match result {
