@@ -4,36 +4,43 @@
 //! state change and the event announcing it are written in one transaction; the outbox-relay
 //! publishes the events afterwards.
 //!
-//! Modules:
-//! - [`startup`]: `Application` (database, router, listener, graceful shutdown).
-//! - [`state`]: `AppState`, shared by the handlers.
-//! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
-//! - `routes`: the HTTP handlers (register, verify, resend, health, OpenAPI) and the documented
-//!   router built from them.
-//! - [`domain`]: values that passed validation (`NewUser`).
-//! - [`idempotency`]: `Idempotency-Key` storage for registration.
-//! - [`verification`]: issuing link tokens and codes, stored hashed.
-//! - [`reminder`]: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
-//! - [`password`]: the `Password` newtype and argon2id hashing off the async threads.
+//! The public surface is what `main.rs`, the all-in-one runner and the tests use:
+//! [`Application`], [`Settings`] and [`send_due_reminders`] at the root, plus the [`outbox`],
+//! [`trace`], [`migration`] and `entity::outbox` modules, which stay public as they were until they
+//! move to the `outbox` crate.
+//!
+//! Modules (private unless linked):
+//! - `startup`: `Application` (database, router, listener, graceful shutdown).
+//! - `settings`: typed settings from defaults, `CONFIG_FILE` and the environment.
+//! - `state`: `AppState`, shared by the handlers.
+//! - `routes`: the HTTP handlers, one module per endpoint (`register`, `verify` with the POST
+//!   confirmation and the GET page, `resend`, `health`, `openapi`), and the documented router.
+//! - `domain`: values that passed validation (`UserEmail`, `NewUser`).
+//! - `idempotency`: `Idempotency-Key` storage for registration.
+//! - `verification`: issuing link tokens and codes, stored hashed.
+//! - `reminder`: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
+//! - `password`: the `Password` newtype and argon2id hashing off the async threads.
+//! - `error`: `ApiError`, the one JSON error shape.
 //! - [`outbox`]: appending events to the outbox inside a transaction (+ `pg_notify`).
 //! - [`trace`]: correlation id and W3C `traceparent` carried into the events.
-//! - [`error`]: `ApiError`, the one JSON error shape.
-//! - [`migration`], [`entity`]: schema (migrated at start-up) and sea-orm entities.
+//! - [`migration`], [`entity`]: schema (migrated at start-up) and sea-orm entities (`UserStatus`
+//!   on `users`, the usability check on `verifications`).
 
-pub mod domain;
+mod domain;
 pub mod entity;
-pub mod error;
-pub mod idempotency;
+mod error;
+mod idempotency;
 pub mod migration;
 pub mod outbox;
-pub mod password;
-pub mod reminder;
+mod password;
+mod reminder;
 mod routes;
-pub mod settings;
-pub mod startup;
-pub mod state;
+mod settings;
+mod startup;
+mod state;
 pub mod trace;
-pub mod verification;
+mod verification;
 
+pub use reminder::send_due_reminders;
 pub use settings::Settings;
 pub use startup::Application;

@@ -12,13 +12,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// Shortest accepted password, in characters.
-pub const MIN_PASSWORD_CHARS: u64 = 8;
+pub(crate) const MIN_PASSWORD_CHARS: u64 = 8;
 /// Longest accepted password, in characters: bounds the hashing work one request can cause.
-pub const MAX_PASSWORD_CHARS: u64 = 128;
+pub(crate) const MAX_PASSWORD_CHARS: u64 = 128;
 
 /// A password that satisfied the length policy. Its `Debug` never shows it.
 #[derive(Debug, Clone)]
-pub struct Password(SecretString);
+pub(crate) struct Password(SecretString);
 
 impl Password {
     /// Wraps a password already checked against the policy (see `register`).
@@ -29,7 +29,7 @@ impl Password {
 
 /// Argon2id hashing with a bound on concurrent hashes (each holds `ARGON2_MEMORY_KIB` of memory).
 #[derive(Clone)]
-pub struct PasswordHasher {
+pub(crate) struct PasswordHasher {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
 }
@@ -39,7 +39,7 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// When the cost parameters are out of range.
-    pub fn new(
+    pub(crate) fn new(
         memory_kib: u32,
         iterations: u32,
         parallelism: u32,
@@ -62,7 +62,7 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// When hashing fails (it should not) or the blocking task panics.
-    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+    pub(crate) async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let _permit = self.permits.acquire().await.context("hasher closed")?;
         let argon2 = self.argon2.clone();
         let password = password.0.clone();
@@ -82,7 +82,7 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// When the stored hash cannot be parsed or the blocking task panics.
-    pub async fn verify(&self, password: &Password, phc: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn verify(&self, password: &Password, phc: &str) -> anyhow::Result<bool> {
         let _permit = self.permits.acquire().await.context("hasher closed")?;
         let argon2 = self.argon2.clone();
         let password = password.0.clone();

@@ -25,7 +25,7 @@ use crate::{
 };
 
 /// Runs [`send_due_reminders`] every `REMINDER_POLL_INTERVAL` until `shutdown`.
-pub async fn run_scheduler(
+pub(crate) async fn run_scheduler(
     db: DatabaseConnection,
     settings: std::sync::Arc<Settings>,
     outbox_wakeup: OutboxWakeup,
@@ -74,10 +74,10 @@ struct DueUser {
 
 /// Reminders sent per round at most, so a large backlog (after an outage) does not keep the
 /// scheduler from noticing shutdown; the next round starts at once.
-pub const MAX_PER_ROUND: usize = 100;
+const MAX_PER_ROUND: usize = 100;
 
-/// Sends the reminders due at `now` (at most [`MAX_PER_ROUND`]), one transaction per user;
-/// returns how many were sent.
+/// Sends the reminders due at `now` (at most 100 per call, so the scheduler notices shutdown
+/// between rounds), one transaction per user; returns how many were sent.
 ///
 /// # Errors
 /// Database errors (the current user's transaction is rolled back; it stays due).

@@ -9,15 +9,14 @@ use crate::{outbox::OutboxWakeup, password::PasswordHasher, settings::Settings};
 
 /// Shared, cheaply cloned state of the handlers.
 #[derive(Clone)]
-pub struct AppState {
-    /// The user-service database.
-    pub db: DatabaseConnection,
+pub(crate) struct AppState {
+    pub(crate) db: DatabaseConnection,
     /// Settings, validated at start-up.
-    pub settings: Arc<Settings>,
+    pub(crate) settings: Arc<Settings>,
     /// Argon2id hasher with its concurrency bound.
-    pub hasher: PasswordHasher,
+    pub(crate) hasher: PasswordHasher,
     /// Signalled after each commit that wrote outbox rows.
-    pub outbox_wakeup: OutboxWakeup,
+    pub(crate) outbox_wakeup: OutboxWakeup,
     /// The OpenAPI document of the router.
-    pub openapi: Arc<utoipa::openapi::OpenApi>,
+    pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
 }

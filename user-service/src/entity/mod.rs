@@ -1,6 +1,7 @@
 //! sea-orm entities of the user-service tables (see [`crate::migration`] for the schema).
 
-pub mod idempotency_key;
+pub(crate) mod idempotency_key;
+// Public (as before) until the outbox moves to its own crate.
 pub mod outbox;
-pub mod user;
-pub mod verification;
+pub(crate) mod user;
+pub(crate) mod verification;
