@@ -45,8 +45,8 @@ impl PasswordHasher {
         parallelism: u32,
         max_concurrent: usize,
     ) -> anyhow::Result<Self> {
-        let params = Params::new(memory_kib, iterations, parallelism, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let params =
+            Params::new(memory_kib, iterations, parallelism, None).context("argon2 parameters")?;
         let max_concurrent = if max_concurrent == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -72,7 +72,7 @@ impl PasswordHasher {
             argon2
                 .hash_password(password.expose_secret().as_bytes())
                 .map(|hash| hash.to_string())
-                .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+                .context("argon2 hashing failed")
         })
         .await
         .context("password hashing task failed")?
@@ -90,8 +90,7 @@ impl PasswordHasher {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let parsed =
-                PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+            let parsed = PasswordHash::new(&phc).context("stored hash")?;
             Ok(argon2
                 .verify_password(password.expose_secret().as_bytes(), &parsed)
                 .is_ok())

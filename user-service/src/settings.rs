@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use anyhow::Context;
 use common::settings::LogFormat;
 use serde::{Deserialize, Serialize};
 
@@ -108,11 +109,7 @@ impl Settings {
             self.argon2_parallelism,
             None,
         )
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "invalid configuration: ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM: {e}"
-            )
-        })?;
+        .context("invalid configuration: ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM")?;
         // Durations are added to timestamps in handlers: bound them so that can never overflow.
         const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         for (name, value) in [
