@@ -13,29 +13,28 @@ use serde_json::{Value, json};
 
 /// `{"error": {...}}`: the body of every error response.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
+pub(crate) struct ErrorBody {
     /// The error.
-    pub error: ErrorDetail,
+    pub(crate) error: ErrorDetail,
 }
 
 /// Code, message and optional details of an error.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
+pub(crate) struct ErrorDetail {
     /// Stable machine-readable code, e.g. `email_taken`.
     #[schema(example = "validation_failed")]
-    pub code: String,
+    pub(crate) code: String,
     /// Human-readable explanation.
-    pub message: String,
+    pub(crate) message: String,
     /// Per-field problems (`validation_failed`) or `attempts_left` (`invalid_code`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub details: Option<Value>,
+    pub(crate) details: Option<Value>,
 }
 
 /// An error answered to an HTTP client.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// The body is not valid JSON.
+pub(crate) enum ApiError {
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
     /// The body is not `application/json`.
@@ -50,15 +49,12 @@ pub enum ApiError {
     /// A header the endpoint understands has an unusable value.
     #[error("invalid header {name}: {reason}")]
     InvalidHeader {
-        /// Header name.
         name: &'static str,
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// Another account uses this email.
     #[error("an account with this email already exists")]
     EmailTaken,
-    /// The `Idempotency-Key` was used before with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyKeyReused,
     /// The verification token is unknown, superseded or already used by someone else.
@@ -88,8 +84,7 @@ impl From<sea_orm::DbErr> for ApiError {
 }
 
 impl ApiError {
-    /// HTTP status of this error.
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::InvalidHeader { .. } | Self::InvalidCode { .. } => {
                 StatusCode::BAD_REQUEST
@@ -106,7 +101,7 @@ impl ApiError {
     }
 
     /// Stable machine-readable code of this error.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "malformed_json",
             Self::UnsupportedMediaType => "unsupported_media_type",
@@ -131,8 +126,7 @@ impl ApiError {
         }
     }
 
-    /// The JSON body of this error.
-    pub fn body(&self) -> ErrorBody {
+    pub(crate) fn body(&self) -> ErrorBody {
         ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
@@ -170,7 +164,7 @@ impl From<JsonRejection> for ApiError {
 /// `Json<T>` whose rejections are [`ApiError`]s, so malformed bodies get the common error shape.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
-pub struct ApiJson<T>(pub T);
+pub(crate) struct ApiJson<T>(pub(crate) T);
 
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
@@ -179,7 +173,7 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
 }
 
 /// Turns `validator` errors into `details`: `{field: [{code, message}]}`.
-pub fn validation_details(errors: &validator::ValidationErrors) -> Value {
+pub(crate) fn validation_details(errors: &validator::ValidationErrors) -> Value {
     let fields: serde_json::Map<String, Value> = errors
         .field_errors()
         .into_iter()

@@ -5,43 +5,32 @@
 //! event); the same key with another request gets 422 `idempotency_key_reused`.
 //!
 //! "Same request" is decided without keeping a fast hash of the password (that would undo
-//! argon2): the fingerprint covers email and names, and the password is checked against the
-//! stored user's argon2 hash.
+//! argon2): the fingerprint covers email and names, and the replay in `routes::register` checks
+//! the password against the argon2 hash of the user the stored response created.
 
 use std::time::Duration;
 
-use axum::{
-    Json,
-    http::{HeaderMap, HeaderValue, StatusCode},
-    response::{IntoResponse, Response},
-};
+use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{
-    entity::{idempotency_key, user},
-    error::ApiError,
-    register::{NewUser, RegisterResponse, is_unique_violation},
-    startup::AppState,
-};
+use crate::{domain::NewUser, entity::idempotency_key, error::ApiError};
 
-/// Header carrying the key.
-pub const HEADER: &str = "idempotency-key";
-/// Longest accepted key.
-pub const MAX_KEY_LEN: usize = 255;
+const HEADER: &str = "idempotency-key";
+const MAX_KEY_LEN: usize = 255;
 
 /// A syntactically valid key: 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
+pub(crate) struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     /// Reads the optional header.
     ///
     /// # Errors
     /// [`ApiError::InvalidHeader`] for an empty, too long or non-ASCII key.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
         let Some(value) = headers.get(HEADER) else {
             return Ok(None);
         };
@@ -82,7 +71,7 @@ fn fingerprint(new_user: &NewUser) -> String {
 ///
 /// # Errors
 /// Database errors.
-pub async fn find(
+pub(crate) async fn find(
     conn: &impl ConnectionTrait,
     key: &IdempotencyKey,
     now: DateTime<Utc>,
@@ -99,7 +88,7 @@ pub async fn find(
 /// # Errors
 /// Database errors; a concurrent request that stored the same key first makes this fail with a
 /// unique violation, and the caller answers with that request's response instead.
-pub async fn store<T: Serialize>(
+pub(crate) async fn store<T: Serialize>(
     conn: &impl ConnectionTrait,
     key: &IdempotencyKey,
     new_user: &NewUser,
@@ -125,47 +114,14 @@ pub async fn store<T: Serialize>(
     idempotency_key::Entity::insert(row)
         .exec_without_returning(conn)
         .await
-        .map_err(|error| {
-            if is_unique_violation(&error) {
-                ApiError::IdempotencyKeyReused
-            } else {
-                error.into()
-            }
+        .map_err(|error| match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::IdempotencyKeyReused,
+            _ => ApiError::from(error),
         })?;
     Ok(())
 }
 
-/// Answers a retried request: the stored response if it is the same request, else 422.
-///
-/// # Errors
-/// [`ApiError::IdempotencyKeyReused`] when the request differs from the stored one.
-pub async fn replay(
-    state: &AppState,
-    stored: idempotency_key::Model,
-    new_user: &NewUser,
-) -> Result<Response, ApiError> {
-    if stored.request_hash != fingerprint(new_user) {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    let response: RegisterResponse =
-        serde_json::from_str(&stored.response_body).map_err(anyhow::Error::from)?;
-    let password_hash = user::Entity::find_by_id(response.user_id)
-        .one(&state.db)
-        .await?
-        .map(|u| u.password_hash);
-    let same_password = match password_hash {
-        Some(hash) => state.hasher.verify(&new_user.password, &hash).await?,
-        None => false,
-    };
-    if !same_password {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    metrics::counter!("user_registrations_total", "outcome" => "replayed").increment(1);
-    let status = StatusCode::from_u16(u16::try_from(stored.response_status).unwrap_or(500))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut reply = (status, Json(response)).into_response();
-    reply
-        .headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    Ok(reply)
+/// Whether `new_user` has the email and names of the request stored under the key.
+pub(crate) fn has_fingerprint_of(stored: &idempotency_key::Model, new_user: &NewUser) -> bool {
+    stored.request_hash == fingerprint(new_user)
 }

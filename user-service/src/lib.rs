@@ -4,37 +4,43 @@
 //! state change and the event announcing it are written in one transaction; the outbox-relay
 //! publishes the events afterwards.
 //!
-//! Modules:
-//! - [`startup`]: `Application` (database, router, listener, graceful shutdown) and `AppState`.
-//! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
-//! - [`register`]: `POST /user/register`.
-//! - [`idempotency`]: `Idempotency-Key` replay for registration.
-//! - [`verification`]: issuing link tokens and codes, stored hashed.
-//! - [`verify`]: `POST /user/verify` (link token or email + code).
-//! - [`verify_page`]: `GET /user/verify`, the confirmation page behind the mailed link.
-//! - [`resend`]: `POST /user/verification/resend`, rate-limited, no account enumeration.
-//! - [`reminder`]: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
-//! - [`password`]: the `Password` newtype and argon2id hashing off the async threads.
-//! - [`health`]: liveness, readiness and Prometheus metrics.
-//! - [`openapi`]: the OpenAPI document (`GET /openapi.json`), generated from the handlers.
-//! - [`error`]: `ApiError`, the one JSON error shape.
-//! - [`migration`], [`entity`]: schema (migrated at start-up) and sea-orm entities.
+//! The public surface is what `main.rs`, the all-in-one runner and the tests use:
+//! [`Application`], [`Settings`] and [`send_due_reminders`] at the root, plus [`migration`]
+//! (the runner migrates the database it shares with the relay).
+//!
+//! Modules (private unless linked):
+//! - `startup`: `Application` (database, router, listener, graceful shutdown).
+//! - `settings`: typed settings from defaults, `CONFIG_FILE` and the environment.
+//! - `state`: `AppState`, shared by the handlers.
+//! - `routes`: the HTTP handlers, one module per endpoint (`register`, `verify` with the POST
+//!   confirmation and the GET page, `resend`, `health`, `openapi`), and the documented router.
+//! - `domain`: values that passed validation (`UserEmail`, `NewUser`).
+//! - `idempotency`: `Idempotency-Key` storage for registration.
+//! - `verification`: issuing link tokens and codes, stored hashed.
+//! - `reminder`: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
+//! - `password`: the `Password` newtype and argon2id hashing off the async threads.
+//! - `error`: `ApiError`, the one JSON error shape.
+//! - [`migration`], `entity`: schema (migrated at start-up, the outbox table from the `outbox`
+//!   crate) and sea-orm entities (`UserStatus` on `users`, the usability check on
+//!   `verifications`).
+//!
+//! Events are written with `outbox::enqueue` in the handler's transaction, with the request's
+//! `common::trace::TraceContext`, and the in-process `outbox::Wakeup` is signalled after the
+//! commit.
 
+mod domain;
 pub mod entity;
-pub mod error;
-pub mod health;
-pub mod idempotency;
+mod error;
+mod idempotency;
 pub mod migration;
-pub mod openapi;
-pub mod password;
-pub mod register;
-pub mod reminder;
-pub mod resend;
-pub mod settings;
-pub mod startup;
-pub mod verification;
-pub mod verify;
-pub mod verify_page;
+mod password;
+mod reminder;
+mod routes;
+mod settings;
+mod startup;
+mod state;
+mod verification;
 
+pub use reminder::send_due_reminders;
 pub use settings::Settings;
 pub use startup::Application;

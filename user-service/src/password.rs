@@ -12,13 +12,13 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// Shortest accepted password, in characters.
-pub const MIN_PASSWORD_CHARS: u64 = 8;
+pub(crate) const MIN_PASSWORD_CHARS: u64 = 8;
 /// Longest accepted password, in characters: bounds the hashing work one request can cause.
-pub const MAX_PASSWORD_CHARS: u64 = 128;
+pub(crate) const MAX_PASSWORD_CHARS: u64 = 128;
 
 /// A password that satisfied the length policy. Its `Debug` never shows it.
 #[derive(Debug, Clone)]
-pub struct Password(SecretString);
+pub(crate) struct Password(SecretString);
 
 impl Password {
     /// Wraps a password already checked against the policy (see `register`).
@@ -29,7 +29,7 @@ impl Password {
 
 /// Argon2id hashing with a bound on concurrent hashes (each holds `ARGON2_MEMORY_KIB` of memory).
 #[derive(Clone)]
-pub struct PasswordHasher {
+pub(crate) struct PasswordHasher {
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
 }
@@ -39,14 +39,14 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// When the cost parameters are out of range.
-    pub fn new(
+    pub(crate) fn new(
         memory_kib: u32,
         iterations: u32,
         parallelism: u32,
         max_concurrent: usize,
     ) -> anyhow::Result<Self> {
-        let params = Params::new(memory_kib, iterations, parallelism, None)
-            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?;
+        let params =
+            Params::new(memory_kib, iterations, parallelism, None).context("argon2 parameters")?;
         let max_concurrent = if max_concurrent == 0 {
             std::thread::available_parallelism().map_or(2, usize::from)
         } else {
@@ -62,7 +62,7 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// When hashing fails (it should not) or the blocking task panics.
-    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
+    pub(crate) async fn hash(&self, password: &Password) -> anyhow::Result<String> {
         let _permit = self.permits.acquire().await.context("hasher closed")?;
         let argon2 = self.argon2.clone();
         let password = password.0.clone();
@@ -72,7 +72,7 @@ impl PasswordHasher {
             argon2
                 .hash_password(password.expose_secret().as_bytes())
                 .map(|hash| hash.to_string())
-                .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))
+                .context("argon2 hashing failed")
         })
         .await
         .context("password hashing task failed")?
@@ -82,7 +82,7 @@ impl PasswordHasher {
     ///
     /// # Errors
     /// When the stored hash cannot be parsed or the blocking task panics.
-    pub async fn verify(&self, password: &Password, phc: &str) -> anyhow::Result<bool> {
+    pub(crate) async fn verify(&self, password: &Password, phc: &str) -> anyhow::Result<bool> {
         let _permit = self.permits.acquire().await.context("hasher closed")?;
         let argon2 = self.argon2.clone();
         let password = password.0.clone();
@@ -90,8 +90,7 @@ impl PasswordHasher {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             let _entered = span.enter();
-            let parsed =
-                PasswordHash::new(&phc).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+            let parsed = PasswordHash::new(&phc).context("stored hash")?;
             Ok(argon2
                 .verify_password(password.expose_secret().as_bytes(), &parsed)
                 .is_ok())

@@ -18,10 +18,10 @@ use uuid::Uuid;
 
 use common::trace::TraceContext;
 
-use crate::{entity::user, settings::Settings, verification::issue_verification};
+use crate::{entity::user::UserStatus, settings::Settings, verification::issue_verification};
 
 /// Runs [`send_due_reminders`] every `REMINDER_POLL_INTERVAL` until `shutdown`.
-pub async fn run_scheduler(
+pub(crate) async fn run_scheduler(
     db: DatabaseConnection,
     settings: std::sync::Arc<Settings>,
     outbox_wakeup: outbox::Wakeup,
@@ -70,10 +70,10 @@ struct DueUser {
 
 /// Reminders sent per round at most, so a large backlog (after an outage) does not keep the
 /// scheduler from noticing shutdown; the next round starts at once.
-pub const MAX_PER_ROUND: usize = 100;
+const MAX_PER_ROUND: usize = 100;
 
-/// Sends the reminders due at `now` (at most [`MAX_PER_ROUND`]), one transaction per user;
-/// returns how many were sent.
+/// Sends the reminders due at `now` (at most 100 per call, so the scheduler notices shutdown
+/// between rounds), one transaction per user; returns how many were sent.
 ///
 /// # Errors
 /// Database errors (the current user's transaction is rolled back; it stays due).
@@ -109,7 +109,7 @@ async fn send_one_reminder(
              WHERE status = $1 AND next_reminder_at <= $2 \
              ORDER BY next_reminder_at LIMIT 1{lock}"
         ),
-        [user::STATUS_PENDING.into(), now.into()],
+        [UserStatus::PendingVerification.into(), now.into()],
     );
     let Some(due) = DueUser::find_by_statement(claim).one(&txn).await? else {
         return Ok(false);

@@ -1,4 +1,4 @@
-//! Building and running the user-service: state, router, listener, shutdown.
+//! Building and running the user-service: router, listener, shutdown.
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
@@ -19,28 +19,9 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-use utoipa::OpenApi as _;
-use utoipa_axum::{router::OpenApiRouter, routes};
-
 use crate::{
-    health, migration, openapi, password::PasswordHasher, register, reminder, resend,
-    settings::Settings, verify, verify_page,
+    migration, password::PasswordHasher, reminder, routes, settings::Settings, state::AppState,
 };
-
-/// Shared, cheaply cloned state of the handlers.
-#[derive(Clone)]
-pub struct AppState {
-    /// The user-service database.
-    pub db: DatabaseConnection,
-    /// Settings, validated at start-up.
-    pub settings: Arc<Settings>,
-    /// Argon2id hasher with its concurrency bound.
-    pub hasher: PasswordHasher,
-    /// Signalled after each commit that wrote outbox rows.
-    pub outbox_wakeup: outbox::Wakeup,
-    /// The OpenAPI document of the router.
-    pub openapi: Arc<utoipa::openapi::OpenApi>,
-}
 
 /// A built user-service, bound to its port, ready to [`run`](Application::run).
 pub struct Application {
@@ -84,7 +65,7 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
-        let (routes, openapi) = documented_routes();
+        let (documented, openapi) = routes::documented_routes();
         let state = AppState {
             db,
             settings: Arc::new(settings),
@@ -92,7 +73,7 @@ impl Application {
             outbox_wakeup,
             openapi: Arc::new(openapi),
         };
-        let router = router(routes, state.clone());
+        let router = router(documented, state.clone());
         Ok(Self {
             listener,
             router,
@@ -138,21 +119,8 @@ impl Application {
     }
 }
 
-/// Every route with its OpenAPI description: registering a handler here documents it.
-pub fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
-        .routes(routes!(register::register))
-        .routes(routes!(verify_page::verify_page, verify::verify))
-        .routes(routes!(resend::resend))
-        .routes(routes!(health::live))
-        .routes(routes!(health::ready))
-        .routes(routes!(health::metrics))
-        .routes(routes!(openapi::openapi_json))
-        .split_for_parts()
-}
-
 /// The routes with their middleware and state.
-pub fn router(routes: Router<AppState>, state: AppState) -> Router {
+fn router(routes: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = state.settings.request_timeout;
     let body_limit = state.settings.max_body_bytes;

@@ -24,7 +24,7 @@ const TOKEN_BYTES: usize = 32;
 ///
 /// # Errors
 /// Any database error.
-pub async fn issue_verification(
+pub(crate) async fn issue_verification(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
     now: DateTime<Utc>,
@@ -77,13 +77,13 @@ pub async fn issue_verification(
 }
 
 /// SHA-256 (hex) of a link token: the token has 256 bits of entropy, so a fast hash is enough.
-pub fn hash_token(token: &str) -> String {
+pub(crate) fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 /// SHA-256 (hex) of a code keyed by its verification id, so equal codes of different
 /// verifications have different hashes.
-pub fn hash_code(verification_id: Uuid, code: &str) -> String {
+pub(crate) fn hash_code(verification_id: Uuid, code: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(verification_id.as_bytes());
     hasher.update(code.as_bytes());

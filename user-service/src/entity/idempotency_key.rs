@@ -6,24 +6,23 @@ use sea_orm::entity::prelude::*;
 /// A stored response.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "idempotency_keys")]
-pub struct Model {
+pub(crate) struct Model {
     /// The client's key.
     #[sea_orm(primary_key, auto_increment = false)]
-    pub key: String,
+    pub(crate) key: String,
     /// SHA-256 of the request body, to detect a key reused for another request.
-    pub request_hash: String,
+    pub(crate) request_hash: String,
     /// HTTP status of the stored response.
-    pub response_status: i32,
+    pub(crate) response_status: i32,
     /// JSON body of the stored response.
-    pub response_body: String,
-    /// When it was stored.
-    pub created_at: DateTime<Utc>,
+    pub(crate) response_body: String,
+    pub(crate) created_at: DateTime<Utc>,
     /// After this the key may be used again.
-    pub expires_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
 }
 
 /// No relations are navigated through sea-orm.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -1,5 +1,5 @@
 //! sea-orm entities of the user-service tables (see [`crate::migration`] for the schema).
 
-pub mod idempotency_key;
-pub mod user;
-pub mod verification;
+pub(crate) mod idempotency_key;
+pub(crate) mod user;
+pub(crate) mod verification;

@@ -3,42 +3,46 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 
-/// Status of a user that has not proved the address yet.
-pub const STATUS_PENDING: &str = "pending_verification";
-/// Status of a user that proved the address.
-pub const STATUS_VERIFIED: &str = "verified";
+/// Whether the user proved the address. Stored as text; the values are the only place the
+/// status strings are spelled (raw SQL binds the enum, the schema's CHECK lists the same two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "Text")]
+pub(crate) enum UserStatus {
+    /// Registered, address not proved yet.
+    #[sea_orm(string_value = "pending_verification")]
+    PendingVerification,
+    /// Proved the address.
+    #[sea_orm(string_value = "verified")]
+    Verified,
+}
 
-/// A user row.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "users")]
-pub struct Model {
-    /// User id.
+pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Normalised (trimmed, lower-cased) email; unique.
-    pub email: String,
+    pub(crate) email: String,
     /// Argon2id PHC string. Never logged, never in an event.
-    pub password_hash: String,
-    /// Optional first name.
-    pub first_name: Option<String>,
-    /// Optional last name.
-    pub last_name: Option<String>,
-    /// [`STATUS_PENDING`] or [`STATUS_VERIFIED`].
-    pub status: String,
+    pub(crate) password_hash: String,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    /// Pending until the address is proved.
+    pub(crate) status: UserStatus,
     /// Registration time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     /// When the address was verified.
-    pub verified_at: Option<DateTime<Utc>>,
+    pub(crate) verified_at: Option<DateTime<Utc>>,
     /// Reminders written so far.
-    pub reminders_sent: i32,
+    pub(crate) reminders_sent: i32,
     /// When the next reminder is due; `None` when no more reminders will be sent.
-    pub next_reminder_at: Option<DateTime<Utc>>,
+    pub(crate) next_reminder_at: Option<DateTime<Utc>>,
     /// Last accepted resend request (rate limit).
-    pub last_resend_at: Option<DateTime<Utc>>,
+    pub(crate) last_resend_at: Option<DateTime<Utc>>,
 }
 
 /// No relations are navigated through sea-orm.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -3,33 +3,107 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 
-/// A verification row.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "verifications")]
-pub struct Model {
-    /// Verification id.
+pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    /// The user it verifies.
-    pub user_id: Uuid,
+    pub(crate) id: Uuid,
+    pub(crate) user_id: Uuid,
     /// SHA-256 (hex) of the link token; unique.
-    pub token_hash: String,
+    pub(crate) token_hash: String,
     /// SHA-256 (hex) of the code, keyed by the verification id.
-    pub code_hash: String,
+    pub(crate) code_hash: String,
     /// Issue time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     /// Neither token nor code works after this.
-    pub expires_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
     /// Wrong code attempts so far.
-    pub attempts: i32,
+    pub(crate) attempts: i32,
     /// When it was used successfully.
-    pub consumed_at: Option<DateTime<Utc>>,
+    pub(crate) consumed_at: Option<DateTime<Utc>>,
     /// When a newer verification replaced it.
-    pub superseded_at: Option<DateTime<Utc>>,
+    pub(crate) superseded_at: Option<DateTime<Utc>>,
+}
+
+/// What a verification is still good for, from [`Model::usability`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Usability {
+    /// Its link and its code work.
+    Usable,
+    /// It verified the user already.
+    Consumed,
+    /// A newer verification replaced it.
+    Superseded,
+    /// Its `expires_at` has passed.
+    Expired,
+    /// Too many wrong codes: the code no longer works. The link still does, since a 256-bit
+    /// token cannot be guessed; the lock only bounds guessing the six digits.
+    CodeLocked,
+}
+
+impl Model {
+    /// The one check of whether this verification can be used at `now`, in this order: consumed,
+    /// superseded, expired, then locked after `max_code_attempts` wrong codes.
+    pub(crate) fn usability(&self, now: DateTime<Utc>, max_code_attempts: u32) -> Usability {
+        if self.consumed_at.is_some() {
+            Usability::Consumed
+        } else if self.superseded_at.is_some() {
+            Usability::Superseded
+        } else if self.expires_at <= now {
+            Usability::Expired
+        } else if u32::try_from(self.attempts).unwrap_or(u32::MAX) >= max_code_attempts {
+            Usability::CodeLocked
+        } else {
+            Usability::Usable
+        }
+    }
 }
 
 /// No relations are navigated through sea-orm.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issued(now: DateTime<Utc>) -> Model {
+        Model {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            token_hash: String::new(),
+            code_hash: String::new(),
+            created_at: now,
+            expires_at: now + chrono::Duration::hours(1),
+            attempts: 0,
+            consumed_at: None,
+            superseded_at: None,
+        }
+    }
+
+    #[test]
+    fn usability_checks_consumed_superseded_expired_then_locked() {
+        let now = Utc::now();
+        let later = now + chrono::Duration::hours(2);
+        let fresh = issued(now);
+        assert_eq!(fresh.usability(now, 5), Usability::Usable);
+        let locked = Model {
+            attempts: 5,
+            ..issued(now)
+        };
+        assert_eq!(locked.usability(now, 5), Usability::CodeLocked);
+        assert_eq!(locked.usability(later, 5), Usability::Expired);
+        let replaced = Model {
+            superseded_at: Some(now),
+            ..locked.clone()
+        };
+        assert_eq!(replaced.usability(later, 5), Usability::Superseded);
+        let used = Model {
+            consumed_at: Some(now),
+            ..replaced
+        };
+        assert_eq!(used.usability(later, 5), Usability::Consumed);
+    }
+}

@@ -5,7 +5,7 @@
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
-pub struct Migration;
+pub(super) struct Migration;
 
 const UP: &str = r"
 CREATE TABLE users (

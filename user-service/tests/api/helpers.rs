@@ -7,12 +7,12 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use user_service::{Application, Settings};
 
-pub struct TestApp {
-    pub addr: SocketAddr,
-    pub db: DatabaseConnection,
-    pub database_url: String,
-    pub settings: Settings,
-    pub client: reqwest::Client,
+pub(crate) struct TestApp {
+    pub(crate) addr: SocketAddr,
+    pub(crate) db: DatabaseConnection,
+    pub(crate) database_url: String,
+    pub(crate) settings: Settings,
+    pub(crate) client: reqwest::Client,
     shutdown: CancellationToken,
     // Keeps a SQLite file alive for the test's duration.
     _dir: Option<tempfile::TempDir>,
@@ -25,7 +25,7 @@ impl Drop for TestApp {
 }
 
 /// Settings for tests: random port, cheap argon2 (the policy, not the cost, is under test).
-pub fn test_settings(database_url: String) -> Settings {
+pub(crate) fn test_settings(database_url: String) -> Settings {
     Settings {
         database_url,
         http_addr: "127.0.0.1:0".parse().unwrap(),
@@ -35,20 +35,20 @@ pub fn test_settings(database_url: String) -> Settings {
     }
 }
 
-pub async fn spawn_app(label: &str) -> TestApp {
+pub(crate) async fn spawn_app(label: &str) -> TestApp {
     let url = common::testing::fresh_postgres_database(label)
         .await
         .unwrap();
     spawn_with(test_settings(url), None).await
 }
 
-pub async fn spawn_sqlite_app() -> TestApp {
+pub(crate) async fn spawn_sqlite_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/users.db?mode=rwc", dir.path().display());
     spawn_with(test_settings(url), Some(dir)).await
 }
 
-pub async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> TestApp {
+pub(crate) async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> TestApp {
     let database_url = settings.database_url.clone();
     let kept = settings.clone();
     let app = Application::build(settings).await.unwrap();
@@ -68,11 +68,11 @@ pub async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> T
 }
 
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn register(&self, body: &Value) -> reqwest::Response {
+    pub(crate) async fn register(&self, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/user/register"))
             .json(body)
@@ -81,7 +81,7 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn register_with_key(&self, key: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn register_with_key(&self, key: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url("/user/register"))
             .header("Idempotency-Key", key)
@@ -91,12 +91,12 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         self.scalar(&format!("SELECT COUNT(*) AS n FROM {table}"))
             .await
     }
 
-    pub async fn scalar(&self, sql: &str) -> i64 {
+    pub(crate) async fn scalar(&self, sql: &str) -> i64 {
         let backend = self.db.get_database_backend();
         let row = self
             .db
@@ -108,7 +108,7 @@ impl TestApp {
     }
 
     /// The outbox rows as (event_type, routing_key, payload, headers), in sequence order.
-    pub async fn outbox(&self) -> Vec<(String, String, Value, Value)> {
+    pub(crate) async fn outbox(&self) -> Vec<(String, String, Value, Value)> {
         let backend = self.db.get_database_backend();
         let rows = self
             .db
@@ -140,7 +140,7 @@ impl TestApp {
 }
 
 impl TestApp {
-    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .json(body)
@@ -150,7 +150,7 @@ impl TestApp {
     }
 
     /// Payloads of the outbox events of one type, oldest first.
-    pub async fn events(&self, event_type: &str) -> Vec<Value> {
+    pub(crate) async fn events(&self, event_type: &str) -> Vec<Value> {
         self.outbox()
             .await
             .into_iter()
@@ -160,7 +160,7 @@ impl TestApp {
     }
 
     /// (token, code) of the newest verification event.
-    pub async fn latest_secrets(&self) -> (String, String) {
+    pub(crate) async fn latest_secrets(&self) -> (String, String) {
         let payload = self
             .outbox()
             .await
@@ -186,7 +186,7 @@ impl TestApp {
     }
 }
 
-pub fn ann() -> Value {
+pub(crate) fn ann() -> Value {
     json!({
         "email": "Ann@Example.com",
         "password": "correct horse battery",

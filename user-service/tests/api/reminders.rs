@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
-use user_service::reminder::send_due_reminders;
+use user_service::send_due_reminders;
 
 use crate::helpers::{spawn_with, test_settings};
 

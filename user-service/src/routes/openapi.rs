@@ -1,12 +1,12 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 //!
-//! The router is built through `utoipa_axum::OpenApiRouter` (see [`crate::startup::router`]), so a
-//! route cannot be served without being documented: both come from the same `routes!()` call.
+//! The router is built through `utoipa_axum::OpenApiRouter` (see [`super::documented_routes`]),
+//! so a route cannot be served without being documented: both come from the same `routes!()` call.
 
 use axum::{Json, extract::State};
 use utoipa::OpenApi;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Title, version and tags of the document; the paths are added by the router.
 #[derive(OpenApi)]
@@ -23,11 +23,11 @@ use crate::startup::AppState;
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// `GET /openapi.json`.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "This OpenAPI document", body = Object)))]
-pub async fn openapi_json(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+pub(crate) async fn openapi_json(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
     Json(state.openapi.as_ref().clone())
 }

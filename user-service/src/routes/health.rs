@@ -3,12 +3,12 @@
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde_json::json;
 
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Liveness: the process serves requests.
 #[utoipa::path(get, path = "/health/live", tag = "operations",
     responses((status = 200, description = "Alive", body = Object)))]
-pub async fn live() -> impl IntoResponse {
+pub(crate) async fn live() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
@@ -19,7 +19,7 @@ pub async fn live() -> impl IntoResponse {
     (status = 200, description = "Database reachable", body = Object),
     (status = 503, description = "Database unreachable", body = Object),
 ))]
-pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     match state.db.ping().await {
         Ok(()) => (
             StatusCode::OK,
@@ -38,7 +38,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition of every metric of the process.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn metrics() -> impl IntoResponse {
+pub(crate) async fn metrics() -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
         common::telemetry::metrics().render(),

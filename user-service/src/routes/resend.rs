@@ -17,19 +17,19 @@ use serde_json::{Value, json};
 use common::trace::TraceContext;
 
 use crate::{
-    entity::user,
+    domain::UserEmail,
+    entity::user::{self, UserStatus},
     error::{ApiError, ApiJson, ErrorBody},
-    register::normalised_email,
-    startup::AppState,
+    state::AppState,
     verification::issue_verification,
 };
 
 /// `{"email": "…"}`.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ResendRequest {
-    #[serde(deserialize_with = "normalised_email")]
-    email: String,
+pub(crate) struct ResendRequest {
+    #[schema(value_type = String)]
+    email: UserEmail,
 }
 
 /// `POST /user/verification/resend`.
@@ -44,7 +44,7 @@ pub struct ResendRequest {
     )
 )]
 #[tracing::instrument(name = "resend", skip_all, fields(correlation_id))]
-pub async fn resend(
+pub(crate) async fn resend(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ResendRequest>,
@@ -59,18 +59,18 @@ pub async fn resend(
 /// Issues a new verification for a pending user unless rate-limited; returns what happened.
 async fn resend_verification(
     state: &AppState,
-    email: &str,
+    email: &UserEmail,
     trace: &TraceContext,
 ) -> Result<&'static str, ApiError> {
     let settings = &state.settings;
     let Some(found) = user::Entity::find()
-        .filter(user::Column::Email.eq(email))
+        .filter(user::Column::Email.eq(email.as_str()))
         .one(&state.db)
         .await?
     else {
         return Ok("unknown_address");
     };
-    if found.status != user::STATUS_PENDING {
+    if found.status != UserStatus::PendingVerification {
         return Ok("already_verified");
     }
     let now = Utc::now();
@@ -86,7 +86,7 @@ async fn resend_verification(
             [
                 now.into(),
                 found.id.into(),
-                user::STATUS_PENDING.into(),
+                UserStatus::PendingVerification.into(),
                 cutoff.into(),
             ],
         ))

@@ -10,16 +10,12 @@ use axum::{
 use chrono::Utc;
 use serde::Deserialize;
 
-use crate::{
-    entity::user,
-    error::ApiError,
-    startup::AppState,
-    verify::{VerifyOutcome, find_by_token},
-};
+use super::{VerifyOutcome, find_by_token, link_outcome};
+use crate::{error::ApiError, state::AppState};
 
 /// `?token=` of the GET link.
 #[derive(Deserialize, utoipa::IntoParams)]
-pub struct TokenQuery {
+pub(crate) struct TokenQuery {
     token: Option<String>,
 }
 
@@ -35,7 +31,7 @@ pub struct TokenQuery {
         (status = 410, description = "Expired link", content_type = "text/html", body = String),
     )
 )]
-pub async fn verify_page(
+pub(crate) async fn verify_page(
     State(state): State<AppState>,
     Query(query): Query<TokenQuery>,
 ) -> Response {
@@ -44,16 +40,7 @@ pub async fn verify_page(
         let Some((found, user)) = find_by_token(&state.db, &token).await? else {
             return Err(ApiError::InvalidToken);
         };
-        if user.status == user::STATUS_VERIFIED {
-            return Ok(VerifyOutcome::AlreadyVerified);
-        }
-        if found.superseded_at.is_some() || found.consumed_at.is_some() {
-            return Err(ApiError::InvalidToken);
-        }
-        if found.expires_at <= Utc::now() {
-            return Err(ApiError::VerificationExpired);
-        }
-        Ok(VerifyOutcome::Verified)
+        link_outcome(&found, &user, Utc::now(), state.settings.max_code_attempts)
     }
     .await;
     match result {

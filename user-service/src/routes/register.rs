@@ -4,12 +4,14 @@
 use axum::{
     Json,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
 use common::events::UserRegisteredV1;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait, SqlErr, TransactionTrait};
+use sea_orm::{
+    ActiveEnum, ActiveValue::Set, ConnectionTrait, EntityTrait, SqlErr, TransactionTrait,
+};
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
 use validator::Validate;
@@ -17,11 +19,15 @@ use validator::Validate;
 use common::trace::TraceContext;
 
 use crate::{
-    entity::user,
+    domain::{NewUser, UserEmail},
+    entity::{
+        idempotency_key,
+        user::{self, UserStatus},
+    },
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
-    startup::AppState,
+    state::AppState,
     verification::issue_verification,
 };
 
@@ -29,9 +35,9 @@ use crate::{
 /// is reported instead of silently ignored. No `Debug`: it holds the plain password.
 #[derive(Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     /// Trimmed and lower-cased while deserialising, so `Ann@X.com` and ` ann@x.com` are one account.
-    #[serde(deserialize_with = "normalised_email")]
+    #[schema(value_type = String)]
     #[validate(
         email(code = "invalid_email", message = "must be a valid email address"),
         length(
@@ -40,7 +46,7 @@ pub struct RegisterRequest {
             message = "must be at most 254 characters"
         )
     )]
-    email: String,
+    email: UserEmail,
     #[validate(length(
         min = "MIN_PASSWORD_CHARS",
         max = "MAX_PASSWORD_CHARS",
@@ -65,10 +71,6 @@ pub struct RegisterRequest {
     last_name: Option<String>,
 }
 
-pub(crate) fn normalised_email<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(String::deserialize(d)?.trim().to_lowercase())
-}
-
 /// Blank names count as absent.
 fn trimmed_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?
@@ -76,25 +78,12 @@ fn trimmed_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Er
         .filter(|name| !name.is_empty()))
 }
 
-/// A registration that passed validation: the only way to build one is [`NewUser::parse`].
-#[derive(Debug)]
-pub struct NewUser {
-    /// Normalised email.
-    pub email: String,
-    /// The password, secret.
-    pub password: Password,
-    /// Optional first name.
-    pub first_name: Option<String>,
-    /// Optional last name.
-    pub last_name: Option<String>,
-}
+impl TryFrom<RegisterRequest> for NewUser {
+    type Error = ApiError;
 
-impl NewUser {
-    /// Validates the request once and builds the domain value.
-    ///
-    /// # Errors
-    /// [`ApiError::Validation`] with per-field details.
-    pub fn parse(request: RegisterRequest) -> Result<Self, ApiError> {
+    /// Validates the request once and builds the domain value: [`ApiError::Validation`] with
+    /// per-field details when it breaks a rule.
+    fn try_from(request: RegisterRequest) -> Result<Self, ApiError> {
         request
             .validate()
             .map_err(|errors| ApiError::Validation(validation_details(&errors)))?;
@@ -109,11 +98,11 @@ impl NewUser {
 
 /// 201 body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct RegisterResponse {
+pub(crate) struct RegisterResponse {
     /// The new user's id.
-    pub user_id: Uuid,
+    user_id: Uuid,
     /// Always `pending_verification` for a new account.
-    pub status: String,
+    status: String,
 }
 
 /// `POST /user/register`.
@@ -135,7 +124,7 @@ pub struct RegisterResponse {
     )
 )]
 #[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -143,12 +132,12 @@ pub async fn register(
     let trace = TraceContext::from_headers(&headers);
     tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
     let key = IdempotencyKey::from_headers(&headers)?;
-    let new_user = NewUser::parse(request)?;
+    let new_user = NewUser::try_from(request)?;
 
     if let Some(key) = &key
         && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
     {
-        return idempotency::replay(&state, stored, &new_user).await;
+        return replay(&state, stored, &new_user).await;
     }
 
     let password_hash = state.hasher.hash(&new_user.password).await?;
@@ -166,7 +155,7 @@ pub async fn register(
             if let Some(key) = &key
                 && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
             {
-                return idempotency::replay(&state, stored, &new_user).await;
+                return replay(&state, stored, &new_user).await;
             }
             let outcome = if matches!(error, ApiError::EmailTaken) {
                 "email_taken"
@@ -219,7 +208,7 @@ async fn create_user(
         now,
         UserRegisteredV1 {
             user_id,
-            email: new_user.email.clone(),
+            email: new_user.email.as_str().to_owned(),
             first_name: new_user.first_name.clone(),
             last_name: new_user.last_name.clone(),
             verification,
@@ -229,7 +218,7 @@ async fn create_user(
     .await?;
     let response = RegisterResponse {
         user_id,
-        status: user::STATUS_PENDING.to_owned(),
+        status: UserStatus::PendingVerification.to_value(),
     };
     if let Some(key) = key {
         idempotency::store(
@@ -249,10 +238,7 @@ async fn create_user(
 }
 
 /// Inserts the user row; the unique email index turns a duplicate into [`ApiError::EmailTaken`].
-///
-/// # Errors
-/// [`ApiError::EmailTaken`] on a duplicate email, [`ApiError::Internal`] otherwise.
-pub async fn insert_user(
+async fn insert_user(
     conn: &impl ConnectionTrait,
     user_id: Uuid,
     new_user: &NewUser,
@@ -262,11 +248,11 @@ pub async fn insert_user(
 ) -> Result<(), ApiError> {
     let row = user::ActiveModel {
         id: Set(user_id),
-        email: Set(new_user.email.clone()),
+        email: Set(new_user.email.as_str().to_owned()),
         password_hash: Set(password_hash),
         first_name: Set(new_user.first_name.clone()),
         last_name: Set(new_user.last_name.clone()),
-        status: Set(user::STATUS_PENDING.to_owned()),
+        status: Set(UserStatus::PendingVerification),
         created_at: Set(now),
         verified_at: Set(None),
         reminders_sent: Set(0),
@@ -283,7 +269,35 @@ pub async fn insert_user(
     Ok(())
 }
 
-/// Whether `error` is a unique-index violation.
-pub fn is_unique_violation(error: &DbErr) -> bool {
-    matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+/// Answers a retried request: the stored response if it repeats the stored request (same
+/// fingerprint, and the password of the user it created), else 422 `idempotency_key_reused`.
+async fn replay(
+    state: &AppState,
+    stored: idempotency_key::Model,
+    new_user: &NewUser,
+) -> Result<Response, ApiError> {
+    if !idempotency::has_fingerprint_of(&stored, new_user) {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    let response: RegisterResponse =
+        serde_json::from_str(&stored.response_body).map_err(anyhow::Error::from)?;
+    let password_hash = user::Entity::find_by_id(response.user_id)
+        .one(&state.db)
+        .await?
+        .map(|u| u.password_hash);
+    let same_password = match password_hash {
+        Some(hash) => state.hasher.verify(&new_user.password, &hash).await?,
+        None => false,
+    };
+    if !same_password {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    metrics::counter!("user_registrations_total", "outcome" => "replayed").increment(1);
+    let status = StatusCode::from_u16(u16::try_from(stored.response_status).unwrap_or(500))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut reply = (status, Json(response)).into_response();
+    reply
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(reply)
 }

@@ -1,11 +1,5 @@
-//! Proving the address: `POST /user/verify` confirms by link token or by email + code. The page
-//! behind the mailed link is in [`crate::verify_page`] (a GET never consumes anything: mail
-//! scanners prefetch links).
-//!
-//! Verifying sets the user verified, stops reminders and writes `UserVerifiedV1` in one
-//! transaction. Repeating it answers `already_verified` and writes nothing. Codes are compared
-//! as hashes in constant time; after `MAX_CODE_ATTEMPTS` wrong codes the verification locks until
-//! a new one is issued.
+//! `POST /user/verify`: confirms by link token (JSON, or the confirmation page's form post,
+//! answered with HTML) or by email + code, counting wrong codes.
 
 use axum::{
     Form,
@@ -26,17 +20,22 @@ use subtle::ConstantTimeEq;
 use common::trace::TraceContext;
 
 use crate::{
-    entity::{user, verification},
+    domain::UserEmail,
+    entity::{
+        user::{self, UserStatus},
+        verification::{self, Usability},
+    },
     error::{ApiError, ApiJson, ErrorBody},
-    register::normalised_email,
-    startup::AppState,
-    verification::{hash_code, hash_token},
+    state::AppState,
+    verification::hash_code,
 };
+
+use super::{VerifyOutcome, find_by_token, link_outcome, page::outcome_page};
 
 /// `POST /user/verify` body: a link token, or the email and the code from the mail.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-pub enum VerifyRequest {
+pub(crate) enum VerifyRequest {
     /// `{"token": "…"}` (the link).
     Token {
         /// Token from the link.
@@ -45,8 +44,8 @@ pub enum VerifyRequest {
     /// `{"email": "…", "code": "123456"}`.
     Code {
         /// The account's email (normalised like at registration).
-        #[serde(deserialize_with = "normalised_email")]
-        email: String,
+        #[schema(value_type = String)]
+        email: UserEmail,
         /// Six-digit code from the mail.
         code: String,
     },
@@ -54,25 +53,15 @@ pub enum VerifyRequest {
 
 /// The page's form post.
 #[derive(Deserialize, utoipa::ToSchema)]
-pub struct TokenForm {
+pub(crate) struct TokenForm {
     token: String,
 }
 
 /// `{"status": "verified" | "already_verified"}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct VerifyResponse {
+pub(crate) struct VerifyResponse {
     /// The outcome.
-    pub status: VerifyOutcome,
-}
-
-/// Result of a successful verification request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VerifyOutcome {
-    /// The address was verified now.
-    Verified,
-    /// It had been verified before; nothing changed.
-    AlreadyVerified,
+    status: VerifyOutcome,
 }
 
 /// `POST /user/verify`: JSON answers JSON; the confirmation page's form post answers HTML.
@@ -93,7 +82,7 @@ pub enum VerifyOutcome {
         (status = 429, description = "`too_many_attempts`: request a new verification", body = ErrorBody),
     )
 )]
-pub async fn verify(State(state): State<AppState>, request: Request) -> Response {
+pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> Response {
     let trace = TraceContext::from_headers(request.headers());
     let is_form = request
         .headers()
@@ -105,7 +94,7 @@ pub async fn verify(State(state): State<AppState>, request: Request) -> Response
             Ok(Form(form)) => verify_by_token(&state, &form.token, &trace).await,
             Err(_) => Err(ApiError::InvalidToken),
         };
-        return crate::verify_page::outcome_page(result);
+        return outcome_page(result);
     }
     let result = match ApiJson::<VerifyRequest>::from_request(request, &state).await {
         Ok(ApiJson(VerifyRequest::Token { token })) => {
@@ -136,14 +125,10 @@ async fn verify_by_token(
         None => return Err(count_failure("link", ApiError::InvalidToken)),
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
-    if user.status == user::STATUS_VERIFIED {
-        return Ok(VerifyOutcome::AlreadyVerified);
-    }
-    if found.superseded_at.is_some() || found.consumed_at.is_some() {
-        return Err(count_failure("link", ApiError::InvalidToken));
-    }
-    if found.expires_at <= now {
-        return Err(count_failure("link", ApiError::VerificationExpired));
+    match link_outcome(&found, &user, now, state.settings.max_code_attempts) {
+        Ok(VerifyOutcome::Verified) => {}
+        Ok(VerifyOutcome::AlreadyVerified) => return Ok(VerifyOutcome::AlreadyVerified),
+        Err(error) => return Err(count_failure("link", error)),
     }
     let outcome = complete_verification(&txn, &user, found.id, now, trace).await?;
     txn.commit().await?;
@@ -156,7 +141,7 @@ async fn verify_by_token(
 #[tracing::instrument(name = "verify_by_code", skip_all, fields(user_id))]
 async fn verify_by_code(
     state: &AppState,
-    email: &str,
+    email: &UserEmail,
     code: &str,
     trace: &TraceContext,
 ) -> Result<VerifyOutcome, ApiError> {
@@ -171,7 +156,7 @@ async fn verify_by_code(
     // Lock order everywhere: the user row first, then its verifications (resend, reminders and
     // link verification do the same), so concurrent paths queue instead of deadlocking. The
     // user lock also serialises the counting of wrong attempts.
-    let mut find_user = user::Entity::find().filter(user::Column::Email.eq(email));
+    let mut find_user = user::Entity::find().filter(user::Column::Email.eq(email.as_str()));
     if txn.get_database_backend() == DbBackend::Postgres {
         find_user = find_user.lock_exclusive();
     }
@@ -185,7 +170,7 @@ async fn verify_by_code(
         ));
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
-    if user.status == user::STATUS_VERIFIED {
+    if user.status == UserStatus::Verified {
         // Only the holder of the code that verified the address learns that it is verified;
         // anyone else gets the answer an unknown address gets.
         let used = verification::Entity::find()
@@ -209,13 +194,20 @@ async fn verify_by_code(
             ApiError::InvalidCode { attempts_left: 0 },
         ));
     };
-    if current.expires_at <= now {
-        return Err(count_failure("code", ApiError::VerificationExpired));
+    match current.usability(now, max_attempts) {
+        Usability::Usable => {}
+        // Not returned by current_verification (under the user lock); answered like no
+        // verification at all.
+        Usability::Consumed | Usability::Superseded => {
+            return Err(count_failure(
+                "code",
+                ApiError::InvalidCode { attempts_left: 0 },
+            ));
+        }
+        Usability::Expired => return Err(count_failure("code", ApiError::VerificationExpired)),
+        Usability::CodeLocked => return Err(count_failure("code", ApiError::TooManyAttempts)),
     }
     let attempts = u32::try_from(current.attempts).unwrap_or(u32::MAX);
-    if attempts >= max_attempts {
-        return Err(count_failure("code", ApiError::TooManyAttempts));
-    }
     if !code_matches(&current, code) {
         txn.execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
@@ -236,25 +228,6 @@ async fn verify_by_code(
     state.outbox_wakeup.wake();
     count_success("code", outcome);
     Ok(outcome)
-}
-
-/// The verification a token belongs to, with its user.
-pub(crate) async fn find_by_token(
-    conn: &impl ConnectionTrait,
-    token: &str,
-) -> Result<Option<(verification::Model, user::Model)>, ApiError> {
-    if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Ok(None);
-    }
-    let Some(found) = verification::Entity::find()
-        .filter(verification::Column::TokenHash.eq(hash_token(token)))
-        .one(conn)
-        .await?
-    else {
-        return Ok(None);
-    };
-    let user = user::Entity::find_by_id(found.user_id).one(conn).await?;
-    Ok(user.map(|user| (found, user)))
 }
 
 /// The user's newest live verification (the caller holds the user row lock).
@@ -296,10 +269,10 @@ async fn complete_verification(
             "UPDATE users SET status = $1, verified_at = $2, next_reminder_at = NULL \
              WHERE id = $3 AND status = $4",
             [
-                user::STATUS_VERIFIED.into(),
+                UserStatus::Verified.into(),
                 now.into(),
                 user.id.into(),
-                user::STATUS_PENDING.into(),
+                UserStatus::PendingVerification.into(),
             ],
         ))
         .await?;

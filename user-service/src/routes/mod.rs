@@ -1,0 +1,32 @@
+//! The HTTP API: one module per endpoint, and [`documented_routes`], which builds the router and
+//! its OpenAPI document from the same `routes!()` calls, so a route cannot be served without
+//! being documented. Logic shared with the scheduler (issuing verifications, the outbox,
+//! passwords, idempotency) lives in the feature modules at the crate root.
+
+mod health;
+mod openapi;
+mod register;
+mod resend;
+mod verify;
+
+use axum::Router;
+use utoipa::OpenApi as _;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::state::AppState;
+
+/// Every route with its OpenAPI description: registering a handler here documents it.
+pub(crate) fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(register::register))
+        .routes(routes!(
+            verify::page::verify_page,
+            verify::confirmation::verify
+        ))
+        .routes(routes!(resend::resend))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .split_for_parts()
+}
