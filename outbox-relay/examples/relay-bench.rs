@@ -28,10 +28,7 @@ use common::{
     events::UserVerifiedV1, settings::Validate as _, topology::Topology, trace::TraceContext,
 };
 use lapin::options::ConfirmSelectOptions;
-use outbox_relay::{
-    Application, Settings,
-    publish::{Outcome, publish_batch},
-};
+use outbox_relay::{Application, Outcome, Settings, publish_batch};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;

@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::relay::Relay;
 
 /// The admin routes.
-pub fn router(relay: Arc<Relay>) -> Router {
+pub(crate) fn router(relay: Arc<Relay>) -> Router {
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))

@@ -8,29 +8,31 @@
 //! an in-process wake-up.
 //!
 //! Modules:
-//! - [`startup`]: `Application` (build from [`Settings`], run until cancelled).
-//! - [`settings`]: typed settings from defaults, `CONFIG_FILE` and the environment.
-//! - [`relay`]: claim → publish → mark (`Relay::relay_once`), the claim cursor, and the batch
+//! - `startup`: `Application` (build from [`Settings`], run until cancelled).
+//! - `settings`: typed settings from defaults, `CONFIG_FILE` and the environment.
+//! - `relay`: claim → publish → mark (`Relay::relay_once`), the claim cursor, and the batch
 //!   pipelines with their wake-ups and backoff.
-//! - [`publish`]: the publishing protocol: pipelined, `mandatory`, confirmed (a small confirm
+//! - `publish`: the publishing protocol: pipelined, `mandatory`, confirmed (a small confirm
 //!   window per batch).
-//! - [`broker`]: the RabbitMQ connection and the confirm-mode channels.
-//! - [`retention`]: deleting old published rows in batches.
-//! - [`admin`]: health and Prometheus metrics on `ADMIN_ADDR`.
+//! - `broker`: the RabbitMQ connection and the confirm-mode channels.
+//! - `retention`: deleting old published rows in batches.
+//! - `admin`: health and Prometheus metrics on `ADMIN_ADDR`.
 //!
 //! Metrics: `outbox_relay_backlog`, `outbox_relay_oldest_unpublished_age_seconds`,
 //! `outbox_relay_published_total`, `outbox_relay_confirm_latency_seconds`,
 //! `outbox_relay_batch_duration_seconds`, `outbox_relay_publish_failures_total{reason=nack|returned|timeout|channel}`,
 //! `outbox_relay_errors_total{kind=database|broker|outbox_missing}`, `outbox_relay_purged_total`.
 
-pub mod admin;
-pub mod broker;
-pub mod publish;
-pub mod relay;
-pub mod retention;
-pub mod settings;
-pub mod startup;
+mod admin;
+mod broker;
+mod publish;
+mod relay;
+mod retention;
+mod settings;
+mod startup;
 
+pub use broker::{Broker, BrokerError};
+pub use publish::{BatchOutcome, FailureKind, Outcome, publish_batch};
 pub use relay::{BatchReport, Relay, RelayError};
 pub use settings::Settings;
 pub use startup::Application;

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use common::{backoff::Backoff, shutdown::sleep_or_cancel};
 
 /// Runs [`outbox::purge_published`] every `min(retention / 10, 60 s)` (at least 1 s) until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     db: DatabaseConnection,
     retention: Duration,
     batch: u32,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Batch pipelines beyond those that fill `RELAY_MAX_IN_FLIGHT` (see
 /// [`Settings::concurrent_batches`]).
-pub const SPARE_PIPELINES: u32 = 2;
+pub(crate) const SPARE_PIPELINES: u32 = 2;
 
 /// Every tunable of the relay. Defaults work on a developer machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -4,23 +4,23 @@
 //! It owns the `outbox` table and everything that reads or writes it, so the table is defined
 //! once and any service that must publish an event atomically (the user-service today) uses the
 //! same code:
-//! - [`migration`]: the table and its indexes, a migration every writer's migrator runs.
-//! - [`writer`]: [`enqueue`] in the caller's transaction (with `pg_notify`), and the in-process
+//! - `migration`: the table and its indexes, a [`Migration`] every writer's migrator runs.
+//! - `writer`: [`enqueue`] in the caller's transaction (with `pg_notify`), and the in-process
 //!   [`Wakeup`] a writer signals after its commit.
-//! - [`reader`]: what the relay does with the table: [`claim_batch`], [`mark_published`],
+//! - `reader`: what the relay does with the table: [`claim_batch`], [`mark_published`],
 //!   [`record_failure`], [`backlog`], [`purge_published`].
-//! - [`listen`]: PostgreSQL `LISTEN` on [`NOTIFY_CHANNEL`], waking the relay.
+//! - `listen`: PostgreSQL `LISTEN` on [`NOTIFY_CHANNEL`], waking the relay ([`listen()`]).
 //!
 //! A row is a routing key, headers (trace context) and payload bytes: the reader never decodes
 //! an event. Every value is bound as a parameter, so the same code runs on PostgreSQL and
 //! SQLite.
 
 mod entity;
-pub mod listen;
-pub mod migration;
-pub mod reader;
+mod listen;
+mod migration;
+mod reader;
 mod wakeup;
-pub mod writer;
+mod writer;
 
 pub use listen::listen;
 pub use migration::{Migration, migrate_outbox_only};

@@ -8,18 +8,18 @@ use serde_json::Value;
 use signup_outbox::{Stack, StackSettings};
 use tokio_util::sync::CancellationToken;
 
-pub use common::testing::eventually;
+pub(crate) use common::testing::eventually;
 
-pub const MAIL_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const MAIL_WAIT: Duration = Duration::from_secs(30);
 
-pub struct TestStack {
-    pub api: SocketAddr,
-    pub relay_admin: SocketAddr,
-    pub email_admin: SocketAddr,
-    pub user_db: DatabaseConnection,
-    pub settings: StackSettings,
-    pub sink: SmtpSink,
-    pub client: reqwest::Client,
+pub(crate) struct TestStack {
+    pub(crate) api: SocketAddr,
+    pub(crate) relay_admin: SocketAddr,
+    pub(crate) email_admin: SocketAddr,
+    pub(crate) user_db: DatabaseConnection,
+    pub(crate) settings: StackSettings,
+    pub(crate) sink: SmtpSink,
+    pub(crate) client: reqwest::Client,
     shutdown: CancellationToken,
     _dir: tempfile::TempDir,
     _cleanup: common::testing::AmqpCleanup,
@@ -32,7 +32,7 @@ impl Drop for TestStack {
 }
 
 /// Settings of a stack with its own user database, inbox, namespace and sink.
-pub async fn stack_settings(
+pub(crate) async fn stack_settings(
     label: &str,
     sink: &SmtpSink,
     dir: &tempfile::TempDir,
@@ -73,11 +73,14 @@ pub async fn stack_settings(
     }
 }
 
-pub async fn spawn_stack(label: &str) -> TestStack {
+pub(crate) async fn spawn_stack(label: &str) -> TestStack {
     spawn_stack_with(label, |_| {}).await
 }
 
-pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings)) -> TestStack {
+pub(crate) async fn spawn_stack_with(
+    label: &str,
+    tweak: impl FnOnce(&mut StackSettings),
+) -> TestStack {
     common::testing::init_tracing();
     let sink = SmtpSink::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -108,11 +111,11 @@ pub async fn spawn_stack_with(label: &str, tweak: impl FnOnce(&mut StackSettings
 }
 
 impl TestStack {
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api)
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
             .json(body)
@@ -122,22 +125,22 @@ impl TestStack {
     }
 
     /// `SELECT COUNT(*) …` on the user database.
-    pub async fn count(&self, sql: &str) -> i64 {
+    pub(crate) async fn count(&self, sql: &str) -> i64 {
         common::testing::scalar(&self.user_db, sql).await
     }
 
     /// Waits until `n` mails were accepted in total, and returns them all.
-    pub async fn mails(&self, n: usize) -> Vec<ReceivedMail> {
+    pub(crate) async fn mails(&self, n: usize) -> Vec<ReceivedMail> {
         self.sink.wait_for(n, MAIL_WAIT).await.unwrap()
     }
 }
 
-pub fn subject(mail: &ReceivedMail) -> String {
+pub(crate) fn subject(mail: &ReceivedMail) -> String {
     mail.header("Subject").unwrap_or_default()
 }
 
 /// The verification link in a mail (mails go out 7bit, so the link is literal).
-pub fn link_in(mail: &ReceivedMail) -> String {
+pub(crate) fn link_in(mail: &ReceivedMail) -> String {
     let start = mail.data.find("http://").expect("a link");
     mail.data[start..]
         .split(|c: char| c.is_whitespace() || c == '"' || c == '<')
@@ -146,12 +149,12 @@ pub fn link_in(mail: &ReceivedMail) -> String {
         .replace("&amp;", "&")
 }
 
-pub fn token_of(link: &str) -> String {
+pub(crate) fn token_of(link: &str) -> String {
     link.split("token=").nth(1).unwrap().to_owned()
 }
 
 /// The six-digit code in a mail ("Or enter this code: 123456").
-pub fn code_in(mail: &ReceivedMail) -> String {
+pub(crate) fn code_in(mail: &ReceivedMail) -> String {
     let at = mail.data.find("code: ").expect("a code") + "code: ".len();
     mail.data[at..at + 6].to_owned()
 }

@@ -9,7 +9,7 @@ use std::{
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-pub struct Proxy {
+pub(crate) struct Proxy {
     addr: SocketAddr,
     // Cancelled on `cut`: every proxied connection ends and new ones are refused until `restore`.
     generation: Arc<Mutex<Option<CancellationToken>>>,
@@ -23,7 +23,7 @@ impl Drop for Proxy {
 }
 
 impl Proxy {
-    pub async fn start(upstream: SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let generation = Arc::new(Mutex::new(Some(CancellationToken::new())));
@@ -62,19 +62,19 @@ impl Proxy {
         }
     }
 
-    pub fn amqp_url(&self) -> String {
+    pub(crate) fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
     }
 
     /// Drops every proxied connection and refuses new ones.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         if let Some(alive) = self.generation.lock().unwrap().take() {
             alive.cancel();
         }
     }
 
     /// Accepts connections again.
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         *self.generation.lock().unwrap() = Some(CancellationToken::new());
     }
 }

@@ -29,7 +29,7 @@
 //! commit.
 
 mod domain;
-pub mod entity;
+mod entity;
 mod error;
 mod idempotency;
 pub mod migration;

@@ -68,15 +68,15 @@ pub struct BatchReport {
 
 /// Tunables of the publishing loop.
 #[derive(Debug, Clone)]
-pub struct RelayConfig {
+pub(crate) struct RelayConfig {
     /// Rows per batch.
-    pub batch_size: u32,
-    /// Unconfirmed publishes per batch at most.
-    pub window: usize,
+    pub(crate) batch_size: u32,
+    /// Unconfirmed publishes per process at most (`RELAY_MAX_IN_FLIGHT`).
+    pub(crate) window: usize,
     /// Per-publish confirm timeout.
-    pub confirm_timeout: Duration,
+    pub(crate) confirm_timeout: Duration,
     /// Fallback poll interval.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
 }
 
 /// Moves outbox rows to the broker. Cheap to share (`Arc`); see [`Relay::relay_once`].
@@ -95,7 +95,7 @@ pub struct Relay {
 
 impl Relay {
     /// A relay over `db`'s outbox publishing through `broker`.
-    pub fn new(
+    pub(crate) fn new(
         db: DatabaseConnection,
         broker: Arc<Broker>,
         config: RelayConfig,

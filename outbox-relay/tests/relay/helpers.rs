@@ -20,16 +20,16 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement, TransactionTrait};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-pub use common::testing::{eventually, http_get};
+pub(crate) use common::testing::{eventually, http_get};
 
 /// One test's database and broker namespace.
-pub struct TestContext {
-    pub db: DatabaseConnection,
-    pub db_url: String,
-    pub namespace: String,
-    pub topology: Topology,
-    pub amqp: Connection,
-    pub channel: Channel,
+pub(crate) struct TestContext {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) db_url: String,
+    pub(crate) namespace: String,
+    pub(crate) topology: Topology,
+    pub(crate) amqp: Connection,
+    pub(crate) channel: Channel,
     test_queues: std::sync::Mutex<Vec<String>>,
 }
 
@@ -43,14 +43,14 @@ impl Drop for TestContext {
 }
 
 impl TestContext {
-    pub async fn new(label: &str) -> Self {
+    pub(crate) async fn new(label: &str) -> Self {
         let db_url = common::testing::fresh_postgres_database(label)
             .await
             .unwrap();
         Self::with_db_url(db_url).await
     }
 
-    pub async fn with_db_url(db_url: String) -> Self {
+    pub(crate) async fn with_db_url(db_url: String) -> Self {
         common::testing::init_tracing();
         let db = common::database::connect(&db_url, common::database::PoolOptions::new(5))
             .await
@@ -75,7 +75,7 @@ impl TestContext {
     }
 
     /// Relay settings for this test: its database, namespace and a unique connection name.
-    pub fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         Settings {
             database_url: self.db_url.clone(),
             amqp_url: common::testing::amqp_url(),
@@ -91,12 +91,12 @@ impl TestContext {
     }
 
     /// Deletes `queue` with the namespace when the test ends.
-    pub fn track_queue(&self, queue: &str) {
+    pub(crate) fn track_queue(&self, queue: &str) {
         self.test_queues.lock().unwrap().push(queue.to_owned());
     }
 
     /// A fresh queue bound to the namespace's exchange with `#`, and a consumer on it.
-    pub async fn bind_test_queue(&self) -> Consumer {
+    pub(crate) async fn bind_test_queue(&self) -> Consumer {
         let queue = format!("{}test.{}", self.namespace, Uuid::new_v4().simple());
         self.channel
             .queue_declare(
@@ -140,12 +140,12 @@ impl TestContext {
     }
 
     /// See [`write_events`].
-    pub async fn write_events(&self, aggregates: &[Uuid]) -> Vec<Uuid> {
+    pub(crate) async fn write_events(&self, aggregates: &[Uuid]) -> Vec<Uuid> {
         write_events(&self.db, aggregates).await
     }
 
     /// `(published, total)` row counts.
-    pub async fn published_count(&self) -> (i64, i64) {
+    pub(crate) async fn published_count(&self) -> (i64, i64) {
         let row = self
             .db
             .query_one_raw(Statement::from_string(
@@ -162,7 +162,7 @@ impl TestContext {
     }
 
     /// Event ids grouped by aggregate, in outbox sequence order.
-    pub async fn expected_order(&self) -> HashMap<Uuid, Vec<Uuid>> {
+    pub(crate) async fn expected_order(&self) -> HashMap<Uuid, Vec<Uuid>> {
         let rows = self
             .db
             .query_all_raw(Statement::from_string(
@@ -183,7 +183,7 @@ impl TestContext {
 
 /// Writes one event per aggregate in one transaction, through the outbox writer.
 /// Returns the event ids in outbox order.
-pub async fn write_events(db: &DatabaseConnection, aggregates: &[Uuid]) -> Vec<Uuid> {
+pub(crate) async fn write_events(db: &DatabaseConnection, aggregates: &[Uuid]) -> Vec<Uuid> {
     let txn = db.begin().await.unwrap();
     let mut ids = Vec::with_capacity(aggregates.len());
     for aggregate in aggregates {
@@ -205,7 +205,11 @@ pub async fn write_events(db: &DatabaseConnection, aggregates: &[Uuid]) -> Vec<U
 
 /// Deliveries read until `expected` distinct message ids arrived (panics after `timeout`), then
 /// until the queue stays quiet for 300 ms, so late duplicates are counted too.
-pub async fn collect(consumer: &mut Consumer, expected: usize, timeout: Duration) -> Vec<Delivery> {
+pub(crate) async fn collect(
+    consumer: &mut Consumer,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Delivery> {
     let deadline = Instant::now() + timeout;
     let mut deliveries = Vec::new();
     let mut distinct = HashSet::new();
@@ -230,7 +234,7 @@ pub async fn collect(consumer: &mut Consumer, expected: usize, timeout: Duration
     deliveries
 }
 
-pub fn message_id(delivery: &Delivery) -> Uuid {
+pub(crate) fn message_id(delivery: &Delivery) -> Uuid {
     delivery
         .properties
         .message_id()
@@ -242,13 +246,16 @@ pub fn message_id(delivery: &Delivery) -> Uuid {
 }
 
 /// Number of deliveries beyond the first of each message id.
-pub fn duplicates(deliveries: &[Delivery]) -> usize {
+pub(crate) fn duplicates(deliveries: &[Delivery]) -> usize {
     let distinct: HashSet<Uuid> = deliveries.iter().map(message_id).collect();
     deliveries.len() - distinct.len()
 }
 
 /// Asserts that each aggregate's events arrived (first occurrences) in outbox order.
-pub fn assert_per_aggregate_order(expected: &HashMap<Uuid, Vec<Uuid>>, deliveries: &[Delivery]) {
+pub(crate) fn assert_per_aggregate_order(
+    expected: &HashMap<Uuid, Vec<Uuid>>,
+    deliveries: &[Delivery],
+) {
     let aggregate_of: HashMap<Uuid, Uuid> = expected
         .iter()
         .flat_map(|(aggregate, ids)| ids.iter().map(move |id| (*id, *aggregate)))
