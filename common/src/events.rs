@@ -190,11 +190,18 @@ pub enum SignupEvent {
 /// the same bytes cannot succeed, so consumers dead-letter them at once.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
-    /// The body is not a valid envelope of the type it claims. The message names only the kind
-    /// of error and its position: serde's own text can quote values, and a body may carry a
-    /// verification code.
-    #[error("malformed event body: {} error at line {} column {}", describe_category(.0), .0.line(), .0.column())]
-    Malformed(#[from] serde_json::Error),
+    /// The body is not a valid envelope of the type it claims. Only the kind of error and its
+    /// position are kept, not serde's error: its text can quote values, and a body may carry a
+    /// verification code, so not even an error-chain print may show it.
+    #[error("malformed event body: {kind} error at line {line} column {column}")]
+    Malformed {
+        /// What went wrong (syntax, data, …), never a value.
+        kind: &'static str,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+    },
     /// A well-formed envelope of a type this consumer does not know.
     #[error("unknown event type {event_type:?} version {version}")]
     UnknownType {
@@ -205,12 +212,19 @@ pub enum DecodeError {
     },
 }
 
-fn describe_category(error: &serde_json::Error) -> &'static str {
-    match error.classify() {
-        serde_json::error::Category::Io => "I/O",
-        serde_json::error::Category::Syntax => "syntax",
-        serde_json::error::Category::Data => "data (missing field or wrong type)",
-        serde_json::error::Category::Eof => "unexpected end of input",
+impl From<serde_json::Error> for DecodeError {
+    fn from(error: serde_json::Error) -> Self {
+        let kind = match error.classify() {
+            serde_json::error::Category::Io => "I/O",
+            serde_json::error::Category::Syntax => "syntax",
+            serde_json::error::Category::Data => "data (missing field or wrong type)",
+            serde_json::error::Category::Eof => "unexpected end of input",
+        };
+        Self::Malformed {
+            kind,
+            line: error.line(),
+            column: error.column(),
+        }
     }
 }
 
@@ -314,6 +328,18 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_event_error_never_quotes_the_body_even_in_its_chain() {
+        let mut json = serde_json::to_value(registered()).unwrap();
+        json["data"]["verification"]["code"] = serde_json::json!(987_654);
+        let body = serde_json::to_vec(&json).unwrap();
+        let error = SignupEvent::decode(&body).unwrap_err();
+        assert!(matches!(error, DecodeError::Malformed { .. }), "{error}");
+        let chain = crate::telemetry::error_chain(&error);
+        assert!(chain.starts_with("malformed event body: data"), "{chain}");
+        assert!(!chain.contains("987654"), "{chain}");
+    }
+
+    #[test]
     fn decode_rejects_unknown_types_and_garbage() {
         let mut json = serde_json::to_value(registered()).unwrap();
         json["event_type"] = serde_json::json!("UserDeletedV1");
@@ -324,7 +350,7 @@ mod tests {
         ));
         assert!(matches!(
             SignupEvent::decode(b"{not json"),
-            Err(DecodeError::Malformed(_))
+            Err(DecodeError::Malformed { .. })
         ));
     }
 

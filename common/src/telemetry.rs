@@ -40,6 +40,19 @@ fn env_filter(rust_log: Option<&str>, default_filter: &str) -> anyhow::Result<En
     Ok(filter.add_directive(SECRET_SAFE_DIRECTIVE.parse()?))
 }
 
+/// `error: cause: cause…`: an error with its whole source chain, each cause printed once (our
+/// errors never repeat their source in their own message), for a log field.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The process-wide Prometheus recorder, installed on first use. Every service (and the
 /// all-in-one runner, which hosts three) renders `GET /metrics` from this one handle.
 pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
@@ -84,6 +97,18 @@ mod tests {
         fn make_writer(&'a self) -> Self {
             self.clone()
         }
+    }
+
+    #[test]
+    fn an_error_chain_prints_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outbox database error")]
+        struct Outer(#[source] std::io::Error);
+        let error = Outer(std::io::Error::other("connection refused"));
+        assert_eq!(
+            super::error_chain(&error),
+            "outbox database error: connection refused"
+        );
     }
 
     #[test]

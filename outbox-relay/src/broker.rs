@@ -17,7 +17,7 @@ pub enum BrokerError {
     #[error(transparent)]
     Connect(#[from] common::amqp::ConnectError),
     /// Opening a channel or declaring the topology failed.
-    #[error("setting up an AMQP channel: {0}")]
+    #[error("setting up an AMQP channel")]
     Channel(#[source] lapin::Error),
 }
 

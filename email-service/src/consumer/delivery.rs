@@ -98,7 +98,7 @@ impl Handler {
             Ok(event) => event,
             Err(error) => {
                 let category = match error {
-                    DecodeError::Malformed(_) => "malformed",
+                    DecodeError::Malformed { .. } => "malformed",
                     DecodeError::UnknownType { .. } => "unknown_type",
                 };
                 return self

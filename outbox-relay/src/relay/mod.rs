@@ -38,7 +38,7 @@ pub enum RelayError {
     #[error("the outbox table does not exist yet (has the user-service migrated DATABASE_URL?)")]
     OutboxMissing,
     /// The database failed; nothing was marked.
-    #[error("outbox database error: {0}")]
+    #[error("outbox database error")]
     Database(#[source] DbErr),
     /// The broker is unreachable; nothing was claimed.
     #[error(transparent)]

@@ -94,7 +94,10 @@ impl Relay {
                     );
                 }
             }
-            other => tracing::warn!(error = %other, "relay batch failed; retrying with backoff"),
+            other => tracing::warn!(
+                error = common::telemetry::error_chain(other),
+                "relay batch failed; retrying with backoff"
+            ),
         }
     }
 }
