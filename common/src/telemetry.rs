@@ -34,7 +34,9 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
 
 /// `rust_log` (else `default_filter`) plus [`SECRET_SAFE_DIRECTIVE`].
 fn env_filter(rust_log: Option<&str>, default_filter: &str) -> anyhow::Result<EnvFilter> {
+    // An empty RUST_LOG (`RUST_LOG=` in a .env file) counts as unset, like every setting.
     let filter = rust_log
+        .filter(|directives| !directives.trim().is_empty())
         .and_then(|directives| EnvFilter::try_new(directives).ok())
         .unwrap_or_else(|| EnvFilter::new(default_filter));
     Ok(filter.add_directive(SECRET_SAFE_DIRECTIVE.parse()?))
@@ -97,6 +99,15 @@ mod tests {
         fn make_writer(&'a self) -> Self {
             self.clone()
         }
+    }
+
+    #[test]
+    fn an_empty_rust_log_counts_as_unset() {
+        use tracing_subscriber::filter::LevelFilter;
+        let filter = super::env_filter(Some(""), "debug").unwrap();
+        assert_eq!(filter.max_level_hint(), Some(LevelFilter::DEBUG));
+        let filter = super::env_filter(Some("warn"), "debug").unwrap();
+        assert_eq!(filter.max_level_hint(), Some(LevelFilter::WARN));
     }
 
     #[test]

@@ -40,8 +40,6 @@ pub const EMAIL_QUEUE: &str = "email-service";
 pub const EMAIL_DLQ: &str = "email-service.dlq";
 /// Prefix of the email-service delayed-retry queues (`email-service.retry.5s`, …).
 pub const EMAIL_RETRY_QUEUE_PREFIX: &str = "email-service.retry";
-/// PostgreSQL `NOTIFY` channel the user-service signals after writing outbox rows.
-pub const OUTBOX_NOTIFY_CHANNEL: &str = "outbox_wakeup";
 
 /// Routing keys on [`EXCHANGE`].
 pub mod routing_keys {

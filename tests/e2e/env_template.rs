@@ -50,24 +50,30 @@ fn every_variable_docker_compose_sets_is_a_real_setting() {
     known.extend(variables_of(&user_service::Settings::default()));
     known.extend(variables_of(&outbox_relay::Settings::default()));
     known.extend(variables_of(&email_service::Settings::default()));
-    // Lines like `      DATABASE_URL: postgres://…` under a service's `environment:`.
-    let mut in_service_environment = false;
+    known.extend([
+        "RUST_LOG".to_owned(),
+        common::settings::CONFIG_FILE_VAR.to_owned(),
+    ]);
+    // Every upper-case key (`  RELAY_BATCH_SIZE: ${…}`, `      DATABASE_URL: postgres://…`) is
+    // a variable handed to a container.
+    let mut seen = 0;
     for line in compose.lines() {
-        let trimmed = line.trim();
-        if trimmed == "environment:" {
-            in_service_environment = line.starts_with("    environment:");
+        let Some((name, _)) = line.trim().split_once(':') else {
+            continue;
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
             continue;
         }
-        if !line.starts_with("      ") {
-            in_service_environment = false;
-        }
-        if in_service_environment && let Some((name, _)) = trimmed.split_once(':') {
-            let is_service_setting = known.contains(name);
-            let is_infrastructure = name.starts_with("POSTGRES_");
-            assert!(
-                is_service_setting || is_infrastructure,
-                "docker-compose sets unknown {name}"
-            );
-        }
+        seen += 1;
+        let is_service_setting = known.contains(name);
+        let is_infrastructure = name.starts_with("POSTGRES_");
+        assert!(
+            is_service_setting || is_infrastructure,
+            "docker-compose sets unknown {name}"
+        );
     }
+    assert!(
+        seen > 30,
+        "only {seen} variables found in docker-compose.yml"
+    );
 }
