@@ -16,7 +16,7 @@ use sea_orm::{
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use common::trace::TraceContext;
+use common::{backoff::Backoff, shutdown::sleep_or_cancel, trace::TraceContext};
 
 use crate::{entity::user::UserStatus, settings::Settings, verification::issue_verification};
 
@@ -31,29 +31,33 @@ pub(crate) async fn run_scheduler(
         tracing::info!("reminders disabled (MAX_REMINDERS=0)");
         return;
     }
-    let mut backoff = settings.reminder_poll_interval;
+    // After a failure: twice the poll interval, doubling up to 30 s.
+    let mut backoff = Backoff::new(
+        settings.reminder_poll_interval.saturating_mul(2),
+        Duration::from_secs(30),
+    );
     loop {
-        match send_due_reminders(&db, &settings, Utc::now()).await {
+        let pause = match send_due_reminders(&db, &settings, Utc::now()).await {
             Ok(sent) => {
                 if sent > 0 {
                     outbox_wakeup.wake();
                 }
-                backoff = settings.reminder_poll_interval;
+                backoff.reset();
                 if sent == MAX_PER_ROUND && !shutdown.is_cancelled() {
                     continue;
                 }
+                settings.reminder_poll_interval
             }
             Err(error) => {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "reminder scheduler failed; retrying"
                 );
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff.next_delay()
             }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(backoff) => {}
+        };
+        if !sleep_or_cancel(pause, &shutdown).await {
+            break;
         }
     }
     tracing::info!("reminder scheduler stopped");
