@@ -201,6 +201,17 @@ impl Topology {
         Ok(())
     }
 
+    /// Declares everything this topology names: the routes, and the retry queues when it has
+    /// retry delays (the email-service's view). What a service's broker connection runs at
+    /// every (re)connect.
+    ///
+    /// # Errors
+    /// Any AMQP error, e.g. a queue that exists with different arguments.
+    pub async fn declare_all(&self, channel: &Channel) -> lapin::Result<()> {
+        self.declare(channel).await?;
+        self.declare_retry_queues(channel).await
+    }
+
     /// Declares one retry queue per [`retry_delays`](Self::retry_delays) entry: a message waits
     /// there for the delay (the queue's TTL), then the broker dead-letters it back to the work
     /// queue. Idempotent; only the email-service calls it.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use lapin::Connection;
+use common::amqp::Broker;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
@@ -12,8 +12,8 @@ use serde_json::json;
 #[derive(Clone)]
 pub(crate) struct AdminState {
     pub(crate) db: DatabaseConnection,
-    /// The broker connection the consumer currently uses (`None` while reconnecting).
-    pub(crate) broker: Arc<tokio::sync::watch::Sender<Option<Arc<Connection>>>>,
+    /// The broker connection the consumer uses.
+    pub(crate) broker: Arc<Broker>,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -29,11 +29,7 @@ async fn live() -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
-    let broker = state
-        .broker
-        .borrow()
-        .as_ref()
-        .is_some_and(|connection| connection.status().connected());
+    let broker = state.broker.is_connected();
     let database = state.db.ping().await.is_ok();
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
     let status = if broker && database {

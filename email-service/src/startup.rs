@@ -4,8 +4,13 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use common::settings::Validate as _;
-use common::topology::Topology;
+use common::{
+    amqp::{Broker, BrokerError},
+    backoff::Backoff,
+    settings::Validate as _,
+    shutdown::sleep_or_cancel,
+    topology::Topology,
+};
 use lapin::Connection;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
@@ -28,8 +33,7 @@ const PURGE_BATCH: u32 = 1000;
 pub struct Application {
     settings: Arc<Settings>,
     db: DatabaseConnection,
-    connection: Arc<Connection>,
-    channel: lapin::Channel,
+    broker: Arc<Broker>,
     topology: Topology,
     transport: Arc<dyn MailTransport>,
     templates: Templates,
@@ -53,9 +57,15 @@ impl Application {
         )
         .await?;
         let topology = settings.topology();
+        let broker = Arc::new(Broker::new(
+            settings.amqp_url.clone(),
+            "email-service".into(),
+            topology.clone(),
+        ));
         // Fail fast at start-up (a clear "cannot connect" beats a silent retry loop); later
-        // connection losses are retried by `run`.
-        let (connection, channel) = connect_and_declare(&settings.amqp_url, &topology).await?;
+        // connection losses are retried by `run`. Connecting declares the routes and the retry
+        // queues.
+        broker.connection().await?;
         let transport = mailer::from_settings(&settings).await?;
         let admin = TcpListener::bind(settings.admin_addr)
             .await
@@ -63,8 +73,7 @@ impl Application {
         Ok(Self {
             settings: Arc::new(settings),
             db,
-            connection,
-            channel,
+            broker,
             topology,
             transport,
             templates,
@@ -94,7 +103,8 @@ impl Application {
     ///
     /// A lost broker connection is not fatal: in-flight sends finish (their unacked deliveries
     /// come back and the inbox recognises them), readiness reports the broker down, and the
-    /// service reconnects with backoff (100 ms doubling to 30 s) and consumes again.
+    /// service reconnects with backoff (100 ms doubling to 30 s, [`Backoff`]'s default) and
+    /// consumes again.
     ///
     /// # Errors
     /// When the admin server fails.
@@ -102,8 +112,7 @@ impl Application {
         let Self {
             settings,
             db,
-            connection,
-            channel,
+            broker,
             topology,
             transport,
             templates,
@@ -111,7 +120,6 @@ impl Application {
         } = self;
         let stop = shutdown.child_token();
         let admin_addr = admin.local_addr()?;
-        let broker = Arc::new(tokio::sync::watch::Sender::new(Some(connection)));
         let admin_server = tokio::spawn({
             let router = admin::router(admin::AdminState {
                 db: db.clone(),
@@ -137,21 +145,11 @@ impl Application {
             topology.clone(),
             settings.clone(),
         ));
-        consume_with_reconnect(
-            &settings.amqp_url,
-            &topology,
-            &broker,
-            channel,
-            &handler,
-            &stop,
-        )
-        .await;
+        consume_with_reconnect(&broker, &handler, &stop).await;
         stop.cancel();
         let _ = purger.await;
         let served = admin_server.await;
-        if let Some(connection) = broker.send_replace(None) {
-            let _ = connection.close(200, "shutdown".into()).await;
-        }
+        broker.close().await;
         tracing::info!("email-service stopped");
         served
             .context("admin server task")?
@@ -160,69 +158,36 @@ impl Application {
     }
 }
 
-/// Opens a connection and a channel and declares the routes and the retry queues on it (that
-/// channel becomes the consumer's publisher-confirms channel).
-async fn connect_and_declare(
-    url: &str,
-    topology: &Topology,
-) -> anyhow::Result<(Arc<Connection>, lapin::Channel)> {
-    let connection = common::amqp::connect(url, "email-service").await?;
-    let channel = connection.create_channel().await?;
-    topology
-        .declare(&channel)
-        .await
-        .context("declaring the RabbitMQ topology")?;
-    topology
-        .declare_retry_queues(&channel)
-        .await
-        .context("declaring the retry queues")?;
-    Ok((Arc::new(connection), channel))
-}
-
-/// Consumes on the current connection; whenever it is lost, reconnects with backoff and goes on,
+/// Consumes on the broker connection; whenever it is lost, reconnects with backoff and goes on,
 /// until `stop`.
 async fn consume_with_reconnect(
-    url: &str,
-    topology: &Topology,
-    broker: &tokio::sync::watch::Sender<Option<Arc<Connection>>>,
-    channel: lapin::Channel,
+    broker: &Broker,
     handler: &Arc<consumer::Handler>,
     stop: &CancellationToken,
 ) {
-    const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-    const MAX_BACKOFF: Duration = Duration::from_secs(30);
     // A connection that consumed at least this long was healthy: the next loss starts the
     // backoff afresh. A consumer that fails at once keeps doubling it, so a broker that
     // accepts connections but refuses the consumer is not hammered.
     const HEALTHY_RUN: Duration = Duration::from_secs(30);
-    let mut channel = Some(channel);
-    let mut backoff = FIRST_BACKOFF;
+    let mut backoff = Backoff::default();
     while !stop.is_cancelled() {
-        let publisher_channel = match channel.take() {
-            Some(channel) => channel,
-            None => {
-                let connected = tokio::select! {
-                    biased;
-                    () = stop.cancelled() => return,
-                    connected = connect_and_declare(url, topology) => connected,
-                };
-                match connected {
-                    Ok((connection, channel)) => {
-                        tracing::info!("reconnected to RabbitMQ");
-                        broker.send_replace(Some(connection));
-                        channel
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), retry_in = ?backoff, "RabbitMQ unreachable");
-                        wait(backoff, stop).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
-                        continue;
-                    }
-                }
-            }
+        let opened = tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            opened = open(broker) => opened,
         };
-        let Some(connection) = broker.borrow().clone() else {
-            return;
+        let (connection, publisher_channel) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    error = common::telemetry::error_chain(&error),
+                    retry_in = ?delay,
+                    "RabbitMQ unreachable"
+                );
+                sleep_or_cancel(delay, stop).await;
+                continue;
+            }
         };
         let started = std::time::Instant::now();
         let consumed = consumer::run(
@@ -236,21 +201,25 @@ async fn consume_with_reconnect(
             return;
         }
         if started.elapsed() >= HEALTHY_RUN {
-            backoff = FIRST_BACKOFF;
+            backoff.reset();
         }
+        let delay = backoff.next_delay();
         let error = consumed.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        tracing::warn!(error, retry_in = ?backoff, "lost the RabbitMQ connection; reconnecting");
-        let _ = connection.close(200, "reconnecting".into()).await;
-        wait(backoff, stop).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        tracing::warn!(error, retry_in = ?delay, "lost the RabbitMQ connection; reconnecting");
+        broker.disconnect("reconnecting").await;
+        sleep_or_cancel(delay, stop).await;
     }
 }
 
-async fn wait(delay: Duration, stop: &CancellationToken) {
-    tokio::select! {
-        () = stop.cancelled() => {}
-        () = tokio::time::sleep(delay) => {}
-    }
+/// The connection (re-opened and re-declared if it was lost) and a channel on it for the
+/// consumer's retry and dead-letter publishes.
+async fn open(broker: &Broker) -> Result<(Arc<Connection>, lapin::Channel), BrokerError> {
+    let connection = broker.connection().await?;
+    let channel = connection
+        .create_channel()
+        .await
+        .map_err(BrokerError::Channel)?;
+    Ok((connection, channel))
 }
 
 /// Deletes inbox rows older than the retention, in batches, until `stop`.
@@ -271,9 +240,8 @@ async fn purge_expired(db: DatabaseConnection, retention: Duration, stop: Cancel
                 }
             }
         }
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(PURGE_INTERVAL) => {}
+        if !sleep_or_cancel(PURGE_INTERVAL, &stop).await {
+            return;
         }
     }
 }

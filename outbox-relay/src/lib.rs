@@ -14,7 +14,6 @@
 //!   pipelines with their wake-ups and backoff.
 //! - `publish`: the publishing protocol: pipelined, `mandatory`, confirmed (a small confirm
 //!   window per batch).
-//! - `broker`: the RabbitMQ connection and the confirm-mode channels.
 //! - `retention`: deleting old published rows in batches.
 //! - `admin`: health and Prometheus metrics on `ADMIN_ADDR`.
 //!
@@ -24,14 +23,12 @@
 //! `outbox_relay_errors_total{kind=database|broker|outbox_missing}`, `outbox_relay_purged_total`.
 
 mod admin;
-mod broker;
 mod publish;
 mod relay;
 mod retention;
 mod settings;
 mod startup;
 
-pub use broker::{Broker, BrokerError};
 pub use publish::{BatchOutcome, FailureKind, Outcome, publish_batch};
 pub use relay::{BatchReport, Relay, RelayError};
 pub use settings::Settings;

@@ -4,8 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use common::database::PoolOptions;
-use common::topology::Topology;
+use common::{amqp::Broker, database::PoolOptions, topology::Topology};
 use outbox::Wakeup;
 use sea_orm::DatabaseConnection;
 use tokio::{net::TcpListener, task::JoinSet};
@@ -13,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin,
-    broker::Broker,
     relay::{Relay, RelayConfig},
     retention,
     settings::Settings,

@@ -16,8 +16,11 @@ use std::{
 };
 
 use chrono::Utc;
-use common::trace::headers;
-use lapin::Channel;
+use common::{
+    amqp::{Broker, BrokerError},
+    trace::headers,
+};
+use lapin::{Channel, options::ConfirmSelectOptions};
 use outbox::{OutboxRow, Wakeup};
 use sea_orm::{DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait};
 use tokio::{
@@ -26,10 +29,7 @@ use tokio::{
 };
 
 use self::cursor::ClaimCursor;
-use crate::{
-    broker::{Broker, BrokerError},
-    publish::{BatchOutcome, Outcome, publish_batch},
-};
+use crate::publish::{BatchOutcome, Outcome, publish_batch};
 
 /// Why a batch could not run. Every variant is transient: back off and retry.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +143,7 @@ impl Relay {
         // The channel first: with the broker down nothing is claimed, no attempt is counted.
         let channel = match slot.take() {
             Some(channel) if channel.status().connected() => channel,
-            _ => self.broker.open_channel().await?,
+            _ => self.open_channel().await?,
         };
         let (claim_txn, rows) = self.claim().await?;
         if rows.is_empty() {
@@ -158,7 +158,7 @@ impl Relay {
         self.mark(claim_txn, &confirmed, &failures).await?;
 
         if outcome.channel_broken {
-            self.broker.redeclare_topology();
+            self.broker.redeclare();
             let _ = channel
                 .close(200, "abandoning channel after failure".into())
                 .await;
@@ -189,6 +189,16 @@ impl Relay {
             published: confirmed.len(),
             failed,
         })
+    }
+
+    /// A confirm-mode channel on the process's connection (reconnecting first if it was lost).
+    async fn open_channel(&self) -> Result<Channel, BrokerError> {
+        let channel = self.broker.channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(BrokerError::Channel)?;
+        Ok(channel)
     }
 
     /// Claims a batch. PostgreSQL: in a transaction that holds the row locks until the mark
