@@ -18,9 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin, consumer, inbox,
-    mailer::{self, MailTransport},
+    mailer::{self, Destination, MailTransport},
     migration,
-    settings::Settings,
+    settings::{Settings, SmtpUrl},
     templates::Templates,
 };
 
@@ -66,7 +66,15 @@ impl Application {
         // connection losses are retried by `run`. Connecting declares the routes and the retry
         // queues.
         broker.connection().await?;
-        let transport = mailer::from_settings(&settings).await?;
+        let transport = mailer::transport(match &settings.smtp_url {
+            Some(SmtpUrl(url)) => Destination::Smtp {
+                url,
+                pool_size: settings.smtp_pool_size,
+                timeout: settings.smtp_timeout,
+            },
+            None => Destination::Folder(settings.mail_dir.clone()),
+        })
+        .await?;
         let admin = TcpListener::bind(settings.admin_addr)
             .await
             .with_context(|| format!("binding ADMIN_ADDR {}", settings.admin_addr))?;

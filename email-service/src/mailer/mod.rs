@@ -10,11 +10,9 @@ mod file;
 pub(crate) mod smtp;
 mod tls;
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use lettre::Message;
-
-use crate::settings::{Settings, SmtpUrl};
 
 /// Why a mail was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -40,17 +38,37 @@ pub(crate) trait MailTransport: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// The transport `settings` ask for: SMTP when `SMTP_URL` is set, else `.eml` files.
+/// Where mails go: SMTP (`SMTP_URL`, with its pool size and timeout), else `.eml` files in
+/// `MAIL_DIR`.
+#[derive(Debug)]
+pub(crate) enum Destination<'a> {
+    /// `SMTP_URL`, `SMTP_POOL_SIZE`, `SMTP_TIMEOUT`.
+    Smtp {
+        url: &'a str,
+        pool_size: usize,
+        timeout: Duration,
+    },
+    /// `MAIL_DIR`.
+    Folder(PathBuf),
+}
+
+/// The transport for `destination`.
 ///
 /// # Errors
 /// An unusable `SMTP_URL` or `MAIL_DIR`.
-pub(crate) async fn from_settings(settings: &Settings) -> anyhow::Result<Arc<dyn MailTransport>> {
-    Ok(match &settings.smtp_url {
-        Some(SmtpUrl(url)) => Arc::new(smtp::SmtpMailer::new(
+pub(crate) async fn transport(
+    destination: Destination<'_>,
+) -> anyhow::Result<Arc<dyn MailTransport>> {
+    Ok(match destination {
+        Destination::Smtp {
+            url,
+            pool_size,
+            timeout,
+        } => Arc::new(smtp::SmtpMailer::new(
             smtp::Endpoint::parse(url)?,
-            settings.smtp_pool_size,
-            settings.smtp_timeout,
+            pool_size,
+            timeout,
         )),
-        None => Arc::new(file::FileMailer::new(settings.mail_dir.clone()).await?),
+        Destination::Folder(dir) => Arc::new(file::FileMailer::new(dir).await?),
     })
 }
