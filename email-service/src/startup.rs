@@ -34,7 +34,6 @@ pub struct Application {
     settings: Arc<Settings>,
     db: DatabaseConnection,
     broker: Arc<Broker>,
-    topology: Topology,
     transport: Arc<dyn MailTransport>,
     templates: Templates,
     admin: TcpListener,
@@ -56,11 +55,10 @@ impl Application {
             settings.database_max_connections,
         )
         .await?;
-        let topology = settings.topology();
         let broker = Arc::new(Broker::new(
             settings.amqp_url.clone(),
             "email-service".into(),
-            topology.clone(),
+            settings.topology(),
         ));
         // Fail fast at start-up (a clear "cannot connect" beats a silent retry loop); later
         // connection losses are retried by `run`. Connecting declares the routes and the retry
@@ -82,7 +80,6 @@ impl Application {
             settings: Arc::new(settings),
             db,
             broker,
-            topology,
             transport,
             templates,
             admin,
@@ -104,7 +101,7 @@ impl Application {
 
     /// The queue names in use, retry queues included.
     pub fn topology(&self) -> &Topology {
-        &self.topology
+        self.broker.topology()
     }
 
     /// Consumes until `shutdown` is cancelled, then finishes in-flight sends and returns.
@@ -121,7 +118,6 @@ impl Application {
             settings,
             db,
             broker,
-            topology,
             transport,
             templates,
             admin,
@@ -150,7 +146,7 @@ impl Application {
             db,
             transport,
             templates,
-            topology.clone(),
+            broker.topology().clone(),
             settings.clone(),
         ));
         consume_with_reconnect(&broker, &handler, &stop).await;
