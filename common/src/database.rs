@@ -78,7 +78,17 @@ pub async fn connect(url: &str, pool: PoolOptions) -> anyhow::Result<DatabaseCon
     })
 }
 
+/// Key of the PostgreSQL advisory lock held while migrating (any value unique to this project:
+/// "SIGNUP" in ASCII). Advisory locks are per database, so services on separate databases do not
+/// wait for each other.
+const MIGRATION_LOCK_KEY: i64 = 0x5349_474E_5550;
+
 /// [`connect`], then applies `M`'s pending migrations.
+///
+/// On PostgreSQL the migrations run under an advisory lock held by a separate session, so
+/// instances started at the same instant on a fresh database migrate one after the other (the
+/// others then find nothing pending) instead of racing to create the same tables and dying. A
+/// crashed holder's session ends, and its lock with it.
 ///
 /// # Errors
 /// When the database is unreachable or a migration fails.
@@ -87,12 +97,32 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     pool: PoolOptions,
 ) -> anyhow::Result<DatabaseConnection> {
     let db = connect(url, pool).await?;
-    M::up(&db, None).await.with_context(|| {
+    let context = || {
         format!(
             "applying the migrations of DATABASE_URL {}",
             crate::settings::redact_url(url)
         )
-    })?;
+    };
+    if db.get_database_backend() == DbBackend::Postgres {
+        use sea_orm::sqlx::{Connection as _, PgConnection};
+        let mut lock = PgConnection::connect(url).await.with_context(context)?;
+        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut lock)
+            .await
+            .with_context(context)?;
+        let migrated = M::up(&db, None).await;
+        // Closing the session releases the lock too; unlock first so the next instance need not
+        // wait for the close.
+        let _ = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut lock)
+            .await;
+        let _ = lock.close().await;
+        migrated.with_context(context)?;
+    } else {
+        M::up(&db, None).await.with_context(context)?;
+    }
     Ok(db)
 }
 

@@ -1,0 +1,3 @@
+//! The outbox crate against a real PostgreSQL: its migration under concurrent first starts.
+
+mod migration;
