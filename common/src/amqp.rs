@@ -68,6 +68,8 @@ pub struct Broker {
     /// The current connection's status, readable without the async lock (readiness).
     status: Mutex<Option<ConnectionStatus>>,
     redeclare: AtomicBool,
+    /// A connection was open before: the next connect is a recovery, and says so.
+    was_connected: AtomicBool,
 }
 
 impl std::fmt::Debug for Broker {
@@ -91,6 +93,7 @@ impl Broker {
             connection: tokio::sync::Mutex::new(None),
             status: Mutex::new(None),
             redeclare: AtomicBool::new(false),
+            was_connected: AtomicBool::new(false),
         }
     }
 
@@ -135,7 +138,11 @@ impl Broker {
         if let Ok(mut status) = self.status.lock() {
             *status = Some(connection.status().clone());
         }
-        tracing::info!(connection = %self.connection_name, "connected to RabbitMQ");
+        if self.was_connected.swap(true, Ordering::Relaxed) {
+            tracing::info!(connection = %self.connection_name, "RabbitMQ is back: reconnected");
+        } else {
+            tracing::info!(connection = %self.connection_name, "connected to RabbitMQ");
+        }
         Ok(guard.insert(connection).clone())
     }
 

@@ -20,10 +20,14 @@ pub async fn listen(db: DatabaseConnection, wakeup: Wakeup, shutdown: Cancellati
         let error = match PgListener::connect_with(pool).await {
             Ok(mut listener) => match listener.listen(NOTIFY_CHANNEL).await {
                 Ok(()) => {
-                    tracing::debug!(
-                        channel = NOTIFY_CHANNEL,
-                        "listening for outbox notifications"
-                    );
+                    if backoff.is_failing() {
+                        tracing::info!("LISTEN re-established: outbox notifications are back");
+                    } else {
+                        tracing::debug!(
+                            channel = NOTIFY_CHANNEL,
+                            "listening for outbox notifications"
+                        );
+                    }
                     backoff.reset();
                     wakeup.wake();
                     loop {
@@ -40,7 +44,11 @@ pub async fn listen(db: DatabaseConnection, wakeup: Wakeup, shutdown: Cancellati
             },
             Err(error) => error,
         };
-        tracing::warn!(%error, "LISTEN failed; polling until it is re-established");
+        if backoff.is_failing() {
+            tracing::debug!(%error, "LISTEN failed again");
+        } else {
+            tracing::warn!(%error, "LISTEN failed; polling until it is re-established");
+        }
         if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
             return;
         }

@@ -90,7 +90,8 @@ pub struct Relay {
     /// One permit per unconfirmed publish allowed (`RELAY_MAX_IN_FLIGHT`), shared by all
     /// pipelines: a batch publishes only once it holds a permit for each row it sends.
     in_flight: Semaphore,
-    warned_missing_table: AtomicBool,
+    /// The last batch failed for want of the database or broker (logged once, at the start).
+    failing: AtomicBool,
 }
 
 impl Relay {
@@ -109,7 +110,7 @@ impl Relay {
             wakeup,
             channel: Mutex::new(None),
             cursor: Mutex::new(ClaimCursor::default()),
-            warned_missing_table: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The batch pipelines: each one relays batches while there is work, then waits for a wake-up
 //! or the poll interval, and backs off while the database or broker is down.
 
-use std::{pin::pin, sync::atomic::Ordering};
+use std::{pin::pin, sync::atomic::Ordering, time::Duration};
 
 use common::{backoff::Backoff, shutdown::sleep_or_cancel};
 use lapin::Channel;
@@ -15,7 +15,12 @@ impl Relay {
     /// confirm timeout to finish; after that it is dropped and its rows stay pending.
     pub async fn run_pipeline(&self, shutdown: CancellationToken) {
         let mut slot: Option<Channel> = None;
-        let mut backoff = Backoff::default();
+        // The database or broker is down: retry soon (capped at 2 s), so work resumes within
+        // seconds of its return.
+        let mut unavailable = Backoff::default();
+        // Batches that made no progress (nacks, unroutable rows): there is no outage to wait
+        // out, so back off further and spare the broker and the logs.
+        let mut no_progress = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
         'outer: loop {
             // Drain. A wake-up arriving meanwhile is kept by `Wakeup` for the next idle wait.
             loop {
@@ -42,8 +47,11 @@ impl Relay {
                     // but others published goes on too, so one unroutable row does not throttle
                     // everyone else.
                     Some(Ok(report)) if report.failed == 0 || report.published > 0 => {
-                        backoff.reset();
-                        self.warned_missing_table.store(false, Ordering::Relaxed);
+                        unavailable.reset();
+                        no_progress.reset();
+                        if self.failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!("outbox relay is publishing again");
+                        }
                         if report.claimed == 0 {
                             break;
                         }
@@ -54,7 +62,7 @@ impl Relay {
                     }
                     Some(Ok(_)) => {
                         // Nothing but nacks, returns, timeouts or a channel failure: back off.
-                        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+                        if !sleep_or_cancel(no_progress.next_delay(), &shutdown).await {
                             break 'outer;
                         }
                     }
@@ -62,7 +70,7 @@ impl Relay {
                         // Whatever it had claimed is pending again.
                         self.cursor.lock().await.rewind();
                         self.log_error(&error);
-                        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+                        if !sleep_or_cancel(unavailable.next_delay(), &shutdown).await {
                             break 'outer;
                         }
                     }
@@ -86,17 +94,20 @@ impl Relay {
             RelayError::Broker(_) => "broker",
         };
         metrics::counter!("outbox_relay_errors_total", "kind" => kind).increment(1);
+        // Warn when the trouble starts, not once per retry of every pipeline; the recovery is
+        // logged when a batch succeeds again.
+        let first = !self.failing.swap(true, Ordering::Relaxed);
         match error {
-            RelayError::OutboxMissing => {
-                if !self.warned_missing_table.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "{error}; retrying with backoff. Start the user-service once to migrate it."
-                    );
-                }
-            }
-            other => tracing::warn!(
+            RelayError::OutboxMissing if first => tracing::warn!(
+                "{error}; retrying with backoff. Start the user-service once to migrate it."
+            ),
+            other if first => tracing::warn!(
                 error = common::telemetry::error_chain(other),
-                "relay batch failed; retrying with backoff"
+                "relay batch failed; retrying with backoff until it succeeds"
+            ),
+            other => tracing::debug!(
+                error = common::telemetry::error_chain(other),
+                "relay batch failed again"
             ),
         }
     }
