@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod database_outage;
 mod env_template;
 mod helpers;
 mod proxy;

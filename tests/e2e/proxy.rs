@@ -1,5 +1,5 @@
-//! A TCP proxy in front of RabbitMQ that a test can cut and restore: "the broker is
-//! unreachable" for this test's services only, while other tests keep using the broker.
+//! A TCP proxy in front of RabbitMQ or PostgreSQL that a test can cut and restore: "the broker
+//! (or database) is unreachable" for this test's services only, while other tests keep using it.
 
 use std::{
     net::SocketAddr,
@@ -60,6 +60,10 @@ impl Proxy {
             generation,
             stop,
         }
+    }
+
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        self.addr
     }
 
     pub(crate) fn amqp_url(&self) -> String {

@@ -6,9 +6,10 @@
 use axum::{
     Json,
     extract::rejection::JsonRejection,
-    http::StatusCode,
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+use sea_orm::DbErr;
 use serde_json::{Value, json};
 
 /// `{"error": {...}}`: the body of every error response.
@@ -72,14 +73,56 @@ pub(crate) enum ApiError {
     /// The verification expired: a new one must be requested.
     #[error("this verification has expired; request a new verification mail")]
     VerificationExpired,
+    /// The database cannot be reached: 503 with `Retry-After`, nothing was changed. Logged with
+    /// its cause chain.
+    #[error("the service is temporarily unavailable; retry later")]
+    Unavailable(#[source] anyhow::Error),
     /// Anything unexpected. Logged with its cause chain, answered as an opaque 500.
     #[error("internal error")]
-    Internal(#[from] anyhow::Error),
+    Internal(#[source] anyhow::Error),
 }
 
-impl From<sea_orm::DbErr> for ApiError {
-    fn from(error: sea_orm::DbErr) -> Self {
-        Self::Internal(error.into())
+/// Seconds a client is asked to wait (`Retry-After`) while the database is unreachable: about
+/// what the connection pool needs to notice it is back.
+const RETRY_AFTER_SECONDS: u32 = 5;
+
+impl From<anyhow::Error> for ApiError {
+    fn from(error: anyhow::Error) -> Self {
+        let unreachable = error
+            .chain()
+            .filter_map(|cause| cause.downcast_ref::<DbErr>())
+            .any(is_unreachable);
+        if unreachable {
+            Self::Unavailable(error)
+        } else {
+            Self::Internal(error)
+        }
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(error: DbErr) -> Self {
+        anyhow::Error::from(error).into()
+    }
+}
+
+/// Whether `error` says the database could not be reached (no connection, a lost connection,
+/// the pool timed out waiting for one), as opposed to a query that failed.
+fn is_unreachable(error: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            matches!(
+                **error,
+                Sqlx::Io(_)
+                    | Sqlx::Tls(_)
+                    | Sqlx::PoolTimedOut
+                    | Sqlx::PoolClosed
+                    | Sqlx::WorkerCrashed
+            )
+        }
+        _ => false,
     }
 }
 
@@ -96,6 +139,7 @@ impl ApiError {
             Self::InvalidToken => StatusCode::NOT_FOUND,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::VerificationExpired => StatusCode::GONE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +158,7 @@ impl ApiError {
             Self::InvalidCode { .. } => "invalid_code",
             Self::TooManyAttempts => "too_many_attempts",
             Self::VerificationExpired => "verification_expired",
+            Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -139,9 +184,24 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(cause) = &self {
-            // The one place the cause chain is logged; the client sees only "internal error".
-            tracing::error!(error = format!("{cause:#}"), "request failed");
+        // The one place the cause chain is logged; the client sees only the code.
+        match &self {
+            Self::Internal(cause) => {
+                tracing::error!(error = format!("{cause:#}"), "request failed");
+            }
+            Self::Unavailable(cause) => {
+                tracing::warn!(
+                    error = format!("{cause:#}"),
+                    "database unreachable; answered 503"
+                );
+                return (
+                    self.status(),
+                    [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+                    Json(self.body()),
+                )
+                    .into_response();
+            }
+            _ => {}
         }
         (self.status(), Json(self.body())).into_response()
     }

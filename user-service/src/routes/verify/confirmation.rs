@@ -80,6 +80,7 @@ pub(crate) struct VerifyResponse {
         (status = 410, description = "`verification_expired`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: request a new verification", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> Response {

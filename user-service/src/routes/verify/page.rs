@@ -76,7 +76,7 @@ pub(crate) fn outcome_page(result: Result<VerifyOutcome, ApiError>) -> Response 
             "This link has expired",
             "<p>This verification link has expired. Request a new verification mail.</p>",
         ),
-        Err(ApiError::Internal(cause)) => ApiError::Internal(cause).into_response(),
+        Err(error @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => error.into_response(),
         Err(error) => page(
             error.status(),
             "This link is not valid",
