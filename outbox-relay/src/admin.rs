@@ -17,8 +17,16 @@ pub(crate) fn router(relay: Arc<Relay>) -> Router {
         .with_state(relay)
 }
 
-async fn live() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// 503 when a pipeline has been stuck in one batch for longer than `RELAY_STALL_TIMEOUT` (a
+/// hung query or publish): restarting is the remedy, its rows stay pending and are republished.
+async fn live(State(relay): State<Arc<Relay>>) -> impl IntoResponse {
+    match relay.stalled_for() {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "stalled", "stalled_for_seconds": stalled.as_secs() })),
+        ),
+    }
 }
 
 /// 200 only when the database answers and the broker connection is open.

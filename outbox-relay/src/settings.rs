@@ -34,6 +34,10 @@ pub struct Settings {
     /// `RELAY_CONFIRM_TIMEOUT`: a publish not confirmed within this time stays pending.
     #[serde(with = "humantime_serde")]
     pub relay_confirm_timeout: Duration,
+    /// `RELAY_STALL_TIMEOUT`: a batch running longer than this means the relay is stuck
+    /// (`GET /health/live` answers 503, so an orchestrator restarts it).
+    #[serde(with = "humantime_serde")]
+    pub relay_stall_timeout: Duration,
     /// `RELAY_RETENTION`: published rows older than this are deleted.
     #[serde(with = "humantime_serde")]
     pub relay_retention: Duration,
@@ -56,6 +60,7 @@ impl Default for Settings {
             relay_max_in_flight: 1000,
             relay_poll_interval: Duration::from_millis(500),
             relay_confirm_timeout: Duration::from_secs(10),
+            relay_stall_timeout: Duration::from_secs(60),
             relay_retention: Duration::from_secs(24 * 3600),
             relay_retention_batch: 5000,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
@@ -87,6 +92,17 @@ impl Validate for Settings {
         ensure(
             self.relay_confirm_timeout >= Duration::from_millis(100),
             || "RELAY_CONFIRM_TIMEOUT must be at least 100ms".into(),
+        )?;
+        // A healthy batch waits at most about two confirm timeouts (its permits, then its
+        // confirms); anything longer is a hang.
+        ensure(
+            self.relay_stall_timeout >= self.relay_confirm_timeout * 2,
+            || {
+                format!(
+                    "RELAY_STALL_TIMEOUT must be at least twice RELAY_CONFIRM_TIMEOUT ({})",
+                    humantime::format_duration(self.relay_confirm_timeout * 2)
+                )
+            },
         )?;
         ensure(!self.relay_retention.is_zero(), || {
             "RELAY_RETENTION must be positive".into()
@@ -153,6 +169,7 @@ mod tests {
             ("RELAY_POLL_INTERVAL", "1ms"),
             ("RELAY_CONFIRM_TIMEOUT", "soon"),
             ("RELAY_RETENTION", "0s"),
+            ("RELAY_STALL_TIMEOUT", "5s"),
             ("RELAY_RETENTION_BATCH", "0"),
             ("ADMIN_ADDR", "nowhere"),
             ("DATABASE_URL", "mysql://x"),

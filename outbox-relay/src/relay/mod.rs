@@ -10,8 +10,11 @@ mod cursor;
 mod pipeline;
 
 use std::{
-    collections::BTreeMap,
-    sync::{Arc, atomic::AtomicBool},
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64},
+    },
     time::Duration,
 };
 
@@ -77,6 +80,8 @@ pub(crate) struct RelayConfig {
     pub(crate) confirm_timeout: Duration,
     /// Fallback poll interval.
     pub(crate) poll_interval: Duration,
+    /// A pipeline busy with one batch for longer than this is stuck (liveness fails).
+    pub(crate) stall_timeout: Duration,
 }
 
 /// Moves outbox rows to the broker. Cheap to share (`Arc`); see [`Relay::relay_once`].
@@ -92,6 +97,11 @@ pub struct Relay {
     in_flight: Semaphore,
     /// The last batch failed for want of the database or broker (logged once, at the start).
     failing: AtomicBool,
+    /// When each pipeline started the batch it is working on (absent while it waits): a batch
+    /// that never ends (a query or publish hung on a half-open connection, a table lock) shows
+    /// here, and liveness fails on it.
+    busy_since: std::sync::Mutex<HashMap<u64, Instant>>,
+    next_pipeline: AtomicU64,
 }
 
 impl Relay {
@@ -111,6 +121,33 @@ impl Relay {
             channel: Mutex::new(None),
             cursor: Mutex::new(ClaimCursor::default()),
             failing: AtomicBool::new(false),
+            busy_since: std::sync::Mutex::default(),
+            next_pipeline: AtomicU64::new(0),
+        }
+    }
+
+    /// How long the longest-running batch of a pipeline has been running, if one runs longer
+    /// than `RELAY_STALL_TIMEOUT`: the relay is stuck and should be restarted (liveness).
+    pub fn stalled_for(&self) -> Option<Duration> {
+        let now = Instant::now();
+        self.busy_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .map(|since| now.saturating_duration_since(*since))
+            .max()
+            .filter(|busy| *busy > self.config.stall_timeout)
+    }
+
+    fn set_busy(&self, pipeline: u64, busy: bool) {
+        let mut busy_since = self
+            .busy_since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if busy {
+            busy_since.insert(pipeline, Instant::now());
+        } else {
+            busy_since.remove(&pipeline);
         }
     }
 

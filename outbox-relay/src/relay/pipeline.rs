@@ -14,6 +14,7 @@ impl Relay {
     /// waits for a wake-up or the poll interval. On shutdown the in-flight batch gets up to the
     /// confirm timeout to finish; after that it is dropped and its rows stay pending.
     pub async fn run_pipeline(&self, shutdown: CancellationToken) {
+        let pipeline = self.next_pipeline.fetch_add(1, Ordering::Relaxed);
         let mut slot: Option<Channel> = None;
         // The database or broker is down: retry soon (capped at 2 s), so work resumes within
         // seconds of its return.
@@ -27,6 +28,7 @@ impl Relay {
                 if shutdown.is_cancelled() {
                     break 'outer;
                 }
+                self.set_busy(pipeline, true);
                 let result = {
                     let mut batch = pin!(self.relay_batch(&mut slot));
                     tokio::select! {
@@ -36,6 +38,7 @@ impl Relay {
                         }
                     }
                 };
+                self.set_busy(pipeline, false);
                 match result {
                     None => {
                         tracing::warn!(

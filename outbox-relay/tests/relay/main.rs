@@ -7,5 +7,6 @@ mod claiming;
 mod concurrency;
 mod failures;
 mod helpers;
+mod liveness;
 mod publishing;
 mod sqlite;
