@@ -126,6 +126,15 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     Ok(db)
 }
 
+/// `retention` ago: rows last touched before it are due for deletion (saturates instead of
+/// overflowing for absurd retentions).
+pub fn retention_cutoff(retention: Duration) -> chrono::DateTime<chrono::Utc> {
+    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+    chrono::Utc::now()
+        .checked_sub_signed(retention)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+}
+
 /// Runs a migration script written once for both backends: the placeholders `{uuid}`, `{ts}`,
 /// `{json}` and `{seq}` become the backend's column types (PostgreSQL: `uuid`, `timestamptz`,
 /// `jsonb`, `bigserial PRIMARY KEY`; SQLite: `blob`, `text`, `text`, `integer PRIMARY KEY

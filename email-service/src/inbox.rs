@@ -225,10 +225,7 @@ pub(crate) async fn purge_expired(
     retention: Duration,
     batch: u32,
 ) -> Result<u64, DbErr> {
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let cutoff = Utc::now()
-        .checked_sub_signed(retention)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let cutoff = common::database::retention_cutoff(retention);
     Ok(db
         .execute_raw(statement(
             db,

@@ -266,10 +266,7 @@ pub async fn purge_published(
     retention: std::time::Duration,
     batch: u32,
 ) -> Result<u64, DbErr> {
-    let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let cutoff = Utc::now()
-        .checked_sub_signed(retention)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
+    let cutoff = common::database::retention_cutoff(retention);
     let mut total = 0;
     loop {
         let deleted = delete_published_before(conn, cutoff, batch).await?;
