@@ -1,5 +1,5 @@
 //! signup-outbox in one process: the user-service, the outbox-relay and the email-service built
-//! from their libraries and run side by side, for developers (`cargo run -p signup-outbox`), the
+//! from their libraries and run side by side, for developers (`cargo run` at the workspace root), the
 //! end-to-end tests and the end-to-end benchmark.
 //!
 //! It is deliberately thin: each service is configured exactly as its own binary would be (the

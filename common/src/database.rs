@@ -83,12 +83,17 @@ pub async fn connect(url: &str, pool: PoolOptions) -> anyhow::Result<DatabaseCon
 /// wait for each other.
 const MIGRATION_LOCK_KEY: i64 = 0x5349_474E_5550;
 
+/// How long an instance waits for another one's migrations before giving up.
+pub const MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(300);
+
 /// [`connect`], then applies `M`'s pending migrations.
 ///
 /// On PostgreSQL the migrations run under an advisory lock held by a separate session, so
 /// instances started at the same instant on a fresh database migrate one after the other (the
 /// others then find nothing pending) instead of racing to create the same tables and dying. A
-/// crashed holder's session ends, and its lock with it.
+/// crashed holder's session ends, and its lock with it; a holder that hangs makes the others
+/// give up after [`MIGRATION_LOCK_WAIT`] (and be restarted). The lock is per session: behind
+/// PgBouncer in transaction mode, point `DATABASE_URL` at PostgreSQL itself for migrations.
 ///
 /// # Errors
 /// When the database is unreachable or a migration fails.
@@ -106,11 +111,29 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     if db.get_database_backend() == DbBackend::Postgres {
         use sea_orm::sqlx::{Connection as _, PgConnection};
         let mut lock = PgConnection::connect(url).await.with_context(context)?;
-        sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(MIGRATION_LOCK_KEY)
-            .execute(&mut lock)
-            .await
-            .with_context(context)?;
+        let waiting_since = std::time::Instant::now();
+        let mut logged = false;
+        loop {
+            let locked: bool = sea_orm::sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(MIGRATION_LOCK_KEY)
+                .fetch_one(&mut lock)
+                .await
+                .with_context(context)?;
+            if locked {
+                break;
+            }
+            anyhow::ensure!(
+                waiting_since.elapsed() < MIGRATION_LOCK_WAIT,
+                "another instance has been migrating DATABASE_URL {} for over {}s; giving up",
+                crate::settings::redact_url(url),
+                MIGRATION_LOCK_WAIT.as_secs()
+            );
+            if !logged {
+                tracing::info!("another instance is migrating the database; waiting for it");
+                logged = true;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let migrated = M::up(&db, None).await;
         // Closing the session releases the lock too; unlock first so the next instance need not
         // wait for the close.

@@ -1,7 +1,7 @@
 //! Shared vocabulary of the signup-outbox services.
 //!
-//! `common` owns what more than one service must agree on, and nothing else: no HTTP, no
-//! service logic.
+//! `common` owns what more than one service must agree on, and nothing else: no HTTP handling
+//! (only the `http` header types the trace context is read from), no service logic.
 //!
 //! - [`events`]: the versioned event contracts (`UserRegisteredV1`, …) and their envelope.
 //! - [`topology`]: exchange, queue and routing-key names, and the idempotent declaration of the
@@ -14,10 +14,14 @@
 //!   and their header names.
 //! - [`shutdown`]: the Ctrl-C / SIGTERM token every `main` hands its application, and
 //!   `sleep_or_cancel`.
-//! - [`backoff`]: the exponential backoff every retry loop uses.
-//! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings.
-//! - `testing` (feature): a fresh database and AMQP namespace per test.
-//! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable.
+//! - [`backoff`]: the exponential backoff with jitter every retry loop uses.
+//! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings, migrating
+//!   under an advisory lock (concurrent first starts), the migration-script runner and the
+//!   retention cutoff.
+//! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes and
+//!   `TEST_LOG`-gated logs.
+//! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable, and the
+//!   `Broker` every service keeps its connection in (reconnect, re-declare, readiness).
 
 pub mod amqp;
 pub mod backoff;

@@ -87,13 +87,9 @@ impl DlqClient {
         let topology = settings.topology();
         let channel = connection.create_channel().await?;
         topology
-            .declare(&channel)
+            .declare_all(&channel)
             .await
             .context("declaring the topology")?;
-        topology
-            .declare_retry_queues(&channel)
-            .await
-            .context("declaring the retry queues")?;
         let publisher = Publisher::new(connection.create_channel().await?).await?;
         Ok(Self {
             connection,

@@ -35,9 +35,10 @@ pub struct Settings {
     #[serde(with = "humantime_serde")]
     pub relay_confirm_timeout: Duration,
     /// `RELAY_STALL_TIMEOUT`: a batch running longer than this means the relay is stuck
-    /// (`GET /health/live` answers 503, so an orchestrator restarts it).
+    /// (`GET /health/live` answers 503, so an orchestrator restarts it). Unset: the larger of
+    /// 60 s and twice `RELAY_CONFIRM_TIMEOUT` (see [`Settings::stall_timeout`]).
     #[serde(with = "humantime_serde")]
-    pub relay_stall_timeout: Duration,
+    pub relay_stall_timeout: Option<Duration>,
     /// `RELAY_RETENTION`: published rows older than this are deleted.
     #[serde(with = "humantime_serde")]
     pub relay_retention: Duration,
@@ -60,7 +61,7 @@ impl Default for Settings {
             relay_max_in_flight: 1000,
             relay_poll_interval: Duration::from_millis(500),
             relay_confirm_timeout: Duration::from_secs(10),
-            relay_stall_timeout: Duration::from_secs(60),
+            relay_stall_timeout: None,
             relay_retention: Duration::from_secs(24 * 3600),
             relay_retention_batch: 5000,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
@@ -96,7 +97,8 @@ impl Validate for Settings {
         // A healthy batch waits at most about two confirm timeouts (its permits, then its
         // confirms); anything longer is a hang.
         ensure(
-            self.relay_stall_timeout >= self.relay_confirm_timeout * 2,
+            self.relay_stall_timeout
+                .is_none_or(|stall| stall >= self.relay_confirm_timeout * 2),
             || {
                 format!(
                     "RELAY_STALL_TIMEOUT must be at least twice RELAY_CONFIRM_TIMEOUT ({})",
@@ -114,6 +116,13 @@ impl Validate for Settings {
 }
 
 impl Settings {
+    /// `RELAY_STALL_TIMEOUT`, or the larger of 60 s and twice `RELAY_CONFIRM_TIMEOUT`: a
+    /// healthy batch, once it holds its share of the window, waits at most one confirm timeout.
+    pub fn stall_timeout(&self) -> Duration {
+        self.relay_stall_timeout
+            .unwrap_or_else(|| (self.relay_confirm_timeout * 2).max(Duration::from_secs(60)))
+    }
+
     /// Batch pipelines: enough to keep `RELAY_MAX_IN_FLIGHT` publishes unconfirmed, plus
     /// [`SPARE_PIPELINES`] that claim or mark while the others publish, so database work never
     /// leaves the window idle (the window itself is a semaphore, so the spares never add to

@@ -62,7 +62,7 @@ impl Application {
             window: usize::try_from(settings.relay_max_in_flight).unwrap_or(usize::MAX),
             confirm_timeout: settings.relay_confirm_timeout,
             poll_interval: settings.relay_poll_interval,
-            stall_timeout: settings.relay_stall_timeout,
+            stall_timeout: settings.stall_timeout(),
         };
         let relay = Arc::new(Relay::new(db, broker, config, wakeup.clone()));
         let admin = TcpListener::bind(settings.admin_addr)

@@ -1,8 +1,9 @@
 //! The outbox table as the relay sees it: claiming pending rows, marking them published,
 //! recording failures, measuring the backlog and purging old published rows.
 //!
-//! A row is a routing key, headers and payload bytes; nothing here decodes an event. SQL is written once per backend where they differ (`SKIP LOCKED`, array parameters);
-//! every value is bound as a parameter (no `NOW()`), so the same code runs on SQLite.
+//! A row is a routing key, headers and payload bytes; nothing here decodes an event. SQL is
+//! written once per backend where they differ (`SKIP LOCKED`, array parameters); every value is
+//! bound as a parameter (no `NOW()`), so the same code runs on SQLite.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};

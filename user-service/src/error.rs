@@ -73,8 +73,9 @@ pub(crate) enum ApiError {
     /// The verification expired: a new one must be requested.
     #[error("this verification has expired; request a new verification mail")]
     VerificationExpired,
-    /// The database cannot be reached: 503 with `Retry-After`, nothing was changed. Logged with
-    /// its cause chain.
+    /// The database cannot be reached (or went away mid-request, e.g. a restart): 503 with
+    /// `Retry-After`. The request was most likely not applied; a connection lost during the
+    /// commit leaves that open, which is what `Idempotency-Key` on registration is for.
     #[error("the service is temporarily unavailable; retry later")]
     Unavailable(#[source] anyhow::Error),
     /// Anything unexpected. Logged with its cause chain, answered as an opaque 500.
@@ -106,6 +107,20 @@ impl From<DbErr> for ApiError {
     }
 }
 
+/// Whether an outage warning may be logged now (at most one per 10 s across the process).
+fn outage_warning_due() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNING: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let last = LAST_WARNING.load(Ordering::Relaxed);
+    now >= last.saturating_add(10)
+        && LAST_WARNING
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+}
+
 /// Whether `error` says the database could not be reached (no connection, a lost connection,
 /// the pool timed out waiting for one), as opposed to a query that failed.
 fn is_unreachable(error: &DbErr) -> bool {
@@ -113,14 +128,19 @@ fn is_unreachable(error: &DbErr) -> bool {
     match error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
-            matches!(
-                **error,
+            match &**error {
                 Sqlx::Io(_)
-                    | Sqlx::Tls(_)
-                    | Sqlx::PoolTimedOut
-                    | Sqlx::PoolClosed
-                    | Sqlx::WorkerCrashed
-            )
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed => true,
+                // PostgreSQL going away: class 08 (connection exception), 57P01
+                // admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now.
+                Sqlx::Database(error) => error.code().is_some_and(|code| {
+                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+                }),
+                _ => false,
+            }
         }
         _ => false,
     }
@@ -190,10 +210,15 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = format!("{cause:#}"), "request failed");
             }
             Self::Unavailable(cause) => {
-                tracing::warn!(
-                    error = format!("{cause:#}"),
-                    "database unreachable; answered 503"
-                );
+                // Every request fails the same way during an outage: warn at most every 10 s.
+                if outage_warning_due() {
+                    tracing::warn!(
+                        error = format!("{cause:#}"),
+                        "database unreachable; answering 503"
+                    );
+                } else {
+                    tracing::debug!(error = format!("{cause:#}"), "database unreachable");
+                }
                 return (
                     self.status(),
                     [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],

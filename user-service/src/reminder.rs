@@ -31,7 +31,7 @@ pub(crate) async fn run_scheduler(
         tracing::info!("reminders disabled (MAX_REMINDERS=0)");
         return;
     }
-    // After a failure: twice the poll interval, doubling up to 30 s.
+    // After a failure: about twice the poll interval (jittered), doubling up to 30 s.
     let mut backoff = Backoff::new(
         settings.reminder_poll_interval.saturating_mul(2),
         Duration::from_secs(30),

@@ -13,7 +13,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64},
+        atomic::{AtomicU8, AtomicU64},
     },
     time::Duration,
 };
@@ -46,6 +46,26 @@ pub enum RelayError {
     /// The broker is unreachable; nothing was claimed.
     #[error(transparent)]
     Broker(#[from] BrokerError),
+}
+
+impl RelayError {
+    /// Metric label.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::OutboxMissing => "outbox_missing",
+            Self::Database(_) => "database",
+            Self::Broker(_) => "broker",
+        }
+    }
+
+    /// A non-zero number per kind, for remembering the last one in an atomic.
+    fn kind_code(&self) -> u8 {
+        match self {
+            Self::OutboxMissing => 1,
+            Self::Database(_) => 2,
+            Self::Broker(_) => 3,
+        }
+    }
 }
 
 impl From<DbErr> for RelayError {
@@ -95,8 +115,9 @@ pub struct Relay {
     /// One permit per unconfirmed publish allowed (`RELAY_MAX_IN_FLIGHT`), shared by all
     /// pipelines: a batch publishes only once it holds a permit for each row it sends.
     in_flight: Semaphore,
-    /// The last batch failed for want of the database or broker (logged once, at the start).
-    failing: AtomicBool,
+    /// Why the last batch failed (a [`RelayError::kind_code`], 0 after a success): each outage
+    /// cause is logged once, when it starts.
+    failing: AtomicU8,
     /// When each pipeline started the batch it is working on (absent while it waits): a batch
     /// that never ends (a query or publish hung on a half-open connection, a table lock) shows
     /// here, and liveness fails on it.
@@ -120,7 +141,7 @@ impl Relay {
             wakeup,
             channel: Mutex::new(None),
             cursor: Mutex::new(ClaimCursor::default()),
-            failing: AtomicBool::new(false),
+            failing: AtomicU8::new(0),
             busy_since: std::sync::Mutex::default(),
             next_pipeline: AtomicU64::new(0),
         }
@@ -168,14 +189,16 @@ impl Relay {
     /// [`RelayError`] when the database or broker is unavailable; claimed rows then stay pending.
     pub async fn relay_once(&self) -> Result<BatchReport, RelayError> {
         let mut channel = self.channel.lock().await;
-        self.relay_batch(&mut channel).await
+        self.relay_batch(&mut channel, None).await
     }
 
     /// One batch on the caller's channel slot (each pipeline owns one channel, so confirms and
-    /// returns of concurrent batches never mix): claim → publish → mark.
+    /// returns of concurrent batches never mix): claim → publish → mark. `pipeline` is the
+    /// pipeline whose busy time this counts (liveness), if any.
     pub(crate) async fn relay_batch(
         &self,
         slot: &mut Option<Channel>,
+        pipeline: Option<u64>,
     ) -> Result<BatchReport, RelayError> {
         let started = Instant::now();
         // The channel first: with the broker down nothing is claimed, no attempt is counted.
@@ -191,7 +214,7 @@ impl Relay {
             *slot = Some(channel);
             return Ok(BatchReport::default());
         }
-        let outcome = self.publish(&channel, &rows).await;
+        let outcome = self.publish(&channel, &rows, pipeline).await;
         let (confirmed, failures) = split(&rows, &outcome.outcomes);
         self.mark(claim_txn, &confirmed, &failures).await?;
 
@@ -259,13 +282,27 @@ impl Relay {
 
     /// Publishes the batch once the shared in-flight window has room for it (a batch larger
     /// than the window publishes through a window of its own size).
-    async fn publish(&self, channel: &Channel, rows: &[OutboxRow]) -> BatchOutcome {
+    ///
+    /// Waiting for the window is not counted as busy: with batches as large as the window, a
+    /// healthy batch may queue behind every other pipeline's publishes.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        rows: &[OutboxRow],
+        pipeline: Option<u64>,
+    ) -> BatchOutcome {
         let window = rows.len().min(self.config.window).max(1);
+        if let Some(pipeline) = pipeline {
+            self.set_busy(pipeline, false);
+        }
         let _permits = self
             .in_flight
             .acquire_many(u32::try_from(window).unwrap_or(u32::MAX))
             .await
             .ok();
+        if let Some(pipeline) = pipeline {
+            self.set_busy(pipeline, true);
+        }
         publish_batch(
             channel,
             &self.broker.topology().exchange,

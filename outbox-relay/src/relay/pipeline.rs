@@ -30,7 +30,7 @@ impl Relay {
                 }
                 self.set_busy(pipeline, true);
                 let result = {
-                    let mut batch = pin!(self.relay_batch(&mut slot));
+                    let mut batch = pin!(self.relay_batch(&mut slot, Some(pipeline)));
                     tokio::select! {
                         result = &mut batch => Some(result),
                         () = shutdown.cancelled() => {
@@ -52,7 +52,7 @@ impl Relay {
                     Some(Ok(report)) if report.failed == 0 || report.published > 0 => {
                         unavailable.reset();
                         no_progress.reset();
-                        if self.failing.swap(false, Ordering::Relaxed) {
+                        if self.failing.swap(0, Ordering::Relaxed) != 0 {
                             tracing::info!("outbox relay is publishing again");
                         }
                         if report.claimed == 0 {
@@ -91,20 +91,15 @@ impl Relay {
     }
 
     fn log_error(&self, error: &RelayError) {
-        let kind = match error {
-            RelayError::OutboxMissing => "outbox_missing",
-            RelayError::Database(_) => "database",
-            RelayError::Broker(_) => "broker",
-        };
-        metrics::counter!("outbox_relay_errors_total", "kind" => kind).increment(1);
-        // Warn when the trouble starts, not once per retry of every pipeline; the recovery is
-        // logged when a batch succeeds again.
-        let first = !self.failing.swap(true, Ordering::Relaxed);
+        metrics::counter!("outbox_relay_errors_total", "kind" => error.kind()).increment(1);
+        // Warn when a trouble starts (or its cause changes), not once per retry of every
+        // pipeline; the recovery is logged when a batch succeeds again.
+        let new = self.failing.swap(error.kind_code(), Ordering::Relaxed) != error.kind_code();
         match error {
-            RelayError::OutboxMissing if first => tracing::warn!(
+            RelayError::OutboxMissing if new => tracing::warn!(
                 "{error}; retrying with backoff. Start the user-service once to migrate it."
             ),
-            other if first => tracing::warn!(
+            other if new => tracing::warn!(
                 error = common::telemetry::error_chain(other),
                 "relay batch failed; retrying with backoff until it succeeds"
             ),

@@ -17,7 +17,7 @@ async fn a_relay_stuck_in_a_batch_is_not_live_until_the_batch_can_finish() {
     let mut consumer = ctx.bind_test_queue().await;
     let app = Application::build(outbox_relay::Settings {
         relay_confirm_timeout: Duration::from_secs(1),
-        relay_stall_timeout: Duration::from_secs(2),
+        relay_stall_timeout: Some(Duration::from_secs(2)),
         ..ctx.settings()
     })
     .await
