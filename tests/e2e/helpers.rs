@@ -124,6 +124,32 @@ impl TestStack {
             .unwrap()
     }
 
+    /// `POST /user/register`.
+    pub(crate) async fn register(&self, body: &Value) -> reqwest::Response {
+        self.post("/user/register", body).await
+    }
+
+    /// `POST /user/verify` with a link token.
+    pub(crate) async fn verify_token(&self, token: &str) -> reqwest::Response {
+        self.post("/user/verify", &serde_json::json!({ "token": token }))
+            .await
+    }
+
+    /// `POST /user/verify` with an email and a code.
+    pub(crate) async fn verify_code(&self, email: &str, code: &str) -> reqwest::Response {
+        let body = serde_json::json!({ "email": email, "code": code });
+        self.post("/user/verify", &body).await
+    }
+
+    /// `POST /user/verification/resend`.
+    pub(crate) async fn resend(&self, email: &str) -> reqwest::Response {
+        self.post(
+            "/user/verification/resend",
+            &serde_json::json!({ "email": email }),
+        )
+        .await
+    }
+
     /// `SELECT COUNT(*) …` on the user database.
     pub(crate) async fn count(&self, sql: &str) -> i64 {
         common::testing::scalar(&self.user_db, sql).await

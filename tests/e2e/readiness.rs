@@ -33,7 +33,7 @@ async fn readiness_reports_the_broker_and_recovers_after_it_returns() {
 
     // The relay connects on its first batch; a registration makes sure it has.
     let body = json!({"email": "first@example.com", "password": "long enough"});
-    assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+    assert_eq!(stack.register(&body).await.status(), 201);
     stack.mails(1).await;
     for addr in admins {
         eventually(wait, "ready", || async move {
@@ -51,7 +51,7 @@ async fn readiness_reports_the_broker_and_recovers_after_it_returns() {
     }
     // Registration still works while the broker is gone: the outbox keeps the event.
     let body = json!({"email": "during@example.com", "password": "long enough"});
-    assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+    assert_eq!(stack.register(&body).await.status(), 201);
     let user_ready = client.get(stack.url("/health/ready")).send().await.unwrap();
     assert_eq!(
         user_ready.status(),

@@ -28,7 +28,7 @@ async fn exactly_two_reminders_arrive_each_with_a_new_link() {
     })
     .await;
     let body = json!({"email": "dan@example.com", "password": "correct horse"});
-    assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+    assert_eq!(stack.register(&body).await.status(), 201);
     let mails = stack.mails(3).await;
     wait_until_schedules_end(&stack).await;
     assert_eq!(
@@ -58,7 +58,7 @@ async fn exactly_two_reminders_arrive_each_with_a_new_link() {
         .await;
     assert_eq!(superseded_not_expired, 2);
     let last = token_of(&link_in(reminders[1]));
-    let verified = stack.post("/user/verify", &json!({"token": last})).await;
+    let verified = stack.verify_token(&last).await;
     assert_eq!(verified.status(), 200);
 }
 
@@ -72,17 +72,11 @@ async fn verifying_after_the_first_reminder_stops_the_second() {
     })
     .await;
     let body = json!({"email": "eve@example.com", "password": "correct horse"});
-    assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+    assert_eq!(stack.register(&body).await.status(), 201);
     let first_reminder = stack.mails(2).await.remove(1);
     assert_eq!(subject(&first_reminder), REMINDER);
     let token = token_of(&link_in(&first_reminder));
-    assert_eq!(
-        stack
-            .post("/user/verify", &json!({"token": token}))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(stack.verify_token(&token).await.status(), 200);
     assert_eq!(subject(&stack.mails(3).await[2]), "Welcome!");
     wait_until_schedules_end(&stack).await;
     assert_eq!(
@@ -110,7 +104,7 @@ async fn two_user_service_instances_send_each_reminder_once() {
     let users = 5;
     for i in 0..users {
         let body = json!({"email": format!("user{i}@example.com"), "password": "correct horse"});
-        assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+        assert_eq!(stack.register(&body).await.status(), 201);
     }
     let mails = stack.mails(users * 3).await;
     wait_until_schedules_end(&stack).await;

@@ -10,7 +10,7 @@ async fn register_then_verify_by_link_sends_one_welcome_mail() {
     let stack = spawn_stack("e2e_signup_link").await;
     let body =
         json!({"email": "Ann@Example.com", "password": "correct horse", "first_name": "Ann"});
-    assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+    assert_eq!(stack.register(&body).await.status(), 201);
 
     let mail = stack.mails(1).await.remove(0);
     assert_eq!(mail.to, ["ann@example.com"]);
@@ -49,12 +49,7 @@ async fn register_then_verify_by_link_sends_one_welcome_mail() {
     assert_eq!(welcome.to, ["ann@example.com"]);
 
     // Again: already verified, and nothing is sent.
-    let again: Value = stack
-        .post("/user/verify", &json!({"token": token}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let again: Value = stack.verify_token(&token).await.json().await.unwrap();
     assert_eq!(again, json!({"status": "already_verified"}));
     assert_eq!(
         stack
@@ -64,7 +59,7 @@ async fn register_then_verify_by_link_sends_one_welcome_mail() {
     );
     // A later sign-up's mail arriving shows the pipeline drained past that point.
     let bob = json!({"email": "bob@example.com", "password": "correct horse"});
-    assert_eq!(stack.post("/user/register", &bob).await.status(), 201);
+    assert_eq!(stack.register(&bob).await.status(), 201);
     let mails = stack.mails(3).await;
     let welcomes = mails.iter().filter(|m| subject(m) == "Welcome!").count();
     assert_eq!(
@@ -79,35 +74,20 @@ async fn register_then_verify_by_link_sends_one_welcome_mail() {
 async fn a_resent_code_verifies_and_the_old_one_no_longer_does() {
     let stack = spawn_stack("e2e_signup_code").await;
     let body = json!({"email": "cleo@example.com", "password": "correct horse"});
-    assert_eq!(stack.post("/user/register", &body).await.status(), 201);
+    assert_eq!(stack.register(&body).await.status(), 201);
     let old_code = code_in(&stack.mails(1).await[0]);
 
-    let resend = stack
-        .post(
-            "/user/verification/resend",
-            &json!({"email": "cleo@example.com"}),
-        )
-        .await;
+    let resend = stack.resend("cleo@example.com").await;
     assert_eq!(resend.status(), 202);
     let resent = stack.mails(2).await.remove(1);
     assert_eq!(subject(&resent), "Your new confirmation link");
     let new_code = code_in(&resent);
 
     if new_code != old_code {
-        let refused = stack
-            .post(
-                "/user/verify",
-                &json!({"email": "cleo@example.com", "code": old_code}),
-            )
-            .await;
+        let refused = stack.verify_code("cleo@example.com", &old_code).await;
         assert_eq!(refused.status(), 400);
     }
-    let verified = stack
-        .post(
-            "/user/verify",
-            &json!({"email": "cleo@example.com", "code": new_code}),
-        )
-        .await;
+    let verified = stack.verify_code("cleo@example.com", &new_code).await;
     assert_eq!(verified.status(), 200);
     assert_eq!(subject(&stack.mails(3).await[2]), "Welcome!");
 }

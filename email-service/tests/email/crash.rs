@@ -23,14 +23,6 @@ fn spawn_service(env: &HashMap<&str, String>) -> Child {
         .unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sigkill_mid_stream_loses_nothing_and_duplicates_only_in_flight_sends() {
     let sink = SmtpSink::start().await.unwrap();
@@ -38,7 +30,7 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_only_in_flight_sends() 
     sink.set_latency(Duration::from_millis(10));
     let dir = temp_dir();
     let namespace = common::testing::unique_namespace();
-    let admin_port = free_port();
+    let admin_port = common::testing::free_port();
     let env: HashMap<&str, String> = HashMap::from([
         ("AMQP_URL", common::testing::amqp_url()),
         ("AMQP_NAMESPACE", namespace.clone()),

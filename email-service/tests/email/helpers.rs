@@ -1,9 +1,6 @@
 //! `spawn_app`, event builders, publishing and bounded polling.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 use chrono::Utc;
 use common::{
@@ -20,6 +17,8 @@ use sea_orm::DatabaseConnection;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+pub(crate) use common::testing::{eventually, http_get};
 
 /// Short retry ladder for tests.
 pub(crate) const TEST_DELAYS: [Duration; 3] = [
@@ -41,14 +40,6 @@ pub(crate) fn test_settings(namespace: &str, database_url: String, sink: &SmtpSi
         inbox_retention: Duration::from_secs(3600),
         ..Settings::default()
     }
-}
-
-/// GET `url` and return status and body (reqwest without a default TLS provider needs one
-/// installed, even for plain http).
-pub(crate) async fn http_get(url: &str) -> (u16, String) {
-    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
-    let response = reqwest::get(url).await.unwrap();
-    (response.status().as_u16(), response.text().await.unwrap())
 }
 
 /// A fresh SQLite file in its own temporary folder.
@@ -90,6 +81,7 @@ pub(crate) async fn spawn_app() -> TestApp {
 }
 
 pub(crate) async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    common::testing::init_tracing();
     let sink = SmtpSink::start().await.unwrap();
     let dir = temp_dir();
     let mut settings = test_settings(
@@ -259,25 +251,6 @@ pub(crate) fn registered(email: &str, first_name: Option<&str>) -> Envelope<User
 
 fn rand_code() -> u32 {
     u32::try_from(Uuid::new_v4().as_u128() % 1_000_000).unwrap()
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, at most `timeout`.
-pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The `Message-ID`s of `mails`, one per event id.

@@ -49,6 +49,7 @@ pub(crate) async fn spawn_sqlite_app() -> TestApp {
 }
 
 pub(crate) async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> TestApp {
+    common::testing::init_tracing();
     let database_url = settings.database_url.clone();
     let kept = settings.clone();
     let app = Application::build(settings).await.unwrap();
@@ -97,14 +98,7 @@ impl TestApp {
     }
 
     pub(crate) async fn scalar(&self, sql: &str) -> i64 {
-        let backend = self.db.get_database_backend();
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(backend, sql.to_owned()))
-            .await
-            .unwrap()
-            .unwrap();
-        row.try_get::<i64>("", "n").unwrap()
+        common::testing::scalar(&self.db, sql).await
     }
 
     /// The outbox rows as (event_type, routing_key, payload, headers), in sequence order.
@@ -140,6 +134,27 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// `POST /user/verify` with a link token: status and JSON body.
+    pub(crate) async fn verify_token(&self, token: &str) -> (u16, Value) {
+        json_of(
+            self.post_json("/user/verify", &json!({ "token": token }))
+                .await,
+        )
+        .await
+    }
+
+    /// `POST /user/verify` with an email and a code: status and JSON body.
+    pub(crate) async fn verify_code(&self, email: &str, code: &str) -> (u16, Value) {
+        let body = json!({ "email": email, "code": code });
+        json_of(self.post_json("/user/verify", &body).await).await
+    }
+
+    /// `POST /user/verification/resend`.
+    pub(crate) async fn resend(&self, email: &str) -> reqwest::Response {
+        self.post_json("/user/verification/resend", &json!({ "email": email }))
+            .await
+    }
+
     pub(crate) async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.client
             .post(self.url(path))
@@ -184,6 +199,12 @@ impl TestApp {
             verification["code"].as_str().unwrap().to_owned(),
         )
     }
+}
+
+/// Status and JSON body of a response.
+pub(crate) async fn json_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }
 
 pub(crate) fn ann() -> Value {

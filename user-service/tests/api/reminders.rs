@@ -69,10 +69,8 @@ async fn reminders_stop_after_the_maximum_and_each_has_a_working_link() {
     assert_eq!(reminders[1]["data"]["reminder_number"], 2);
     // The newest reminder's link works.
     let (token, _) = app.latest_secrets().await;
-    let response = app
-        .post_json("/user/verify", &json!({"token": token}))
-        .await;
-    assert_eq!(response.status(), 200);
+    let response = app.verify_token(&token).await;
+    assert_eq!(response.0, 200);
 }
 
 #[tokio::test]
@@ -87,12 +85,7 @@ async fn verifying_after_the_first_reminder_stops_the_second() {
         1
     );
     let (token, _) = app.latest_secrets().await;
-    assert_eq!(
-        app.post_json("/user/verify", &json!({"token": token}))
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.verify_token(&token).await.0, 200);
     let later = first_due + chrono::Duration::days(30);
     assert_eq!(
         send_due_reminders(&app.db, &app.settings, later)

@@ -11,11 +11,6 @@ async fn registered(label: &str) -> TestApp {
     app
 }
 
-async fn status_of(response: reqwest::Response) -> (u16, Value) {
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn the_link_page_does_not_verify_and_its_form_post_does() {
     let app = registered("verify_link").await;
@@ -69,11 +64,7 @@ async fn the_link_page_does_not_verify_and_its_form_post_does() {
     assert_eq!(verified[0]["data"]["email"], "ann@example.com");
 
     // Repeating is idempotent: already verified, no second event.
-    let (status, body) = status_of(
-        app.post_json("/user/verify", &json!({"token": token}))
-            .await,
-    )
-    .await;
+    let (status, body) = app.verify_token(&token).await;
     assert_eq!((status, body), (200, json!({"status": "already_verified"})));
     assert_eq!(app.events("UserVerifiedV1").await.len(), 1);
 }
@@ -83,8 +74,7 @@ async fn json_token_verification_and_bad_tokens() {
     let app = registered("verify_token_json").await;
     let (token, _) = app.latest_secrets().await;
     for bad in ["", "abc", &"0".repeat(64)] {
-        let (status, body) =
-            status_of(app.post_json("/user/verify", &json!({"token": bad})).await).await;
+        let (status, body) = app.verify_token(bad).await;
         assert_eq!(status, 404, "{bad:?}");
         assert_eq!(body["error"]["code"], "invalid_token");
         let page = app
@@ -96,11 +86,7 @@ async fn json_token_verification_and_bad_tokens() {
         assert_eq!(page.status(), 404);
         assert!(page.text().await.unwrap().contains("not valid"));
     }
-    let (status, body) = status_of(
-        app.post_json("/user/verify", &json!({"token": token}))
-            .await,
-    )
-    .await;
+    let (status, body) = app.verify_token(&token).await;
     assert_eq!((status, body), (200, json!({"status": "verified"})));
 }
 
@@ -110,50 +96,24 @@ async fn wrong_codes_count_down_then_lock_and_a_resend_issues_a_working_code() {
     let (_, code) = app.latest_secrets().await;
     let wrong = if code == "000000" { "111111" } else { "000000" };
     for left in (0..5).rev() {
-        let (status, body) = status_of(
-            app.post_json(
-                "/user/verify",
-                &json!({"email": "ann@example.com", "code": wrong}),
-            )
-            .await,
-        )
-        .await;
+        let (status, body) = app.verify_code("ann@example.com", wrong).await;
         assert_eq!(status, 400);
         assert_eq!(body["error"]["code"], "invalid_code");
         assert_eq!(body["error"]["details"]["attempts_left"], left);
     }
     // Locked: even the right code is refused now.
-    let (status, body) = status_of(
-        app.post_json(
-            "/user/verify",
-            &json!({"email": "ann@example.com", "code": code}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.verify_code("ann@example.com", &code).await;
     assert_eq!(status, 429);
     assert_eq!(body["error"]["code"], "too_many_attempts");
 
-    let resend = app
-        .post_json(
-            "/user/verification/resend",
-            &json!({"email": "ANN@example.com"}),
-        )
-        .await;
+    let resend = app.resend("ANN@example.com").await;
     assert_eq!(resend.status(), 202);
     assert_eq!(app.events("VerificationResentV1").await.len(), 1);
     let (new_token, new_code) = app.latest_secrets().await;
 
     // The old code no longer works (its verification was superseded) ...
     if new_code != code {
-        let (status, body) = status_of(
-            app.post_json(
-                "/user/verify",
-                &json!({"email": "ann@example.com", "code": code}),
-            )
-            .await,
-        )
-        .await;
+        let (status, body) = app.verify_code("ann@example.com", &code).await;
         assert_eq!(
             (status, body["error"]["code"].as_str()),
             (400, Some("invalid_code"))
@@ -169,21 +129,10 @@ async fn wrong_codes_count_down_then_lock_and_a_resend_issues_a_working_code() {
         (link.split("token=").nth(1).unwrap().to_owned(), ())
     };
     assert_ne!(old_token, new_token);
-    let (status, _) = status_of(
-        app.post_json("/user/verify", &json!({"token": old_token}))
-            .await,
-    )
-    .await;
+    let (status, _) = app.verify_token(&old_token).await;
     assert_eq!(status, 404);
 
-    let (status, body) = status_of(
-        app.post_json(
-            "/user/verify",
-            &json!({"email": "ann@example.com", "code": new_code}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.verify_code("ann@example.com", &new_code).await;
     assert_eq!((status, body), (200, json!({"status": "verified"})));
 }
 
@@ -195,23 +144,12 @@ async fn expired_tokens_and_codes_get_410() {
         .execute_unprepared("UPDATE verifications SET expires_at = now() - interval '1 second'")
         .await
         .unwrap();
-    let (status, body) = status_of(
-        app.post_json("/user/verify", &json!({"token": token}))
-            .await,
-    )
-    .await;
+    let (status, body) = app.verify_token(&token).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (410, Some("verification_expired"))
     );
-    let (status, body) = status_of(
-        app.post_json(
-            "/user/verify",
-            &json!({"email": "ann@example.com", "code": code}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.verify_code("ann@example.com", &code).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (410, Some("verification_expired"))
@@ -234,18 +172,8 @@ async fn expired_tokens_and_codes_get_410() {
 #[tokio::test]
 async fn resend_answers_alike_for_unknown_and_known_addresses_and_is_rate_limited() {
     let app = registered("resend").await;
-    let known = app
-        .post_json(
-            "/user/verification/resend",
-            &json!({"email": "ann@example.com"}),
-        )
-        .await;
-    let unknown = app
-        .post_json(
-            "/user/verification/resend",
-            &json!({"email": "nobody@example.com"}),
-        )
-        .await;
+    let known = app.resend("ann@example.com").await;
+    let unknown = app.resend("nobody@example.com").await;
     assert_eq!(known.status(), 202);
     assert_eq!(unknown.status(), known.status());
     let names = |r: &reqwest::Response| {
@@ -260,12 +188,7 @@ async fn resend_answers_alike_for_unknown_and_known_addresses_and_is_rate_limite
     assert_eq!(app.events("VerificationResentV1").await.len(), 1);
 
     // Within RESEND_MIN_INTERVAL: accepted, ignored.
-    let again = app
-        .post_json(
-            "/user/verification/resend",
-            &json!({"email": "ann@example.com"}),
-        )
-        .await;
+    let again = app.resend("ann@example.com").await;
     assert_eq!(again.status(), 202);
     assert_eq!(app.events("VerificationResentV1").await.len(), 1);
     let metrics = app
@@ -315,33 +238,12 @@ async fn a_verified_address_answers_a_wrong_code_like_an_unknown_one() {
         .await;
     assert_eq!(ok.status(), 200);
     let wrong = if code == "000000" { "111111" } else { "000000" };
-    let verified_wrong = status_of(
-        app.post_json(
-            "/user/verify",
-            &json!({"email": "ann@example.com", "code": wrong}),
-        )
-        .await,
-    )
-    .await;
-    let unknown = status_of(
-        app.post_json(
-            "/user/verify",
-            &json!({"email": "nobody@example.com", "code": wrong}),
-        )
-        .await,
-    )
-    .await;
+    let verified_wrong = app.verify_code("ann@example.com", wrong).await;
+    let unknown = app.verify_code("nobody@example.com", wrong).await;
     assert_eq!(verified_wrong, unknown);
     assert_eq!(unknown.0, 400);
     // The right code still says "already verified".
-    let (status, body) = status_of(
-        app.post_json(
-            "/user/verify",
-            &json!({"email": "ann@example.com", "code": code}),
-        )
-        .await,
-    )
-    .await;
+    let (status, body) = app.verify_code("ann@example.com", &code).await;
     assert_eq!((status, body), (200, json!({"status": "already_verified"})));
 }
 
