@@ -134,6 +134,11 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// `GET path`.
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
     /// `POST /user/verify` with a link token: status and JSON body.
     pub(crate) async fn verify_token(&self, token: &str) -> (u16, Value) {
         json_of(

@@ -9,12 +9,7 @@ use crate::helpers::spawn_app;
 #[tokio::test]
 async fn the_openapi_document_parses_and_matches_the_router() {
     let app = spawn_app("openapi").await;
-    let response = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/openapi.json").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let parsed: utoipa::openapi::OpenApi =

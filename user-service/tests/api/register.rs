@@ -151,7 +151,7 @@ async fn fifty_concurrent_registrations_of_one_email_create_one_user() {
 async fn health_endpoints_report_live_and_ready() {
     let app = spawn_app("health").await;
     for path in ["/health/live", "/health/ready"] {
-        let response = app.client.get(app.url(path)).send().await.unwrap();
+        let response = app.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
     }
 }
@@ -167,19 +167,9 @@ async fn readiness_fails_when_the_database_is_gone() {
         .execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .await
         .unwrap();
-    let response = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/health/ready").await;
     assert_eq!(response.status(), 503);
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get("/health/live").await;
     assert_eq!(live.status(), 200);
 }
 
@@ -187,15 +177,7 @@ async fn readiness_fails_when_the_database_is_gone() {
 async fn metrics_count_registrations() {
     let app = spawn_app("metrics").await;
     assert_eq!(app.register(&ann()).await.status(), 201);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
         text.contains("user_registrations_total{outcome=\"created\"}"),
         "{text}"

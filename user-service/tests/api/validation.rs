@@ -145,12 +145,7 @@ async fn malformed_oversized_and_non_json_requests_get_their_status() {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"]["code"], code);
     }
-    let unknown = app
-        .client
-        .get(app.url("/user/register"))
-        .send()
-        .await
-        .unwrap();
+    let unknown = app.get("/user/register").await;
     assert_eq!(unknown.status(), 405);
     assert_eq!(app.count("users").await, 0);
 }

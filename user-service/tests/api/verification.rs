@@ -16,12 +16,7 @@ async fn the_link_page_does_not_verify_and_its_form_post_does() {
     let app = registered("verify_link").await;
     let (token, _) = app.latest_secrets().await;
 
-    let page = app
-        .client
-        .get(app.url(&format!("/user/verify?token={token}")))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get(&format!("/user/verify?token={token}")).await;
     assert_eq!(page.status(), 200);
     assert_eq!(page.headers()["cache-control"], "no-store");
     let html = page.text().await.unwrap();
@@ -31,11 +26,7 @@ async fn the_link_page_does_not_verify_and_its_form_post_does() {
     );
     assert!(html.contains(&token));
     // Fetching the page (as a mail scanner would) twice changes nothing.
-    app.client
-        .get(app.url(&format!("/user/verify?token={token}")))
-        .send()
-        .await
-        .unwrap();
+    app.get(&format!("/user/verify?token={token}")).await;
     assert_eq!(
         app.scalar("SELECT COUNT(*) AS n FROM users WHERE status = 'verified'")
             .await,
@@ -77,12 +68,7 @@ async fn json_token_verification_and_bad_tokens() {
         let (status, body) = app.verify_token(bad).await;
         assert_eq!(status, 404, "{bad:?}");
         assert_eq!(body["error"]["code"], "invalid_token");
-        let page = app
-            .client
-            .get(app.url(&format!("/user/verify?token={bad}")))
-            .send()
-            .await
-            .unwrap();
+        let page = app.get(&format!("/user/verify?token={bad}")).await;
         assert_eq!(page.status(), 404);
         assert!(page.text().await.unwrap().contains("not valid"));
     }
@@ -154,12 +140,7 @@ async fn expired_tokens_and_codes_get_410() {
         (status, body["error"]["code"].as_str()),
         (410, Some("verification_expired"))
     );
-    let page = app
-        .client
-        .get(app.url(&format!("/user/verify?token={token}")))
-        .send()
-        .await
-        .unwrap();
+    let page = app.get(&format!("/user/verify?token={token}")).await;
     assert_eq!(page.status(), 410);
     assert!(page.text().await.unwrap().contains("expired"));
     assert_eq!(
@@ -191,15 +172,7 @@ async fn resend_answers_alike_for_unknown_and_known_addresses_and_is_rate_limite
     let again = app.resend("ann@example.com").await;
     assert_eq!(again.status(), 202);
     assert_eq!(app.events("VerificationResentV1").await.len(), 1);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains("verification_resends_total{outcome=\"rate_limited\"}"),
         "{metrics}"
