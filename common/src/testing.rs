@@ -98,6 +98,52 @@ pub async fn http_get(url: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Runs `rabbitmqctl args…` and returns its output.
+///
+/// # Panics
+/// When it fails.
+pub async fn rabbitmqctl(args: &[&str]) -> String {
+    let output = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|error| panic!("rabbitmqctl {args:?}: {error}"));
+    assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The broker-side pid of the connection named `name` (its `AMQP_CONNECTION_NAME`), once the
+/// broker lists it (polled for up to 10 s).
+pub async fn amqp_connection_pid(name: &str) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // RabbitMQ 3.10 has no `user_provided_name` column; the name is in the client properties.
+        let listed = rabbitmqctl(&["-s", "list_connections", "pid", "client_properties"])
+            .await
+            .lines()
+            .find(|line| line.contains(name))
+            .and_then(|line| line.split('\t').next())
+            .map(str::to_owned);
+        if listed.is_some() || tokio::time::Instant::now() >= deadline {
+            return listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Closes the connection named `name` from the broker's side ("the broker dropped us"), and
+/// returns its pid.
+///
+/// # Panics
+/// When no such connection is listed.
+pub async fn close_amqp_connection(name: &str) -> String {
+    let pid = amqp_connection_pid(name)
+        .await
+        .unwrap_or_else(|| panic!("no AMQP connection named {name}"));
+    rabbitmqctl(&["close_connection", &pid, "test: connection dropped"]).await;
+    pid
+}
+
 /// An environment for [`crate::settings::load_from`] from `(variable, value)` pairs.
 pub fn env_vars(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     pairs

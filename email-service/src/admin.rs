@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use common::amqp::Broker;
+
+use crate::consumer::ConsumerHealth;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
@@ -14,6 +16,10 @@ pub(crate) struct AdminState {
     pub(crate) db: DatabaseConnection,
     /// The broker connection the consumer uses.
     pub(crate) broker: Arc<Broker>,
+    /// The consumer loop's progress (liveness).
+    pub(crate) consumer: Arc<ConsumerHealth>,
+    /// `CONSUMER_STALL_TIMEOUT`.
+    pub(crate) stall_timeout: std::time::Duration,
 }
 
 pub(crate) fn router(state: AdminState) -> Router {
@@ -24,8 +30,18 @@ pub(crate) fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-async fn live() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// 503 when the consumer loop has been neither consuming nor reconnecting for longer than
+/// `CONSUMER_STALL_TIMEOUT`: it is stuck, and restarting the process is the remedy (the broker
+/// redelivers what it held, the inbox recognises what was sent).
+async fn live(State(state): State<AdminState>) -> impl IntoResponse {
+    let now = tokio::time::Instant::now();
+    match state.consumer.stalled_for(now, state.stall_timeout) {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "stalled", "stalled_for_seconds": stalled.as_secs() })),
+        ),
+    }
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {

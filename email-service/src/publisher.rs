@@ -10,6 +10,14 @@
 //!   `exhausted`; `x-dead-letter-reason`: the full reason; `x-dead-lettered-at`: RFC 3339.
 //! - `x-original-routing-key`: the routing key the event was first published with.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
 use anyhow::Context;
 use lapin::{
     BasicProperties, Channel,
@@ -25,6 +33,12 @@ pub(crate) const DLQ_REASON: &str = "x-dead-letter-reason";
 pub(crate) const DLQ_AT: &str = "x-dead-lettered-at";
 pub(crate) const ORIGINAL_ROUTING_KEY: &str = "x-original-routing-key";
 
+/// Longest wait for the broker on a channel operation (a publish with its confirm, an ack): a
+/// live broker answers in milliseconds, so longer means the channel died without telling
+/// (a broker restart can leave lapin's futures pending). The delivery is then abandoned to the
+/// broker, which redelivers it once the connection is gone.
+pub(crate) const CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A publisher-confirms channel.
 #[derive(Debug, Clone)]
 pub(crate) struct Publisher {
@@ -33,7 +47,10 @@ pub(crate) struct Publisher {
     // whichever confirm completes next, so with concurrent publishes task A's return could be
     // reported to task B and A would ack an original whose copy was dropped. Retry and
     // dead-letter publishes are the failure path, so serialising them costs nothing that matters.
-    in_flight: std::sync::Arc<tokio::sync::Mutex<()>>,
+    in_flight: Arc<tokio::sync::Mutex<()>>,
+    /// A publish timed out: its confirm (or return) may still arrive and be handed to the next
+    /// publish, so nothing more is published on this channel.
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Publisher {
@@ -48,7 +65,8 @@ impl Publisher {
             .context("enabling publisher confirms")?;
         Ok(Self {
             channel,
-            in_flight: std::sync::Arc::default(),
+            in_flight: Arc::default(),
+            abandoned: Arc::default(),
         })
     }
 
@@ -60,7 +78,8 @@ impl Publisher {
     /// the confirm.
     ///
     /// # Errors
-    /// When the broker nacks, returns (no such queue) or the channel fails.
+    /// When the broker nacks, returns (no such queue), the channel fails or does not confirm
+    /// within [`CHANNEL_TIMEOUT`].
     pub(crate) async fn publish_to_queue(
         &self,
         queue: &str,
@@ -68,6 +87,31 @@ impl Publisher {
         properties: BasicProperties,
     ) -> anyhow::Result<()> {
         let _only_publish_in_flight = self.in_flight.lock().await;
+        anyhow::ensure!(
+            !self.abandoned.load(Ordering::Relaxed),
+            "publisher channel abandoned after a timeout"
+        );
+        let published = tokio::time::timeout(
+            CHANNEL_TIMEOUT,
+            self.publish_and_confirm(queue, body, properties),
+        )
+        .await;
+        let Ok(published) = published else {
+            self.abandoned.store(true, Ordering::Relaxed);
+            anyhow::bail!(
+                "no confirm for the publish to {queue} within {}s; channel abandoned",
+                CHANNEL_TIMEOUT.as_secs()
+            );
+        };
+        published
+    }
+
+    async fn publish_and_confirm(
+        &self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+    ) -> anyhow::Result<()> {
         let confirm = self
             .channel
             .basic_publish(

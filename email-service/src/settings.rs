@@ -39,6 +39,8 @@ pub struct Settings {
     pub amqp_url: String,
     /// `AMQP_NAMESPACE`: prefix of every exchange and queue name (isolates side-by-side stacks).
     pub amqp_namespace: String,
+    /// `AMQP_CONNECTION_NAME`: the connection name shown by the broker (`rabbitmqctl`, UI).
+    pub amqp_connection_name: String,
     /// `DATABASE_URL`: the inbox database, `postgres://…` or `sqlite://file.db?mode=rwc`.
     pub database_url: String,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (SQLite always uses one connection).
@@ -51,6 +53,10 @@ pub struct Settings {
     /// `SMTP_TIMEOUT`: bound on connecting and on one whole SMTP transaction.
     #[serde(with = "humantime_serde")]
     pub smtp_timeout: Duration,
+    /// `CONSUMER_STALL_TIMEOUT`: a consumer loop neither consuming nor reconnecting for longer
+    /// is stuck (`GET /health/live` answers 503). Unset: see [`Settings::consumer_stall_timeout`].
+    #[serde(with = "humantime_serde")]
+    pub consumer_stall_timeout: Option<Duration>,
     /// `MAIL_DIR`: folder of the `.eml` files when `SMTP_URL` is unset.
     pub mail_dir: PathBuf,
     /// `MAIL_FROM`: the `From` mailbox, e.g. `Signup <no-reply@example.com>`.
@@ -82,11 +88,13 @@ impl Default for Settings {
         Self {
             amqp_url: common::amqp::DEFAULT_URL.into(),
             amqp_namespace: String::new(),
+            amqp_connection_name: "email-service".into(),
             database_url: "sqlite://email.db?mode=rwc".into(),
             database_max_connections: 10,
             smtp_url: None,
             smtp_pool_size: 16,
             smtp_timeout: Duration::from_secs(30),
+            consumer_stall_timeout: None,
             mail_dir: PathBuf::from("mail"),
             mail_from: "Signup <no-reply@localhost>".into(),
             prefetch: 256,
@@ -101,6 +109,15 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// `CONSUMER_STALL_TIMEOUT`, or the larger of 2 minutes and the longest a healthy consumer
+    /// takes to stop (its in-flight sends, `SMTP_TIMEOUT`, plus their acks and publishes).
+    pub fn consumer_stall_timeout(&self) -> Duration {
+        self.consumer_stall_timeout.unwrap_or_else(|| {
+            (self.smtp_timeout + crate::publisher::CHANNEL_TIMEOUT * 3 + Duration::from_secs(30))
+                .max(Duration::from_secs(120))
+        })
+    }
+
     /// The names in `AMQP_NAMESPACE`, with one retry queue per `RETRY_DELAYS` entry.
     pub fn topology(&self) -> Topology {
         Topology::new(&self.amqp_namespace).with_retry_delays(self.retry_delays.clone())
@@ -148,6 +165,17 @@ impl Validate for Settings {
             "SMTP_TIMEOUT must be positive".into()
         })?;
         ensure(self.prefetch > 0, || "PREFETCH must be at least 1".into())?;
+        let stopping = self.smtp_timeout + crate::publisher::CHANNEL_TIMEOUT * 3;
+        ensure(
+            self.consumer_stall_timeout
+                .is_none_or(|stall| stall > stopping),
+            || {
+                format!(
+                    "CONSUMER_STALL_TIMEOUT must exceed SMTP_TIMEOUT + 30s ({})",
+                    humantime::format_duration(stopping)
+                )
+            },
+        )?;
         ensure(self.max_concurrent_sends > 0, || {
             "MAX_CONCURRENT_SENDS must be at least 1".into()
         })?;
@@ -211,6 +239,7 @@ mod tests {
             ("RETRY_DELAYS", "soon"),
             ("PREFETCH", "-1"),
             ("INBOX_RETENTION", "1m"),
+            ("CONSUMER_STALL_TIMEOUT", "10s"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = load(&[(var, value)]).unwrap_err();

@@ -57,7 +57,7 @@ impl Application {
         .await?;
         let broker = Arc::new(Broker::new(
             settings.amqp_url.clone(),
-            "email-service".into(),
+            settings.amqp_connection_name.clone(),
             settings.topology(),
         ));
         // Fail fast at start-up (a clear "cannot connect" beats a silent retry loop); later
@@ -108,8 +108,9 @@ impl Application {
     ///
     /// A lost broker connection is not fatal: in-flight sends finish (their unacked deliveries
     /// come back and the inbox recognises them), readiness reports the broker down, and the
-    /// service reconnects with backoff (100 ms doubling to 30 s, [`Backoff`]'s default) and
-    /// consumes again.
+    /// service reconnects with backoff (100 ms doubling to 2 s, jittered: [`Backoff`]'s default)
+    /// and consumes again. A consumer loop stuck for longer than `CONSUMER_STALL_TIMEOUT` makes
+    /// `GET /health/live` answer 503, so an orchestrator restarts the process.
     ///
     /// # Errors
     /// When the admin server fails.
@@ -124,10 +125,13 @@ impl Application {
         } = self;
         let stop = shutdown.child_token();
         let admin_addr = admin.local_addr()?;
+        let health = Arc::new(consumer::ConsumerHealth::default());
         let admin_server = tokio::spawn({
             let router = admin::router(admin::AdminState {
                 db: db.clone(),
                 broker: broker.clone(),
+                consumer: health.clone(),
+                stall_timeout: settings.consumer_stall_timeout(),
             });
             let stopped = stop.clone().cancelled_owned();
             async move {
@@ -149,7 +153,7 @@ impl Application {
             broker.topology().clone(),
             settings.clone(),
         ));
-        consume_with_reconnect(&broker, &handler, &stop).await;
+        consume_with_reconnect(&broker, &handler, &health, &stop).await;
         stop.cancel();
         let _ = purger.await;
         let served = admin_server.await;
@@ -167,6 +171,7 @@ impl Application {
 async fn consume_with_reconnect(
     broker: &Broker,
     handler: &Arc<consumer::Handler>,
+    health: &consumer::ConsumerHealth,
     stop: &CancellationToken,
 ) {
     // A connection that consumed at least this long was healthy: the next loss starts the
@@ -175,6 +180,7 @@ async fn consume_with_reconnect(
     const HEALTHY_RUN: Duration = Duration::from_secs(30);
     let mut backoff = Backoff::default();
     while !stop.is_cancelled() {
+        health.beat();
         let opened = tokio::select! {
             biased;
             () = stop.cancelled() => return,
@@ -198,6 +204,7 @@ async fn consume_with_reconnect(
             &connection,
             publisher_channel,
             handler.clone(),
+            health,
             stop.clone(),
         )
         .await;

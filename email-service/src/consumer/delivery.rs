@@ -38,6 +38,21 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// An ack or nack, bounded by [`publisher::CHANNEL_TIMEOUT`]: on a channel that died without
+/// telling, the future may never finish, and the broker redelivers the message anyway.
+async fn bounded<T>(
+    settle: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(publisher::CHANNEL_TIMEOUT, settle).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}s; the channel is gone and the broker will redeliver",
+            publisher::CHANNEL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
 impl Handler {
     pub(super) async fn handle(&self, publisher: &Publisher, delivery: Delivery) {
         metrics::counter!("email_messages_consumed_total").increment(1);
@@ -48,9 +63,9 @@ impl Handler {
         match self.process(publisher, &delivery, attempt).await {
             Ok(outcome) => {
                 tracing::Span::current().record("outcome", format!("{outcome:?}").to_lowercase());
-                if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                if let Err(error) = bounded(delivery.ack(BasicAckOptions::default())).await {
                     // The outcome is recorded; a redelivery is recognised as a duplicate.
-                    tracing::warn!(%error, "ack failed");
+                    tracing::warn!(error, "ack failed");
                 }
             }
             Err(error) => {
@@ -70,7 +85,7 @@ impl Handler {
                     )
                     .await;
                 let acked = match parked {
-                    Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                    Ok(()) => bounded(delivery.ack(BasicAckOptions::default())).await,
                     Err(error) => {
                         tracing::error!(error = format!("{error:#}"), "parking failed; requeueing");
                         metrics::counter!("email_requeued_total").increment(1);
@@ -78,11 +93,11 @@ impl Handler {
                             requeue: true,
                             ..BasicNackOptions::default()
                         };
-                        delivery.nack(options).await
+                        bounded(delivery.nack(options)).await
                     }
                 };
                 if let Err(error) = acked {
-                    tracing::warn!(%error, "ack/nack failed");
+                    tracing::warn!(error, "ack/nack failed");
                 }
             }
         }

@@ -32,6 +32,9 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 mod delivery;
+mod health;
+
+pub(crate) use health::ConsumerHealth;
 
 use crate::{
     mailer::MailTransport,
@@ -96,6 +99,7 @@ pub(crate) async fn run(
     connection: &Connection,
     publisher_channel: lapin::Channel,
     handler: Arc<Handler>,
+    health: &ConsumerHealth,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let publisher = Publisher::new(publisher_channel).await?;
@@ -119,6 +123,7 @@ pub(crate) async fn run(
         transport = %handler.transport.describe(),
         "email-service consuming"
     );
+    health.set_consuming(true);
     let permits = Arc::new(Semaphore::new(handler.settings.max_concurrent_sends));
     let tasks = TaskTracker::new();
     let result = loop {
@@ -148,18 +153,39 @@ pub(crate) async fn run(
             .instrument(span),
         );
     };
+    health.set_consuming(false);
     tracing::info!(in_flight = tasks.len(), "email-service stops consuming");
-    // Best effort: the channel may already be gone when the connection was lost.
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
+    // Best effort and bounded: the channel may already be gone when the connection was lost.
+    let _ = tokio::time::timeout(
+        publisher::CHANNEL_TIMEOUT,
+        channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+    )
+    .await;
     tasks.close();
-    tasks.wait().await;
+    // In-flight deliveries finish their send (bounded by SMTP_TIMEOUT) and their acks and
+    // publishes (each bounded by CHANNEL_TIMEOUT); this bound is only the last line of defence:
+    // whatever is still running after it is abandoned to the broker (it redelivers the
+    // messages, the inbox recognises what was sent), so the consumer can reconnect.
+    let drain = handler.settings.smtp_timeout + publisher::CHANNEL_TIMEOUT * 3;
+    if tokio::time::timeout(drain, tasks.wait()).await.is_err() {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "deliveries still running after {}s; abandoning them to the broker",
+            drain.as_secs()
+        );
+    }
     drop(deliveries);
     // Closing returns the prefetched deliveries never started to the queue.
     for (name, channel) in [("consumer", &channel), ("publisher", publisher.channel())] {
-        if let Err(error) = channel.close(200, "shutdown".into()).await {
-            tracing::warn!(%error, name, "closing channel");
+        match tokio::time::timeout(
+            publisher::CHANNEL_TIMEOUT,
+            channel.close(200, "shutdown".into()),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, name, "closing channel"),
+            Err(_) => tracing::warn!(name, "closing channel timed out"),
         }
     }
     result

@@ -90,27 +90,6 @@ async fn a_killed_relay_process_loses_nothing_and_duplicates_at_most_its_batches
     assert!(exit.success(), "relay exited with {exit}");
 }
 
-async fn rabbitmqctl(args: &[&str]) -> String {
-    let output = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success(), "rabbitmqctl {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// The broker-side pid of the connection named `name`, once it exists.
-async fn connection_pid(name: &str) -> Option<String> {
-    // RabbitMQ 3.10 has no `user_provided_name` column; the name is in the client properties.
-    rabbitmqctl(&["-s", "list_connections", "pid", "client_properties"])
-        .await
-        .lines()
-        .find(|line| line.contains(name))
-        .and_then(|line| line.split('\t').next())
-        .map(str::to_owned)
-}
-
 #[tokio::test]
 async fn the_relay_recovers_when_the_broker_closes_its_connection() {
     const TOTAL: usize = 2_000;
@@ -136,15 +115,7 @@ async fn the_relay_recovers_when_the_broker_closes_its_connection() {
         ctx.published_count().await.0 >= 200
     })
     .await;
-    let mut pid = None;
-    for _ in 0..20 {
-        pid = connection_pid(&name).await;
-        if pid.is_some() {
-            break;
-        }
-    }
-    let pid = pid.expect("the relay's connection is listed");
-    rabbitmqctl(&["close_connection", &pid, "test: connection dropped"]).await;
+    let pid = common::testing::close_amqp_connection(&name).await;
     writer.await.unwrap();
 
     let deliveries = collect(&mut consumer, TOTAL, Duration::from_secs(60)).await;
@@ -156,7 +127,9 @@ async fn the_relay_recovers_when_the_broker_closes_its_connection() {
         http_get(&ready_url).await.0 == 200
     })
     .await;
-    let reconnected = connection_pid(&name).await.expect("the relay reconnected");
+    let reconnected = common::testing::amqp_connection_pid(&name)
+        .await
+        .expect("the relay reconnected");
     assert_ne!(reconnected, pid, "a new connection, not the closed one");
     let duplicated = duplicates(&deliveries);
     println!("connection dropped; {duplicated} duplicates");
