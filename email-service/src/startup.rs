@@ -175,10 +175,12 @@ async fn consume_with_reconnect(
     stop: &CancellationToken,
 ) {
     // A connection that consumed at least this long was healthy: the next loss starts the
-    // backoff afresh. A consumer that fails at once keeps doubling it, so a broker that
-    // accepts connections but refuses the consumer is not hammered.
+    // backoff afresh. A consumer that fails at once keeps doubling a slower backoff (to 30 s),
+    // so a broker that accepts connections but refuses the consumer is not hammered; an
+    // unreachable broker is retried quickly (to 2 s), so consuming resumes soon after it returns.
     const HEALTHY_RUN: Duration = Duration::from_secs(30);
-    let mut backoff = Backoff::default();
+    let mut unreachable = Backoff::default();
+    let mut failing_consumer = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
     while !stop.is_cancelled() {
         health.beat();
         let opened = tokio::select! {
@@ -187,15 +189,19 @@ async fn consume_with_reconnect(
             opened = open(broker) => opened,
         };
         let (connection, publisher_channel) = match opened {
-            Ok(opened) => opened,
+            Ok(opened) => {
+                unreachable.reset();
+                opened
+            }
             Err(error) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    error = common::telemetry::error_chain(&error),
-                    retry_in = ?delay,
-                    "RabbitMQ unreachable"
-                );
-                sleep_or_cancel(delay, stop).await;
+                // Once when the outage starts; the broker logs when it is back.
+                let error = common::telemetry::error_chain(&error);
+                if unreachable.is_failing() {
+                    tracing::debug!(error, "RabbitMQ still unreachable");
+                } else {
+                    tracing::warn!(error, "RabbitMQ unreachable; retrying until it is back");
+                }
+                sleep_or_cancel(unreachable.next_delay(), stop).await;
                 continue;
             }
         };
@@ -212,12 +218,13 @@ async fn consume_with_reconnect(
             return;
         }
         if started.elapsed() >= HEALTHY_RUN {
-            backoff.reset();
+            failing_consumer.reset();
         }
-        let delay = backoff.next_delay();
+        let delay = failing_consumer.next_delay();
         let error = consumed.err().map(|e| format!("{e:#}")).unwrap_or_default();
         tracing::warn!(error, retry_in = ?delay, "lost the RabbitMQ connection; reconnecting");
         broker.disconnect("reconnecting").await;
+        health.beat();
         sleep_or_cancel(delay, stop).await;
     }
 }
