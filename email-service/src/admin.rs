@@ -1,12 +1,13 @@
-//! The admin endpoint: `GET /health/live`, `GET /health/ready` (broker connected and inbox
-//! database reachable, else 503) and `GET /metrics` (Prometheus text).
+//! The admin endpoint: `GET /health/live`, `GET /health/ready` (broker connected, inbox
+//! database reachable, mail server not paused by the circuit breaker, else 503) and
+//! `GET /metrics` (Prometheus text).
 
 use std::sync::Arc;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use common::amqp::Broker;
 
-use crate::consumer::ConsumerHealth;
+use crate::{consumer::ConsumerHealth, mailer::Breaker};
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 
@@ -18,6 +19,8 @@ pub(crate) struct AdminState {
     pub(crate) broker: Arc<Broker>,
     /// The consumer loop's progress (liveness).
     pub(crate) consumer: Arc<ConsumerHealth>,
+    /// The mail server's circuit breaker.
+    pub(crate) smtp: Arc<Breaker>,
     /// `CONSUMER_STALL_TIMEOUT`.
     pub(crate) stall_timeout: std::time::Duration,
 }
@@ -44,11 +47,14 @@ async fn live(State(state): State<AdminState>) -> impl IntoResponse {
     }
 }
 
+/// 200 when the broker is connected, the inbox database answers and the mail server is not
+/// paused by the circuit breaker; else 503 naming what is down.
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     let broker = state.broker.is_connected();
     let database = state.db.ping().await.is_ok();
+    let smtp = !state.smtp.is_open();
     let word = |ok: bool| if ok { "ok" } else { "unreachable" };
-    let status = if broker && database {
+    let status = if broker && database && smtp {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -59,6 +65,7 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
             "status": if status == StatusCode::OK { "ok" } else { "unavailable" },
             "broker": word(broker),
             "database": word(database),
+            "smtp": if smtp { "ok" } else { "unavailable" },
         })),
     )
 }

@@ -53,6 +53,13 @@ pub struct Settings {
     /// `SMTP_TIMEOUT`: bound on connecting and on one whole SMTP transaction.
     #[serde(with = "humantime_serde")]
     pub smtp_timeout: Duration,
+    /// `SMTP_BREAKER_THRESHOLD`: consecutive transient send failures (refused, timeout, 4xx)
+    /// after which sending pauses until the server answers a probe.
+    pub smtp_breaker_threshold: u32,
+    /// `SMTP_BREAKER_COOLDOWN`: the first wait before probing a paused server (doubling to
+    /// 30 s while probes fail).
+    #[serde(with = "humantime_serde")]
+    pub smtp_breaker_cooldown: Duration,
     /// `CONSUMER_STALL_TIMEOUT`: a consumer loop neither consuming nor reconnecting for longer
     /// is stuck (`GET /health/live` answers 503). Unset: see [`Settings::consumer_stall_timeout`].
     #[serde(with = "humantime_serde")]
@@ -95,6 +102,8 @@ impl Default for Settings {
             smtp_pool_size: 16,
             smtp_timeout: Duration::from_secs(30),
             consumer_stall_timeout: None,
+            smtp_breaker_threshold: 5,
+            smtp_breaker_cooldown: Duration::from_secs(1),
             mail_dir: PathBuf::from("mail"),
             mail_from: "Signup <no-reply@localhost>".into(),
             prefetch: 256,
@@ -165,6 +174,14 @@ impl Validate for Settings {
             "SMTP_TIMEOUT must be positive".into()
         })?;
         ensure(self.prefetch > 0, || "PREFETCH must be at least 1".into())?;
+        ensure(self.smtp_breaker_threshold > 0, || {
+            "SMTP_BREAKER_THRESHOLD must be at least 1".into()
+        })?;
+        ensure(
+            (Duration::from_millis(10)..=Duration::from_secs(30))
+                .contains(&self.smtp_breaker_cooldown),
+            || "SMTP_BREAKER_COOLDOWN must be between 10ms and 30s".into(),
+        )?;
         let stopping = self.smtp_timeout + crate::publisher::CHANNEL_TIMEOUT * 3;
         ensure(
             self.consumer_stall_timeout
@@ -240,6 +257,8 @@ mod tests {
             ("PREFETCH", "-1"),
             ("INBOX_RETENTION", "1m"),
             ("CONSUMER_STALL_TIMEOUT", "10s"),
+            ("SMTP_BREAKER_THRESHOLD", "0"),
+            ("SMTP_BREAKER_COOLDOWN", "1h"),
             ("DATABASE_URL", "mysql://x"),
         ] {
             let error = load(&[(var, value)]).unwrap_err();

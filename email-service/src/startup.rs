@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     admin, consumer, inbox,
-    mailer::{self, Destination, MailTransport},
+    mailer::{self, Breaker, Destination, MailTransport},
     migration,
     settings::{Settings, SmtpUrl},
     templates::Templates,
@@ -126,11 +126,16 @@ impl Application {
         let stop = shutdown.child_token();
         let admin_addr = admin.local_addr()?;
         let health = Arc::new(consumer::ConsumerHealth::default());
+        let breaker = Arc::new(Breaker::new(
+            settings.smtp_breaker_threshold,
+            settings.smtp_breaker_cooldown,
+        ));
         let admin_server = tokio::spawn({
             let router = admin::router(admin::AdminState {
                 db: db.clone(),
                 broker: broker.clone(),
                 consumer: health.clone(),
+                smtp: breaker.clone(),
                 stall_timeout: settings.consumer_stall_timeout(),
             });
             let stopped = stop.clone().cancelled_owned();
@@ -152,6 +157,7 @@ impl Application {
             templates,
             broker.topology().clone(),
             settings.clone(),
+            breaker.clone(),
         ));
         consume_with_reconnect(&broker, &handler, &health, &stop).await;
         stop.cancel();

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use super::{Handler, Outcome};
 use crate::{
     inbox::{self, Claim},
+    mailer::Admission,
     mailer::SendError,
     publisher::{self, Publisher},
 };
@@ -54,13 +55,18 @@ async fn bounded<T>(
 }
 
 impl Handler {
-    pub(super) async fn handle(&self, publisher: &Publisher, delivery: Delivery) {
+    pub(super) async fn handle(
+        &self,
+        publisher: &Publisher,
+        delivery: Delivery,
+        admission: Admission,
+    ) {
         metrics::counter!("email_messages_consumed_total").increment(1);
         let attempt = publisher::header_int(&delivery.properties, publisher::ATTEMPT)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1)
             .max(1);
-        match self.process(publisher, &delivery, attempt).await {
+        match self.process(publisher, &delivery, attempt, admission).await {
             Ok(outcome) => {
                 tracing::Span::current().record("outcome", format!("{outcome:?}").to_lowercase());
                 if let Err(error) = bounded(delivery.ack(BasicAckOptions::default())).await {
@@ -108,6 +114,7 @@ impl Handler {
         publisher: &Publisher,
         delivery: &Delivery,
         attempt: u32,
+        admission: Admission,
     ) -> anyhow::Result<Outcome> {
         let event = match SignupEvent::decode(&delivery.data) {
             Ok(event) => event,
@@ -188,6 +195,7 @@ impl Handler {
         metrics::histogram!("email_send_duration_seconds").record(started.elapsed().as_secs_f64());
         match sent {
             Ok(()) => {
+                admission.succeeded();
                 // A short database hiccup must not leave the row `sending` (a late duplicate
                 // would then be sent again): retry the record a few times.
                 let mut recorded = inbox::mark_sent(&self.db, event_id).await;
@@ -212,6 +220,19 @@ impl Handler {
             Err(SendError::Transient(error)) => {
                 metrics::counter!("email_send_failures_total", "kind" => "transient").increment(1);
                 inbox::mark_failed(&self.db, event_id, &error).await?;
+                if admission.failed() {
+                    // The server is down, not this mail: park it where a retry would go first,
+                    // with its attempt count unchanged, until the server answers again.
+                    tracing::debug!(%error, "mail server down; parked without using an attempt");
+                    publisher
+                        .publish_to_queue(
+                            &self.topology.retry_queue(self.settings.retry_delay(1)),
+                            &delivery.data,
+                            delivery.properties.clone(),
+                        )
+                        .await?;
+                    return Ok(Outcome::Paused);
+                }
                 if attempt >= self.settings.max_attempts {
                     let reason = format!("gave up after {attempt} attempt(s): {error}");
                     return self
@@ -245,6 +266,8 @@ impl Handler {
                 Ok(Outcome::Retried)
             }
             Err(SendError::Permanent(error)) => {
+                // A rejection is an answer: the server is up.
+                admission.succeeded();
                 metrics::counter!("email_send_failures_total", "kind" => "permanent").increment(1);
                 inbox::mark_failed(&self.db, event_id, &error).await?;
                 self.dead_letter(publisher, delivery, attempt, "rejected", &error)

@@ -37,7 +37,7 @@ mod health;
 pub(crate) use health::ConsumerHealth;
 
 use crate::{
-    mailer::MailTransport,
+    mailer::{Breaker, MailTransport},
     publisher::{self, Publisher},
     settings::Settings,
     templates::Templates,
@@ -54,6 +54,8 @@ pub(crate) struct Handler {
     /// This process's id in the inbox `claimed_by` column.
     instance: Uuid,
     in_flight: Mutex<HashSet<Uuid>>,
+    /// Pauses sending while the mail server is down.
+    breaker: Arc<Breaker>,
 }
 
 /// What happened to a delivery, for the span and the metrics.
@@ -63,6 +65,8 @@ enum Outcome {
     Duplicate,
     Retried,
     Deferred,
+    /// The mail server is down (the breaker is open): parked without counting an attempt.
+    Paused,
     DeadLettered,
 }
 
@@ -73,6 +77,7 @@ impl Handler {
         templates: Templates,
         topology: Topology,
         settings: Arc<Settings>,
+        breaker: Arc<Breaker>,
     ) -> Self {
         Self {
             db,
@@ -82,6 +87,7 @@ impl Handler {
             settings,
             instance: Uuid::new_v4(),
             in_flight: Mutex::new(HashSet::new()),
+            breaker,
         }
     }
 
@@ -133,6 +139,10 @@ pub(crate) async fn run(
             () = shutdown.cancelled() => break Ok(()),
             permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
         };
+        // While the mail server is down, no delivery is taken: they wait in the queue.
+        let Some(admission) = handler.breaker.admit(&shutdown).await else {
+            break Ok(());
+        };
         let delivery = tokio::select! {
             biased;
             () = shutdown.cancelled() => break Ok(()),
@@ -147,7 +157,7 @@ pub(crate) async fn run(
         let (handler, publisher) = (handler.clone(), publisher.clone());
         tasks.spawn(
             async move {
-                handler.handle(&publisher, delivery).await;
+                handler.handle(&publisher, delivery, admission).await;
                 drop(permit);
             }
             .instrument(span),

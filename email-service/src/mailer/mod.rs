@@ -6,11 +6,14 @@
 //! [`SendError::Transient`] (connection refused, timeout, SMTP 4xx: retry later) or
 //! [`SendError::Permanent`] (SMTP 5xx such as an unknown recipient: dead-letter).
 
+mod breaker;
 mod file;
 pub(crate) mod smtp;
 mod tls;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
+
+pub(crate) use breaker::{Admission, Breaker};
 
 use lettre::Message;
 

@@ -109,7 +109,12 @@ async fn smtp_5xx_is_dead_lettered_and_replay_after_the_fix_delivers_it() {
 
 #[tokio::test]
 async fn mails_wait_in_retry_while_smtp_is_down_and_all_arrive_after() {
-    let app = spawn_app_with(|s| s.max_attempts = 30).await;
+    // The retry ladder alone (the circuit breaker, which would pause sending instead, is off).
+    let app = spawn_app_with(|s| {
+        s.max_attempts = 30;
+        s.smtp_breaker_threshold = u32::MAX;
+    })
+    .await;
     app.sink.set_behaviour(SinkBehaviour::Down);
     let events: Vec<_> = (0..10)
         .map(|i| registered(&format!("user{i}@example.com"), None))
