@@ -40,6 +40,9 @@ pub const EMAIL_QUEUE: &str = "email-service";
 pub const EMAIL_DLQ: &str = "email-service.dlq";
 /// Prefix of the email-service delayed-retry queues (`email-service.retry.5s`, …).
 pub const EMAIL_RETRY_QUEUE_PREFIX: &str = "email-service.retry";
+/// The email-service's deferral queue: a message waits there for its own `expiration` (how long
+/// another instance may still be sending it), then goes back to the work queue.
+pub const EMAIL_DEFER_QUEUE: &str = "email-service.defer";
 
 /// Routing keys on [`EXCHANGE`].
 pub mod routing_keys {
@@ -77,6 +80,8 @@ pub struct Topology {
     pub email_queue: String,
     /// Email-service dead-letter queue.
     pub email_dlq: String,
+    /// Email-service deferral queue (per-message TTL), declared with the retry queues.
+    pub email_defer: String,
     /// The email-service's retry ladder, one retry queue per delay (see
     /// [`with_retry_delays`](Self::with_retry_delays)); empty in a publisher's topology.
     pub retry_delays: Vec<Duration>,
@@ -98,6 +103,7 @@ impl Topology {
             exchange: name(EXCHANGE),
             email_queue: name(EMAIL_QUEUE),
             email_dlq: name(EMAIL_DLQ),
+            email_defer: name(EMAIL_DEFER_QUEUE),
             retry_delays: Vec::new(),
             retry_queue_prefix: name(EMAIL_RETRY_QUEUE_PREFIX),
         }
@@ -121,6 +127,9 @@ impl Topology {
     /// Every queue of the topology: work queue, dead-letter queue and retry queues.
     pub fn queues(&self) -> Vec<String> {
         let mut queues = vec![self.email_queue.clone(), self.email_dlq.clone()];
+        if !self.retry_delays.is_empty() {
+            queues.push(self.email_defer.clone());
+        }
         queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
         queues
     }
@@ -214,11 +223,24 @@ impl Topology {
 
     /// Declares one retry queue per [`retry_delays`](Self::retry_delays) entry: a message waits
     /// there for the delay (the queue's TTL), then the broker dead-letters it back to the work
-    /// queue. Idempotent; only the email-service calls it.
+    /// queue; and the deferral queue, where each message waits for its own `expiration`.
+    /// Idempotent; only the email-service calls it (nothing without retry delays).
     ///
     /// # Errors
     /// Any AMQP error, e.g. a queue that exists with different arguments.
     pub async fn declare_retry_queues(&self, channel: &Channel) -> lapin::Result<()> {
+        if self.retry_delays.is_empty() {
+            return Ok(());
+        }
+        let mut defer_args = FieldTable::default();
+        defer_args.insert("x-dead-letter-exchange".into(), string(""));
+        defer_args.insert(
+            "x-dead-letter-routing-key".into(),
+            string(&self.email_queue),
+        );
+        channel
+            .queue_declare(self.email_defer.as_str().into(), durable(), defer_args)
+            .await?;
         for delay in &self.retry_delays {
             let mut retry_args = FieldTable::default();
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);

@@ -168,12 +168,16 @@ impl Handler {
                 return Ok(Outcome::Duplicate);
             }
             Claim::InFlightElsewhere { remaining } => {
-                let delay = self.defer_delay(remaining);
+                // Look again exactly when the other instance's claim runs out (it is sending,
+                // or it died: then this copy sends), not at the next retry tier.
+                let delay = remaining + Duration::from_millis(100);
                 tracing::info!(%event_id, ?delay, "in flight in another instance; deferring");
-                let queue = self.topology.retry_queue(delay);
-                let properties = delivery.properties.clone();
+                let properties = delivery
+                    .properties
+                    .clone()
+                    .with_expiration(delay.as_millis().to_string().into());
                 publisher
-                    .publish_to_queue(&queue, &delivery.data, properties)
+                    .publish_to_queue(&self.topology.email_defer, &delivery.data, properties)
                     .await?;
                 return Ok(Outcome::Deferred);
             }
@@ -277,17 +281,6 @@ impl Handler {
     }
 
     /// The shortest configured retry delay covering `remaining`, else the longest.
-    fn defer_delay(&self, remaining: Duration) -> Duration {
-        let delays = &self.topology.retry_delays;
-        delays
-            .iter()
-            .filter(|d| **d >= remaining)
-            .min()
-            .or_else(|| delays.iter().max())
-            .copied()
-            .unwrap_or(Duration::from_secs(1))
-    }
-
     async fn dead_letter(
         &self,
         publisher: &Publisher,

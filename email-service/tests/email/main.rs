@@ -6,6 +6,7 @@
 mod breaker;
 mod broker_loss;
 mod crash;
+mod deferral;
 mod delivery;
 mod failures;
 mod helpers;
