@@ -309,15 +309,21 @@ mod tests {
     }
 
     #[test]
-    fn the_email_service_topology_lists_its_retry_queues_for_deletion() {
+    fn the_email_service_topology_lists_its_retry_and_deferral_queues_for_deletion() {
         let t = Topology::new("t1.").with_retry_delays(vec![Duration::from_secs(1)]);
         assert_eq!(
             t.queues(),
             [
                 "t1.email-service",
                 "t1.email-service.dlq",
+                "t1.email-service.defer",
                 "t1.email-service.retry.1000ms"
             ]
+        );
+        assert_eq!(
+            Topology::new("t1.").queues(),
+            ["t1.email-service", "t1.email-service.dlq"],
+            "a publisher's view has neither"
         );
     }
 
