@@ -241,19 +241,30 @@ impl SmtpMailer {
         }
     }
 
+    /// One mail on `connection`. `pooled`: the connection was idle in the pool, where a
+    /// server may have closed it (an I/O error before anything was sent).
     async fn transaction(
         &self,
         connection: &mut AsyncSmtpConnection,
         message: &Message,
         raw: &[u8],
+        pooled: bool,
     ) -> Result<(), SendError> {
         match tokio::time::timeout(self.timeout, connection.send(message.envelope(), raw)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(classify(&error)),
-            Err(_) => Err(SendError::Transient(format!(
-                "SMTP transaction timed out after {:?}",
-                self.timeout
-            ))),
+            Ok(Err(error)) => {
+                // No SMTP reply (the connection broke) on a connection that was working: the
+                // mail may have been accepted with the `250` lost on the way back.
+                if error.status().is_none() && !pooled {
+                    warn_possible_duplicate(&error.to_string());
+                }
+                Err(classify(&error))
+            }
+            Err(_) => {
+                let error = format!("SMTP transaction timed out after {:?}", self.timeout);
+                warn_possible_duplicate(&error);
+                Err(SendError::Transient(error))
+            }
         }
     }
 }
@@ -268,7 +279,7 @@ impl MailTransport for SmtpMailer {
             .map_err(|_| SendError::Transient("SMTP pool closed".into()))?;
         let raw = message.formatted();
         if let Some(mut connection) = self.take_idle() {
-            match self.transaction(&mut connection, message, &raw).await {
+            match self.transaction(&mut connection, message, &raw, true).await {
                 Ok(()) => {
                     self.put_idle(connection);
                     return Ok(());
@@ -283,7 +294,8 @@ impl MailTransport for SmtpMailer {
             }
         }
         let mut connection = self.fresh().await?;
-        self.transaction(&mut connection, message, &raw).await?;
+        self.transaction(&mut connection, message, &raw, false)
+            .await?;
         self.put_idle(connection);
         Ok(())
     }
@@ -297,6 +309,18 @@ impl MailTransport for SmtpMailer {
             self.permits.available_permits()
         )
     }
+}
+
+/// A transaction died without the server's final answer: whether it accepted the mail is
+/// unknown, and the retry that follows may deliver it twice. Said where it happens, so a
+/// duplicate a user reports can be explained from the log.
+fn warn_possible_duplicate(error: &str) {
+    metrics::counter!("email_ambiguous_sends_total").increment(1);
+    tracing::warn!(
+        error,
+        "SMTP connection failed mid-transaction: the server may have accepted the mail, so the \
+         retry may deliver it twice"
+    );
 }
 
 /// 5xx replies and client-side refusals are permanent; everything else (4xx, network, timeout,

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod ambiguous;
 mod breaker;
 mod broker_loss;
 mod crash;
