@@ -170,6 +170,10 @@ async fn bench_settings(
             argon2_memory_kib: args.argon2_memory_kib,
             argon2_iterations: args.argon2_iterations,
             max_reminders: 0,
+            // One load generator, one address.
+            rate_limit_register: user_service::RateLimit::OFF,
+            rate_limit_verify: user_service::RateLimit::OFF,
+            rate_limit_resend: user_service::RateLimit::OFF,
             ..Default::default()
         },
         relay: outbox_relay::Settings {

@@ -50,6 +50,9 @@ pub(crate) async fn stack_settings(
             http_addr: any_port,
             argon2_memory_kib: 1024,
             argon2_iterations: 1,
+            rate_limit_register: user_service::RateLimit::OFF,
+            rate_limit_verify: user_service::RateLimit::OFF,
+            rate_limit_resend: user_service::RateLimit::OFF,
             reminder_poll_interval: Duration::from_millis(100),
             ..Default::default()
         },

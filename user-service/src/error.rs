@@ -73,6 +73,12 @@ pub(crate) enum ApiError {
     /// The verification expired: a new one must be requested.
     #[error("this verification has expired; request a new verification mail")]
     VerificationExpired,
+    /// The client (or its network) sent more requests than its rate limit allows.
+    #[error("too many requests; retry later")]
+    RateLimited {
+        /// Seconds until a request would be accepted (`Retry-After`).
+        retry_after: u64,
+    },
     /// The database cannot be reached (or went away mid-request, e.g. a restart): 503 with
     /// `Retry-After`. The request was most likely not applied; a connection lost during the
     /// commit leaves that open, which is what `Idempotency-Key` on registration is for.
@@ -159,6 +165,7 @@ impl ApiError {
             Self::InvalidToken => StatusCode::NOT_FOUND,
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::VerificationExpired => StatusCode::GONE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -178,6 +185,7 @@ impl ApiError {
             Self::InvalidCode { .. } => "invalid_code",
             Self::TooManyAttempts => "too_many_attempts",
             Self::VerificationExpired => "verification_expired",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }
@@ -222,6 +230,14 @@ impl IntoResponse for ApiError {
                 return (
                     self.status(),
                     [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+                    Json(self.body()),
+                )
+                    .into_response();
+            }
+            Self::RateLimited { retry_after } => {
+                return (
+                    self.status(),
+                    [(header::RETRY_AFTER, retry_after.to_string())],
                     Json(self.body()),
                 )
                     .into_response();

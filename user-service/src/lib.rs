@@ -20,6 +20,7 @@
 //! - `reminder`: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
 //! - `password`: the `Password` newtype and argon2id hashing off the async threads.
 //! - `error`: `ApiError`, the one JSON error shape.
+//! - `rate_limit`: per-client token buckets on register, verify and resend ([`RateLimit`]).
 //! - [`migration`], `entity`: schema (migrated at start-up, the outbox table from the `outbox`
 //!   crate) and sea-orm entities (`UserStatus` on `users`, the usability check on
 //!   `verifications`).
@@ -34,6 +35,7 @@ mod error;
 mod idempotency;
 pub mod migration;
 mod password;
+mod rate_limit;
 mod reminder;
 mod routes;
 mod settings;
@@ -41,6 +43,7 @@ mod startup;
 mod state;
 mod verification;
 
+pub use rate_limit::RateLimit;
 pub use reminder::send_due_reminders;
 pub use settings::Settings;
 pub use startup::Application;

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, time::Duration};
 use common::settings::{LogFormat, SettingsError, Validate, ensure, ensure_database_url};
 use serde::{Deserialize, Serialize};
 
+use crate::rate_limit::RateLimit;
+
 /// Every tunable of the user-service. Defaults work on a developer machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -52,6 +54,15 @@ pub struct Settings {
     /// `RESEND_MIN_INTERVAL`: minimum time between two accepted resends for one address.
     #[serde(with = "humantime_serde")]
     pub resend_min_interval: Duration,
+    /// `RATE_LIMIT_REGISTER`: registrations per client address, `N/period` or `off`.
+    pub rate_limit_register: RateLimit,
+    /// `RATE_LIMIT_VERIFY`: verification requests (link page and POST) per client address.
+    pub rate_limit_verify: RateLimit,
+    /// `RATE_LIMIT_RESEND`: resend requests per client address.
+    pub rate_limit_resend: RateLimit,
+    /// `TRUST_FORWARDED_FOR`: take the client address from the last `X-Forwarded-For` entry
+    /// (only behind a reverse proxy that sets it).
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Settings {
@@ -75,6 +86,10 @@ impl Default for Settings {
             max_reminders: 3,
             reminder_poll_interval: Duration::from_secs(1),
             resend_min_interval: Duration::from_secs(60),
+            rate_limit_register: RateLimit::per(20, Duration::from_secs(60)),
+            rate_limit_verify: RateLimit::per(30, Duration::from_secs(60)),
+            rate_limit_resend: RateLimit::per(10, Duration::from_secs(60)),
+            trust_forwarded_for: false,
         }
     }
 }

@@ -20,7 +20,12 @@ use tower_http::{
 };
 
 use crate::{
-    migration, password::PasswordHasher, reminder, routes, settings::Settings, state::AppState,
+    migration,
+    password::PasswordHasher,
+    rate_limit::{self, RateLimits},
+    reminder, routes,
+    settings::Settings,
+    state::AppState,
 };
 
 /// A built user-service, bound to its port, ready to [`run`](Application::run).
@@ -66,8 +71,15 @@ impl Application {
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
         let (documented, openapi) = routes::documented_routes();
+        let rate_limits = Arc::new(RateLimits::new(
+            settings.rate_limit_register,
+            settings.rate_limit_verify,
+            settings.rate_limit_resend,
+            settings.trust_forwarded_for,
+        ));
         let state = AppState {
             db,
+            rate_limits,
             settings: Arc::new(settings),
             hasher,
             outbox_wakeup,
@@ -106,10 +118,15 @@ impl Application {
             self.state.outbox_wakeup.clone(),
             shutdown.clone(),
         ));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("HTTP server failed");
+        // With the peer address: the rate limits are per client.
+        let served = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("HTTP server failed");
         // Stop the scheduler too when the server ended on its own (an error).
         shutdown.cancel();
         scheduler.await.context("reminder scheduler panicked")?;
@@ -126,6 +143,11 @@ fn router(routes: Router<AppState>, state: AppState) -> Router {
     let body_limit = state.settings.max_body_bytes;
     routes
         .layer(DefaultBodyLimit::max(body_limit))
+        // Inside the metrics layer: a refused request is counted as a 429 like any other.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))

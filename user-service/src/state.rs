@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{password::PasswordHasher, settings::Settings};
+use crate::{password::PasswordHasher, rate_limit::RateLimits, settings::Settings};
 
 /// Shared, cheaply cloned state of the handlers.
 #[derive(Clone)]
@@ -17,6 +17,8 @@ pub(crate) struct AppState {
     pub(crate) hasher: PasswordHasher,
     /// Signalled after each commit that wrote outbox rows.
     pub(crate) outbox_wakeup: outbox::Wakeup,
+    /// Per-client rate limits of the public endpoints.
+    pub(crate) rate_limits: Arc<RateLimits>,
     /// The OpenAPI document of the router.
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
 }

@@ -120,6 +120,7 @@ pub(crate) struct RegisterResponse {
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed` (per-field details) or `idempotency_key_reused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests from this client address; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 500, description = "`internal_error`", body = ErrorBody),
         (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
     )

@@ -41,6 +41,7 @@ pub(crate) struct ResendRequest {
     responses(
         (status = 202, description = "Always `{\"status\": \"accepted\"}`, whatever the address", body = Object),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests from this client address; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]

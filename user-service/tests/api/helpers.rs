@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use user_service::{Application, Settings};
+use user_service::{Application, RateLimit, Settings};
 
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
@@ -31,6 +31,10 @@ pub(crate) fn test_settings(database_url: String) -> Settings {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,
         argon2_iterations: 1,
+        // Tests send bursts from one address; the limits have their own tests.
+        rate_limit_register: RateLimit::OFF,
+        rate_limit_verify: RateLimit::OFF,
+        rate_limit_resend: RateLimit::OFF,
         ..Settings::default()
     }
 }

@@ -7,6 +7,7 @@ mod helpers;
 mod idempotency;
 mod openapi;
 mod process;
+mod rate_limits;
 mod register;
 mod reminders;
 mod validation;

@@ -79,7 +79,7 @@ pub(crate) struct VerifyResponse {
         (status = 404, description = "`invalid_token`: unknown, used or replaced link", body = ErrorBody),
         (status = 410, description = "`verification_expired`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`: request a new verification", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: request a new verification; or `rate_limited`: too many requests from this client address, retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
