@@ -1,7 +1,8 @@
 //! Shared vocabulary of the signup-outbox services.
 //!
-//! `common` owns what more than one service must agree on, and nothing else: no HTTP handling
-//! (only the `http` header types the trace context is read from), no service logic.
+//! `common` owns what more than one service must agree on, and nothing else: no HTTP handlers
+//! (only the server loop every listener shares, and the `http` header types the trace context is
+//! read from), no service logic.
 //!
 //! - [`events`]: the versioned event contracts (`UserRegisteredV1`, …) and their envelope.
 //! - [`topology`]: exchange, queue and routing-key names, and the idempotent declaration of the
@@ -20,6 +21,8 @@
 //!   retention cutoff.
 //! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes and
 //!   `TEST_LOG`-gated logs.
+//! - [`http`]: the HTTP server loop of every listener: header-read and idle timeouts, a
+//!   connection cap, graceful shutdown ([`http::serve`], [`http::HttpLimits`]).
 //! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable, and the
 //!   `Broker` every service keeps its connection in (reconnect, re-declare, readiness).
 
@@ -27,6 +30,7 @@ pub mod amqp;
 pub mod backoff;
 pub mod database;
 pub mod events;
+pub mod http;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -4,7 +4,7 @@
 //!   its own AMQP namespace ([`unique_namespace`], cleaned up by [`AmqpCleanup`]), so suites run
 //!   in parallel against the real services;
 //! - waiting: [`eventually`], a bounded poll (never a bare sleep);
-//! - probing: [`http_get`], [`free_port`], [`scalar`];
+//! - probing: [`http_get`], [`free_port`], [`scalar`], [`slow_header_clients`] (slowloris);
 //! - logs: [`init_tracing`], which shows a test's logs when `TEST_LOG` is set (zero2prod's
 //!   trick: `TEST_LOG=1 cargo test name`).
 //!
@@ -96,6 +96,52 @@ pub async fn http_get(url: &str) -> (u16, String) {
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_owned());
     (status, body)
+}
+
+/// Opens `count` connections to `addr` that send the start of an HTTP/1 request and then one
+/// more header byte every `pace`, never finishing the headers (a slowloris client). Returns,
+/// per connection, how long after connecting the server closed it, or `None` if it was still
+/// open after `give_up` (or could not connect).
+pub async fn slow_header_clients(
+    addr: std::net::SocketAddr,
+    count: usize,
+    pace: Duration,
+    give_up: Duration,
+) -> Vec<Option<Duration>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        clients.spawn(async move {
+            let started = tokio::time::Instant::now();
+            let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+            let head = format!("GET /health/live HTTP/1.1\r\nHost: {addr}\r\nX-Slow: ");
+            stream.write_all(head.as_bytes()).await.ok()?;
+            let mut tick = tokio::time::interval(pace);
+            let mut buffer = [0_u8; 512];
+            let deadline = tokio::time::sleep(give_up);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    () = &mut deadline => return None,
+                    read = stream.read(&mut buffer) => match read {
+                        // Closed (or answered with an error and closed): count it as closed.
+                        Ok(0) | Err(_) => return Some(started.elapsed()),
+                        Ok(_) => {}
+                    },
+                    _ = tick.tick() => {
+                        if stream.write_all(b"x").await.is_err() {
+                            return Some(started.elapsed());
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut closed = Vec::with_capacity(count);
+    while let Some(result) = clients.join_next().await {
+        closed.push(result.unwrap_or(None));
+    }
+    closed
 }
 
 /// Runs `rabbitmqctl args…` and returns its output.

@@ -86,6 +86,16 @@ pub struct Settings {
     pub inbox_retention: Duration,
     /// `ADMIN_ADDR`: health and metrics endpoint.
     pub admin_addr: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT`: request headers must arrive within this long on the admin
+    /// port (also bounds the wait for the next request on a keep-alive connection).
+    #[serde(with = "humantime_serde")]
+    pub http_header_read_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT`: an admin connection with no request in progress for this long is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open admin connections; past it new ones wait to be accepted.
+    pub http_max_connections: usize,
     /// `LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -112,12 +122,24 @@ impl Default for Settings {
             max_attempts: 6,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
+            http_header_read_timeout: common::http::HttpLimits::DEFAULT_HEADER_READ_TIMEOUT,
+            http_idle_timeout: common::http::HttpLimits::DEFAULT_IDLE_TIMEOUT,
+            http_max_connections: common::http::HttpLimits::DEFAULT_MAX_CONNECTIONS,
             log_format: LogFormat::Pretty,
         }
     }
 }
 
 impl Settings {
+    /// The admin port's limits.
+    pub fn http_limits(&self) -> common::http::HttpLimits {
+        common::http::HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections,
+        }
+    }
+
     /// `CONSUMER_STALL_TIMEOUT`, or the larger of 2 minutes and the longest a healthy consumer
     /// takes to stop (its in-flight sends, `SMTP_TIMEOUT`, plus their acks and publishes).
     pub fn consumer_stall_timeout(&self) -> Duration {
@@ -153,6 +175,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         ensure_database_url("DATABASE_URL", &self.database_url)?;
         ensure_amqp_url(&self.amqp_url)?;
+        self.http_limits().validate()?;
         if let Some(SmtpUrl(url)) = &self.smtp_url
             && let Err(error) = crate::mailer::smtp::Endpoint::parse(url)
         {

@@ -138,12 +138,12 @@ impl Application {
                 smtp: breaker.clone(),
                 stall_timeout: settings.consumer_stall_timeout(),
             });
-            let stopped = stop.clone().cancelled_owned();
-            async move {
-                axum::serve(admin, router)
-                    .with_graceful_shutdown(stopped)
-                    .await
-            }
+            common::http::serve(
+                admin,
+                router,
+                settings.http_limits(),
+                stop.clone().cancelled_owned(),
+            )
         });
         tracing::info!(%admin_addr, "email-service admin endpoint listening");
         let purger = tokio::spawn(purge_expired(

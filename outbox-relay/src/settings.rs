@@ -46,6 +46,16 @@ pub struct Settings {
     pub relay_retention_batch: u32,
     /// `ADMIN_ADDR`: `GET /health/live`, `GET /health/ready`, `GET /metrics`.
     pub admin_addr: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT`: request headers must arrive within this long on the admin
+    /// port (also bounds the wait for the next request on a keep-alive connection).
+    #[serde(with = "humantime_serde")]
+    pub http_header_read_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT`: an admin connection with no request in progress for this long is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open admin connections; past it new ones wait to be accepted.
+    pub http_max_connections: usize,
     /// `LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -65,6 +75,9 @@ impl Default for Settings {
             relay_retention: Duration::from_secs(24 * 3600),
             relay_retention_batch: 5000,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            http_header_read_timeout: common::http::HttpLimits::DEFAULT_HEADER_READ_TIMEOUT,
+            http_idle_timeout: common::http::HttpLimits::DEFAULT_IDLE_TIMEOUT,
+            http_max_connections: common::http::HttpLimits::DEFAULT_MAX_CONNECTIONS,
             log_format: LogFormat::Pretty,
         }
     }
@@ -74,6 +87,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         ensure_database_url("DATABASE_URL", &self.database_url)?;
         ensure_amqp_url(&self.amqp_url)?;
+        self.http_limits().validate()?;
         ensure((1..=10_000).contains(&self.relay_batch_size), || {
             format!(
                 "RELAY_BATCH_SIZE must be between 1 and 10000, got {}",
@@ -116,6 +130,15 @@ impl Validate for Settings {
 }
 
 impl Settings {
+    /// The admin port's limits.
+    pub fn http_limits(&self) -> common::http::HttpLimits {
+        common::http::HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections,
+        }
+    }
+
     /// `RELAY_STALL_TIMEOUT`, or the larger of 60 s and twice `RELAY_CONFIRM_TIMEOUT`: a
     /// healthy batch, once it holds its share of the window, waits at most one confirm timeout.
     pub fn stall_timeout(&self) -> Duration {

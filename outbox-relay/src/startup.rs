@@ -127,9 +127,14 @@ impl Application {
             self.settings.relay_retention_batch,
             shutdown.clone(),
         ));
-        let server = axum::serve(self.admin, admin::router(self.relay.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let served = server.await.context("admin server failed");
+        let served = common::http::serve(
+            self.admin,
+            admin::router(self.relay.clone()),
+            self.settings.http_limits(),
+            shutdown.clone().cancelled_owned(),
+        )
+        .await
+        .context("admin server failed");
         // The server only returns early on failure: stop the pipelines too.
         shutdown.cancel();
         while let Some(joined) = tasks.join_next().await {
