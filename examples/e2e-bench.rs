@@ -167,6 +167,7 @@ async fn bench_settings(
             database_url: user_db.clone(),
             database_max_connections: 32,
             http_addr: any_port,
+            admin_addr: any_port,
             argon2_memory_kib: args.argon2_memory_kib,
             argon2_iterations: args.argon2_iterations,
             max_reminders: 0,

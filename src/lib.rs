@@ -4,7 +4,8 @@
 //!
 //! It is deliberately thin: each service is configured exactly as its own binary would be (the
 //! same environment variables), and only the names two services would otherwise share are split:
-//! `EMAIL_DATABASE_URL` (the email-service inbox), `RELAY_ADMIN_ADDR` and `EMAIL_ADMIN_ADDR`.
+//! `EMAIL_DATABASE_URL` (the email-service inbox), `USER_ADMIN_ADDR`, `RELAY_ADMIN_ADDR` and
+//! `EMAIL_ADMIN_ADDR`.
 //! `DATABASE_URL` is the user-service database, which the relay reads too.
 
 use anyhow::Context;
@@ -17,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 pub struct RunnerSettings {
     /// `EMAIL_DATABASE_URL`: the email-service inbox database.
     pub email_database_url: String,
+    /// `USER_ADMIN_ADDR`: health and metrics of the user-service.
+    pub user_admin_addr: std::net::SocketAddr,
     /// `RELAY_ADMIN_ADDR`: health and metrics of the relay.
     pub relay_admin_addr: std::net::SocketAddr,
     /// `EMAIL_ADMIN_ADDR`: health and metrics of the email-service.
@@ -33,6 +36,7 @@ impl Default for RunnerSettings {
     fn default() -> Self {
         Self {
             email_database_url: "sqlite://email.db?mode=rwc".into(),
+            user_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9100)),
             relay_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9101)),
             email_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9102)),
         }
@@ -57,9 +61,10 @@ impl StackSettings {
     /// A message naming the variable with a bad value.
     pub fn from_env() -> anyhow::Result<Self> {
         let runner: RunnerSettings = common::settings::load()?;
-        let user: user_service::Settings = common::settings::load()?;
+        let mut user: user_service::Settings = common::settings::load()?;
         let mut relay: outbox_relay::Settings = common::settings::load()?;
         let mut email: email_service::Settings = common::settings::load()?;
+        user.admin_addr = runner.user_admin_addr;
         relay.database_url = user.database_url.clone();
         relay.admin_addr = runner.relay_admin_addr;
         email.database_url = runner.email_database_url;

@@ -30,7 +30,8 @@ async fn run() -> anyhow::Result<()> {
     let api = stack.user.local_addr()?;
     tracing::info!(
         "signup-outbox is running: API http://{api} (try POST /user/register), mails {mail}, \
-         metrics http://{api}/metrics, http://{}/metrics and http://{}/metrics. Ctrl-C stops.",
+         metrics http://{}/metrics, http://{}/metrics and http://{}/metrics. Ctrl-C stops.",
+        stack.user.admin_addr()?,
         stack.relay.admin_addr()?,
         stack.email.admin_addr()?,
     );

@@ -20,6 +20,7 @@ async fn register_answers_503_with_retry_after_while_the_database_is_unreachable
     let app = user_service::Application::build(user_service::Settings {
         database_url: through_proxy,
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,
         argon2_iterations: 1,
         ..Default::default()

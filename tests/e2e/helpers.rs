@@ -48,6 +48,7 @@ pub(crate) async fn stack_settings(
         user: user_service::Settings {
             database_url: user_db.clone(),
             http_addr: any_port,
+            admin_addr: any_port,
             argon2_memory_kib: 1024,
             argon2_iterations: 1,
             rate_limit_register: user_service::RateLimit::OFF,

@@ -51,6 +51,10 @@ impl Runner {
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{http_port}"))
             .env(
+                "USER_ADMIN_ADDR",
+                format!("127.0.0.1:{}", common::testing::free_port()),
+            )
+            .env(
                 "RELAY_ADMIN_ADDR",
                 format!("127.0.0.1:{}", common::testing::free_port()),
             )
@@ -231,6 +235,7 @@ fn the_runner_says_in_one_line_how_to_start_rabbitmq_when_it_is_unreachable() {
         .current_dir(dir.path())
         .env("AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
         .env("HTTP_ADDR", "127.0.0.1:0")
+        .env("USER_ADMIN_ADDR", "127.0.0.1:0")
         .env("RELAY_ADMIN_ADDR", "127.0.0.1:0")
         .env("EMAIL_ADMIN_ADDR", "127.0.0.1:0")
         .output()

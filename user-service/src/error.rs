@@ -79,6 +79,11 @@ pub(crate) enum ApiError {
         /// Seconds until a request would be accepted (`Retry-After`).
         retry_after: u64,
     },
+    /// Too much work at once: every password hashing slot stayed busy for
+    /// `HASH_QUEUE_TIMEOUT`, or `MAX_CONCURRENT_REQUESTS` requests are already in progress. 503
+    /// with `Retry-After`, at once, instead of a queue that grows until the request times out.
+    #[error("the service is overloaded; retry later")]
+    Overloaded,
     /// The database cannot be reached (or went away mid-request, e.g. a restart): 503 with
     /// `Retry-After`. The request was most likely not applied; a connection lost during the
     /// commit leaves that open, which is what `Idempotency-Key` on registration is for.
@@ -92,6 +97,18 @@ pub(crate) enum ApiError {
 /// Seconds a client is asked to wait (`Retry-After`) while the database is unreachable: about
 /// what the connection pool needs to notice it is back.
 const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// Seconds an overloaded client is asked to wait (`Retry-After`): a few hashes' worth.
+pub(crate) const OVERLOADED_RETRY_AFTER_SECONDS: u32 = 1;
+
+impl From<crate::password::HashError> for ApiError {
+    fn from(error: crate::password::HashError) -> Self {
+        match error {
+            crate::password::HashError::Overloaded => Self::Overloaded,
+            crate::password::HashError::Failed(error) => error.into(),
+        }
+    }
+}
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
@@ -166,7 +183,7 @@ impl ApiError {
             Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::VerificationExpired => StatusCode::GONE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -187,6 +204,7 @@ impl ApiError {
             Self::VerificationExpired => "verification_expired",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
+            Self::Overloaded => "overloaded",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -230,6 +248,17 @@ impl IntoResponse for ApiError {
                 return (
                     self.status(),
                     [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())],
+                    Json(self.body()),
+                )
+                    .into_response();
+            }
+            Self::Overloaded => {
+                return (
+                    self.status(),
+                    [(
+                        header::RETRY_AFTER,
+                        OVERLOADED_RETRY_AFTER_SECONDS.to_string(),
+                    )],
                     Json(self.body()),
                 )
                     .into_response();

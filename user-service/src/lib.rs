@@ -9,7 +9,11 @@
 //! (the runner migrates the database it shares with the relay).
 //!
 //! Modules (private unless linked):
-//! - `startup`: `Application` (database, router, listener, graceful shutdown).
+//! - `startup`: `Application` (database, router, the API and admin listeners on
+//!   `common::http::serve`, graceful shutdown).
+//! - `middleware`: the API port's layers (request ids, security headers, metrics, load
+//!   shedding, timeout, rate limits).
+//! - `admin`: the admin port (`ADMIN_ADDR`): health and `GET /metrics`.
 //! - `settings`: typed settings from defaults, `CONFIG_FILE` and the environment.
 //! - `state`: `AppState`, shared by the handlers.
 //! - `routes`: the HTTP handlers, one module per endpoint (`register`, `verify` with the POST
@@ -29,10 +33,12 @@
 //! `common::trace::TraceContext`, and the in-process `outbox::Wakeup` is signalled after the
 //! commit.
 
+mod admin;
 mod domain;
 mod entity;
 mod error;
 mod idempotency;
+mod middleware;
 pub mod migration;
 mod password;
 mod rate_limit;

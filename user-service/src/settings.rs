@@ -2,6 +2,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
+use common::http::HttpLimits;
 use common::settings::{LogFormat, SettingsError, Validate, ensure, ensure_database_url};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,22 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// `HTTP_ADDR`: where the HTTP API listens.
     pub http_addr: SocketAddr,
+    /// `ADMIN_ADDR`: health and Prometheus metrics (`GET /metrics` is not on the API port: its
+    /// counters would tell a client which addresses have accounts). Keep it off the internet.
+    pub admin_addr: SocketAddr,
+    /// `HTTP_HEADER_READ_TIMEOUT`: an HTTP/1 request's headers must arrive within this long
+    /// (also bounds the wait for the next request on a keep-alive connection). Both listeners.
+    #[serde(with = "humantime_serde")]
+    pub http_header_read_timeout: Duration,
+    /// `HTTP_IDLE_TIMEOUT`: a connection with no request in progress for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open connections per listener; past it new ones wait to be
+    /// accepted.
+    pub http_max_connections: usize,
+    /// `MAX_CONCURRENT_REQUESTS`: API requests in progress at once; the next gets 503
+    /// `overloaded` with `Retry-After` at once.
+    pub max_concurrent_requests: usize,
     /// `PUBLIC_BASE_URL`: base of the links put in mails.
     pub public_base_url: String,
     /// `LOG_FORMAT`: `pretty` or `json`.
@@ -35,6 +52,10 @@ pub struct Settings {
     /// `MAX_CONCURRENT_HASHES`: password hashes computed at once (each holds the memory cost);
     /// 0 means the number of CPUs.
     pub max_concurrent_hashes: usize,
+    /// `HASH_QUEUE_TIMEOUT`: how long a request waits for a hashing slot before it gets 503
+    /// `overloaded` with `Retry-After`.
+    #[serde(with = "humantime_serde")]
+    pub hash_queue_timeout: Duration,
     /// `IDEMPOTENCY_TTL`: how long an `Idempotency-Key` response is kept.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
@@ -71,6 +92,11 @@ impl Default for Settings {
             database_url: "sqlite://signup.db?mode=rwc".into(),
             database_max_connections: 10,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            http_header_read_timeout: HttpLimits::DEFAULT_HEADER_READ_TIMEOUT,
+            http_idle_timeout: HttpLimits::DEFAULT_IDLE_TIMEOUT,
+            http_max_connections: HttpLimits::DEFAULT_MAX_CONNECTIONS,
+            max_concurrent_requests: 256,
             public_base_url: "http://127.0.0.1:8080".into(),
             log_format: LogFormat::Pretty,
             max_body_bytes: 16 * 1024,
@@ -79,6 +105,7 @@ impl Default for Settings {
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
             argon2_parallelism: argon2::Params::DEFAULT_P_COST,
             max_concurrent_hashes: 0,
+            hash_queue_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             verification_ttl: Duration::from_secs(24 * 3600),
             max_code_attempts: 5,
@@ -90,6 +117,17 @@ impl Default for Settings {
             rate_limit_verify: RateLimit::per(30, Duration::from_secs(60)),
             rate_limit_resend: RateLimit::per(10, Duration::from_secs(60)),
             trust_forwarded_for: false,
+        }
+    }
+}
+
+impl Settings {
+    /// The limits of both listeners.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
+            max_connections: self.http_max_connections,
         }
     }
 }
@@ -126,6 +164,7 @@ impl Validate for Settings {
             ("IDEMPOTENCY_TTL", self.idempotency_ttl),
             ("REMINDER_POLL_INTERVAL", self.reminder_poll_interval),
             ("REQUEST_TIMEOUT", self.request_timeout),
+            ("HASH_QUEUE_TIMEOUT", self.hash_queue_timeout),
         ] {
             ensure(value <= MAX_DURATION, || {
                 format!(
@@ -134,6 +173,13 @@ impl Validate for Settings {
                 )
             })?;
         }
+        ensure(!self.hash_queue_timeout.is_zero(), || {
+            "HASH_QUEUE_TIMEOUT must be positive, got 0s".into()
+        })?;
+        ensure(self.max_concurrent_requests > 0, || {
+            "MAX_CONCURRENT_REQUESTS must be at least 1, got 0".into()
+        })?;
+        self.http_limits().validate()?;
         ensure(self.max_code_attempts > 0, || {
             "MAX_CODE_ATTEMPTS must be at least 1".into()
         })?;

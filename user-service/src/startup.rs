@@ -1,42 +1,28 @@
-//! Building and running the user-service: router, listener, shutdown.
+//! Building and running the user-service: router, the API and admin listeners, shutdown.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use axum::{
-    Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
-    http::{HeaderName, StatusCode},
-    middleware::{self, Next},
-    response::Response,
-};
+use axum::Router;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{
-    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
-    trace::TraceLayer,
-};
 
 use crate::{
-    migration,
-    password::PasswordHasher,
-    rate_limit::{self, RateLimits},
-    reminder, routes,
-    settings::Settings,
-    state::AppState,
+    admin, middleware, migration, password::PasswordHasher, rate_limit::RateLimits, reminder,
+    routes, settings::Settings, state::AppState,
 };
 
-/// A built user-service, bound to its port, ready to [`run`](Application::run).
+/// A built user-service, bound to its ports, ready to [`run`](Application::run).
 pub struct Application {
     listener: TcpListener,
+    admin: TcpListener,
     router: Router,
     state: AppState,
 }
 
 impl Application {
-    /// Connects and migrates the database, then binds `HTTP_ADDR`.
+    /// Connects and migrates the database, then binds `HTTP_ADDR` and `ADMIN_ADDR`.
     ///
     /// # Errors
     /// When the database is unreachable, a migration fails or the address cannot be bound.
@@ -53,7 +39,7 @@ impl Application {
     /// in-process outbox wake-up (the all-in-one runner passes its relay's).
     ///
     /// # Errors
-    /// When the address cannot be bound.
+    /// When an address cannot be bound.
     pub async fn build_with_db(
         settings: Settings,
         db: DatabaseConnection,
@@ -66,10 +52,14 @@ impl Application {
             settings.argon2_iterations,
             settings.argon2_parallelism,
             settings.max_concurrent_hashes,
+            settings.hash_queue_timeout,
         )?;
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding HTTP_ADDR {}", settings.http_addr))?;
+        let admin = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| format!("binding ADMIN_ADDR {}", settings.admin_addr))?;
         let (documented, openapi) = routes::documented_routes();
         let rate_limits = Arc::new(RateLimits::new(
             settings.rate_limit_register,
@@ -85,9 +75,10 @@ impl Application {
             outbox_wakeup,
             openapi: Arc::new(openapi),
         };
-        let router = router(documented, state.clone());
+        let router = middleware::api(documented, state.clone());
         Ok(Self {
             listener,
+            admin,
             router,
             state,
         })
@@ -101,81 +92,60 @@ impl Application {
         Ok(self.listener.local_addr()?)
     }
 
+    /// The bound admin address: health and `GET /metrics`.
+    ///
+    /// # Errors
+    /// When the socket has no local address.
+    pub fn admin_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.admin.local_addr()?)
+    }
+
     /// The database connection (tests and the all-in-one runner share it).
     pub fn db(&self) -> &DatabaseConnection {
         &self.state.db
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
+    /// Serves the API and the admin port until `shutdown` is cancelled, then lets in-flight
+    /// requests finish.
     ///
     /// # Errors
-    /// When the server fails.
+    /// When a server fails.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(addr = %self.local_addr()?, "user-service listening");
+        tracing::info!(
+            addr = %self.local_addr()?,
+            admin = %self.admin_addr()?,
+            "user-service listening"
+        );
+        let limits = self.state.settings.http_limits();
         let scheduler = tokio::spawn(reminder::run_scheduler(
             self.state.db.clone(),
             self.state.settings.clone(),
             self.state.outbox_wakeup.clone(),
             shutdown.clone(),
         ));
-        // With the peer address: the rate limits are per client.
-        let served = axum::serve(
+        let admin = tokio::spawn(common::http::serve(
+            self.admin,
+            admin::router(self.state.clone()),
+            limits,
+            shutdown.clone().cancelled_owned(),
+        ));
+        let served = common::http::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            limits,
+            shutdown.clone().cancelled_owned(),
         )
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("HTTP server failed");
-        // Stop the scheduler too when the server ended on its own (an error).
+        // Stop the scheduler and the admin port too when the server ended on its own (an error).
         shutdown.cancel();
         scheduler.await.context("reminder scheduler panicked")?;
+        admin
+            .await
+            .context("admin server panicked")?
+            .context("admin server failed")?;
         served?;
         tracing::info!("user-service stopped");
         Ok(())
     }
-}
-
-/// The routes with their middleware and state.
-fn router(routes: Router<AppState>, state: AppState) -> Router {
-    let request_id = HeaderName::from_static("x-request-id");
-    let timeout = state.settings.request_timeout;
-    let body_limit = state.settings.max_body_bytes;
-    routes
-        .layer(DefaultBodyLimit::max(body_limit))
-        // Inside the metrics layer: a refused request is counted as a 429 like any other.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            rate_limit::limit,
-        ))
-        .layer(middleware::from_fn(record_metrics))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id)
-        }))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
-}
-
-/// `http_requests_total` and `http_request_duration_seconds` by route and status.
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
 }

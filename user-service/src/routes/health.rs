@@ -1,4 +1,5 @@
-//! `GET /health/live`, `GET /health/ready` and `GET /metrics`.
+//! `GET /health/live` and `GET /health/ready`, on the API port and on the admin port (where
+//! `GET /metrics` is: see `admin`).
 
 use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde_json::json;
@@ -33,14 +34,4 @@ pub(crate) async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             )
         }
     }
-}
-
-/// Prometheus text exposition of every metric of the process.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub(crate) async fn metrics() -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        common::telemetry::metrics().render(),
-    )
 }

@@ -3,7 +3,7 @@
 //! being documented. Logic shared with the scheduler (issuing verifications, the outbox,
 //! passwords, idempotency) lives in the feature modules at the crate root.
 
-mod health;
+pub(crate) mod health;
 mod openapi;
 mod register;
 mod resend;
@@ -26,7 +26,6 @@ pub(crate) fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi
         .routes(routes!(resend::resend))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
-        .routes(routes!(health::metrics))
         .routes(routes!(openapi::openapi_json))
         .split_for_parts()
 }

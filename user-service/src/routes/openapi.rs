@@ -20,7 +20,7 @@ use crate::state::AppState;
     tags(
         (name = "registration", description = "Creating accounts"),
         (name = "verification", description = "Proving the email address"),
-        (name = "operations", description = "Health, metrics and this document"),
+        (name = "operations", description = "Health and this document (metrics are on the admin port)"),
     )
 )]
 pub(crate) struct ApiDoc;

@@ -122,7 +122,7 @@ pub(crate) struct RegisterResponse {
         (status = 422, description = "`validation_failed` (per-field details) or `idempotency_key_reused`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many requests from this client address; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 500, description = "`internal_error`", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress (or, on register, every password hashing slot stayed busy for `HASH_QUEUE_TIMEOUT`); retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 #[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]

@@ -42,7 +42,7 @@ pub(crate) struct ResendRequest {
         (status = 202, description = "Always `{\"status\": \"accepted\"}`, whatever the address", body = Object),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many requests from this client address; retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress (or, on register, every password hashing slot stayed busy for `HASH_QUEUE_TIMEOUT`); retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 #[tracing::instrument(name = "resend", skip_all, fields(correlation_id))]

@@ -9,6 +9,8 @@ use user_service::{Application, RateLimit, Settings};
 
 pub(crate) struct TestApp {
     pub(crate) addr: SocketAddr,
+    /// The admin port: health and `/metrics`.
+    pub(crate) admin: SocketAddr,
     pub(crate) db: DatabaseConnection,
     pub(crate) database_url: String,
     pub(crate) settings: Settings,
@@ -29,6 +31,7 @@ pub(crate) fn test_settings(database_url: String) -> Settings {
     Settings {
         database_url,
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,
         argon2_iterations: 1,
         // Tests send bursts from one address; the limits have their own tests.
@@ -58,11 +61,13 @@ pub(crate) async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir
     let kept = settings.clone();
     let app = Application::build(settings).await.unwrap();
     let addr = app.local_addr().unwrap();
+    let admin = app.admin_addr().unwrap();
     let db = app.db().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(app.run(shutdown.clone()));
     TestApp {
         addr,
+        admin,
         db,
         database_url,
         settings: kept,
@@ -138,6 +143,14 @@ impl TestApp {
 }
 
 impl TestApp {
+    /// The Prometheus text of the admin port's `GET /metrics`.
+    pub(crate) async fn admin_metrics(&self) -> String {
+        let (status, body) =
+            common::testing::http_get(&format!("http://{}/metrics", self.admin)).await;
+        assert_eq!(status, 200, "admin /metrics: {body}");
+        body
+    }
+
     /// `GET path`.
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client.get(self.url(path)).send().await.unwrap()

@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod edge;
 mod helpers;
 mod idempotency;
 mod openapi;
+mod overload;
 mod process;
 mod rate_limits;
 mod register;

@@ -31,7 +31,6 @@ async fn the_openapi_document_parses_and_matches_the_router() {
         ("POST", "/user/verification/resend"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),
-        ("GET", "/metrics"),
         ("GET", "/openapi.json"),
     ]
     .into_iter()

@@ -54,6 +54,7 @@ async fn sigterm_finishes_the_in_flight_request_and_exits_zero() {
             format!("sqlite://{}/u.db?mode=rwc", dir.path().display()),
         )
         .env("HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("ADMIN_ADDR", "127.0.0.1:0")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info,tower_http=debug")
         // A deliberately slow hash keeps the request in flight while we signal.

@@ -177,7 +177,7 @@ async fn readiness_fails_when_the_database_is_gone() {
 async fn metrics_count_registrations() {
     let app = spawn_app("metrics").await;
     assert_eq!(app.register(&ann()).await.status(), 201);
-    let text = app.get("/metrics").await.text().await.unwrap();
+    let text = app.admin_metrics().await;
     assert!(
         text.contains("user_registrations_total{outcome=\"created\"}"),
         "{text}"

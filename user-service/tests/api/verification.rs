@@ -172,7 +172,7 @@ async fn resend_answers_alike_for_unknown_and_known_addresses_and_is_rate_limite
     let again = app.resend("ann@example.com").await;
     assert_eq!(again.status(), 202);
     assert_eq!(app.events("VerificationResentV1").await.len(), 1);
-    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let metrics = app.admin_metrics().await;
     assert!(
         metrics.contains("verification_resends_total{outcome=\"rate_limited\"}"),
         "{metrics}"

@@ -80,7 +80,7 @@ pub(crate) struct VerifyResponse {
         (status = 410, description = "`verification_expired`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: request a new verification; or `rate_limited`: too many requests from this client address, retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`: the database is unreachable; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress (or, on register, every password hashing slot stayed busy for `HASH_QUEUE_TIMEOUT`); retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> Response {
