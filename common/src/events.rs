@@ -7,7 +7,8 @@
 //!
 //! Never put a password or a password hash in an event. The verification link and code do travel
 //! in `UserRegisteredV1` / `VerificationReminderV1`, because the email-service must mail them; they
-//! must never be logged (their `Debug` output is redacted).
+//! must never be logged (their `Debug` output is redacted), and each event lists them in
+//! [`Event::SECRET_FIELDS`] so the outbox blanks them once the event is published.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -21,6 +22,9 @@ pub trait Event: Serialize + DeserializeOwned {
     const VERSION: u32;
     /// Routing key on the `signup.events` topic exchange.
     const ROUTING_KEY: &'static str;
+    /// JSON pointers (RFC 6901) into the event of its secret values: the outbox keeps them
+    /// only until the broker confirmed the publish, then blanks them (see `outbox::enqueue`).
+    const SECRET_FIELDS: &'static [&'static str] = &[];
 
     /// The aggregate (user) this event belongs to; the relay keeps per-aggregate order.
     fn aggregate_id(&self) -> Uuid;
@@ -53,6 +57,9 @@ impl<T: Event> Envelope<T> {
         }
     }
 }
+
+/// The secret values of every event that carries a [`VerificationDetails`] as `verification`.
+pub const VERIFICATION_SECRETS: &[&str] = &["/verification/link", "/verification/code"];
 
 /// How a user proves the address: a link and a short code, both valid until `expires_at`.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -94,6 +101,7 @@ impl Event for UserRegisteredV1 {
     const EVENT_TYPE: &'static str = "UserRegisteredV1";
     const VERSION: u32 = 1;
     const ROUTING_KEY: &'static str = crate::topology::routing_keys::USER_REGISTERED_V1;
+    const SECRET_FIELDS: &'static [&'static str] = VERIFICATION_SECRETS;
     fn aggregate_id(&self) -> Uuid {
         self.user_id
     }
@@ -120,6 +128,7 @@ impl Event for VerificationReminderV1 {
     const EVENT_TYPE: &'static str = "VerificationReminderV1";
     const VERSION: u32 = 1;
     const ROUTING_KEY: &'static str = crate::topology::routing_keys::VERIFICATION_REMINDER_V1;
+    const SECRET_FIELDS: &'static [&'static str] = VERIFICATION_SECRETS;
     fn aggregate_id(&self) -> Uuid {
         self.user_id
     }
@@ -144,6 +153,7 @@ impl Event for VerificationResentV1 {
     const EVENT_TYPE: &'static str = "VerificationResentV1";
     const VERSION: u32 = 1;
     const ROUTING_KEY: &'static str = crate::topology::routing_keys::VERIFICATION_RESENT_V1;
+    const SECRET_FIELDS: &'static [&'static str] = VERIFICATION_SECRETS;
     fn aggregate_id(&self) -> Uuid {
         self.user_id
     }
@@ -362,6 +372,40 @@ mod tests {
         let text = error.to_string();
         assert!(text.starts_with("malformed event body: data"), "{text}");
         assert!(!text.contains("987654"), "{text}");
+    }
+
+    #[test]
+    fn every_declared_secret_field_exists_in_its_event() {
+        fn check<E: Event>(event: &E) {
+            let json = serde_json::to_value(event).unwrap();
+            for pointer in E::SECRET_FIELDS {
+                assert!(
+                    json.pointer(pointer)
+                        .is_some_and(serde_json::Value::is_string),
+                    "{} has no string at {pointer}",
+                    E::EVENT_TYPE
+                );
+            }
+        }
+        let registered = registered().data;
+        check(&registered);
+        assert_eq!(UserRegisteredV1::SECRET_FIELDS.len(), 2);
+        check(&VerificationReminderV1 {
+            user_id: registered.user_id,
+            email: registered.email.clone(),
+            first_name: None,
+            last_name: None,
+            verification: registered.verification.clone(),
+            reminder_number: 1,
+        });
+        check(&VerificationResentV1 {
+            user_id: registered.user_id,
+            email: registered.email,
+            first_name: None,
+            last_name: None,
+            verification: registered.verification,
+        });
+        assert!(UserVerifiedV1::SECRET_FIELDS.is_empty());
     }
 
     #[test]

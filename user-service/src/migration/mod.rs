@@ -13,10 +13,10 @@ pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20261122_000001_initial::Migration),
-            Box::new(outbox::Migration),
-        ]
+        let mut migrations: Vec<Box<dyn MigrationTrait>> =
+            vec![Box::new(m20261122_000001_initial::Migration)];
+        migrations.extend(outbox::migrations());
+        migrations
     }
 }
 
