@@ -10,7 +10,8 @@
 //! - `settings`: [`Settings`], the typed, validated configuration (`AMQP_URL`, `SMTP_URL`, …),
 //!   and [`SmtpUrl`].
 //! - `startup`: [`Application`]: build it from [`Settings`], run it until a shutdown token.
-//! - `consumer`: the delivery loop: parse → inbox → render → send → record → ack.
+//! - `consumer`: the delivery loop: parse → check → inbox → render → send → record → ack.
+//! - `content`: what a mail may carry (links under `PUBLIC_BASE_URL`, six-digit codes).
 //! - `inbox`: deduplication and send state per event id ([`find_inbox_entry`]).
 //! - `templates`: text + HTML mails rendered from the files in `templates/`.
 //! - `mailer`: the mail transports (pooled SMTP with `TCP_NODELAY`, `.eml` files).
@@ -23,6 +24,7 @@
 
 mod admin;
 mod consumer;
+mod content;
 mod dlq;
 mod inbox;
 mod mailer;

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use common::{
     settings::{
         LogFormat, SettingsError, Validate, deserialize_durations, ensure, ensure_amqp_url,
-        ensure_database_url, redact_url, serialize_durations,
+        ensure_database_url, ensure_public_base_url, redact_url, serialize_durations,
     },
     topology::Topology,
 };
@@ -47,6 +47,7 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://user:pass@host:587?tls=required`
     /// (STARTTLS), `smtps://user:pass@host:465` (implicit TLS). Unset: `.eml` files in `MAIL_DIR`.
+    /// A user and password are refused without `smtps://` or `tls=required`.
     pub smtp_url: Option<SmtpUrl>,
     /// `SMTP_POOL_SIZE`: SMTP connections kept open and used concurrently.
     pub smtp_pool_size: usize,
@@ -68,6 +69,9 @@ pub struct Settings {
     pub mail_dir: PathBuf,
     /// `MAIL_FROM`: the `From` mailbox, e.g. `Signup <no-reply@example.com>`.
     pub mail_from: String,
+    /// `PUBLIC_BASE_URL`: the user-service's, the only place verification links may point to:
+    /// an event whose link does not start with it (plus `/`) is dead-lettered, never mailed.
+    pub public_base_url: String,
     /// `PREFETCH`: unacknowledged deliveries the broker hands this consumer at once.
     pub prefetch: u16,
     /// `MAX_CONCURRENT_SENDS`: deliveries processed (rendered and sent) at the same time.
@@ -106,6 +110,7 @@ impl Default for Settings {
             smtp_breaker_cooldown: Duration::from_secs(1),
             mail_dir: PathBuf::from("mail"),
             mail_from: "Signup <no-reply@localhost>".into(),
+            public_base_url: "http://127.0.0.1:8080".into(),
             prefetch: 256,
             max_concurrent_sends: 64,
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
@@ -153,6 +158,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         ensure_database_url("DATABASE_URL", &self.database_url)?;
         ensure_amqp_url(&self.amqp_url)?;
+        ensure_public_base_url(&self.public_base_url)?;
         if let Some(SmtpUrl(url)) = &self.smtp_url
             && let Err(error) = crate::mailer::smtp::Endpoint::parse(url)
         {
@@ -260,12 +266,43 @@ mod tests {
             ("SMTP_BREAKER_THRESHOLD", "0"),
             ("SMTP_BREAKER_COOLDOWN", "1h"),
             ("DATABASE_URL", "mysql://x"),
+            ("PUBLIC_BASE_URL", "http://signup.example.com"),
+            ("SMTP_URL", "smtp://user:secret@smtp.example.com:587"),
+            (
+                "SMTP_URL",
+                "smtp://user:secret@smtp.example.com:587?tls=opportunistic",
+            ),
         ] {
             let error = load(&[(var, value)]).unwrap_err();
             assert!(
                 error.to_string().contains(var),
                 "{var}={value} gave {error}"
             );
+        }
+    }
+
+    #[test]
+    fn smtp_credentials_need_implicit_tls_or_required_starttls() {
+        for clear in [
+            "smtp://user:secret@smtp.example.com:587",
+            "smtp://user:secret@smtp.example.com:587?tls=opportunistic",
+        ] {
+            let error = load(&[("SMTP_URL", clear)]).unwrap_err().to_string();
+            assert!(error.contains("SMTP_URL"), "{error}");
+            assert!(
+                error.contains("smtp.example.com"),
+                "names the value: {error}"
+            );
+            assert!(!error.contains("secret"), "{error}");
+            assert!(error.contains("tls=required"), "says what to do: {error}");
+        }
+        for safe in [
+            "smtps://user:secret@smtp.example.com",
+            "smtp://user:secret@smtp.example.com:587?tls=required",
+            "smtp://127.0.0.1:2525",
+            "smtp://relay.internal:25?tls=opportunistic",
+        ] {
+            assert!(load(&[("SMTP_URL", safe)]).is_ok(), "{safe}");
         }
     }
 

@@ -2,7 +2,9 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::settings::{LogFormat, SettingsError, Validate, ensure, ensure_database_url};
+use common::settings::{
+    LogFormat, SettingsError, Validate, ensure, ensure_database_url, ensure_public_base_url,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::rate_limit::RateLimit;
@@ -17,7 +19,8 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// `HTTP_ADDR`: where the HTTP API listens.
     pub http_addr: SocketAddr,
-    /// `PUBLIC_BASE_URL`: base of the links put in mails.
+    /// `PUBLIC_BASE_URL`: base of the links put in mails; `https://`, or `http://` on a loopback
+    /// host only.
     pub public_base_url: String,
     /// `LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
@@ -97,16 +100,7 @@ impl Default for Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         ensure_database_url("DATABASE_URL", &self.database_url)?;
-        ensure(
-            self.public_base_url.starts_with("http://")
-                || self.public_base_url.starts_with("https://"),
-            || {
-                format!(
-                    "PUBLIC_BASE_URL must be an http(s) URL, got {:?}",
-                    self.public_base_url
-                )
-            },
-        )?;
+        ensure_public_base_url(&self.public_base_url)?;
         if let Err(error) = argon2::Params::new(
             self.argon2_memory_kib,
             self.argon2_iterations,
@@ -143,5 +137,27 @@ impl Validate for Settings {
         ensure(!self.verification_ttl.is_zero(), || {
             "VERIFICATION_TTL must be positive".into()
         })
+    }
+}
+
+#[cfg(test)]
+mod public_base_url_tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        common::settings::load_from(common::testing::env_vars(pairs))
+    }
+
+    #[test]
+    fn a_plain_http_public_base_url_is_refused_unless_loopback() {
+        let error = load(&[("PUBLIC_BASE_URL", "http://signup.example.com")]).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("PUBLIC_BASE_URL") && text.contains("http://signup.example.com"),
+            "{text}"
+        );
+        assert!(load(&[("PUBLIC_BASE_URL", "https://signup.example.com")]).is_ok());
+        assert!(load(&[("PUBLIC_BASE_URL", "http://localhost:8080")]).is_ok());
+        assert!(load(&[]).is_ok(), "the default is loopback");
     }
 }

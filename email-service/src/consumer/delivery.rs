@@ -1,5 +1,5 @@
-//! Handling one delivery: decode, deduplicate, render, send, record, then ack, retry or
-//! dead-letter.
+//! Handling one delivery: decode, refuse forged content, deduplicate, render, send, record,
+//! then ack, retry or dead-letter.
 
 use std::{
     collections::HashSet,
@@ -128,6 +128,14 @@ impl Handler {
                     .await;
             }
         };
+        if let Err(refused) = self.content.check(&event) {
+            // Before the inbox: a forged event must not claim a real event's id either.
+            metrics::counter!("email_refused_content_total", "field" => refused.field())
+                .increment(1);
+            return self
+                .dead_letter(publisher, delivery, attempt, "forged", &refused.to_string())
+                .await;
+        }
         let event_id = event.event_id();
         let in_flight = {
             let mut set = self

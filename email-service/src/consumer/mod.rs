@@ -1,4 +1,5 @@
-//! The consumer: deliveries from the work queue → inbox check → render → send → record → ack.
+//! The consumer: deliveries from the work queue → content check → inbox check → render → send →
+//! record → ack.
 //!
 //! Manual acks, a prefetch window and at most `MAX_CONCURRENT_SENDS` deliveries in progress.
 //! Every delivery ends in exactly one of: ack after the mail was sent and recorded; ack of a
@@ -37,6 +38,7 @@ mod health;
 pub(crate) use health::ConsumerHealth;
 
 use crate::{
+    content::ContentPolicy,
     mailer::{Breaker, MailTransport},
     publisher::{self, Publisher},
     settings::Settings,
@@ -56,6 +58,8 @@ pub(crate) struct Handler {
     in_flight: Mutex<HashSet<Uuid>>,
     /// Pauses sending while the mail server is down.
     breaker: Arc<Breaker>,
+    /// Refuses forged links and codes.
+    content: ContentPolicy,
 }
 
 /// What happened to a delivery, for the span and the metrics.
@@ -80,6 +84,7 @@ impl Handler {
         breaker: Arc<Breaker>,
     ) -> Self {
         Self {
+            content: ContentPolicy::new(&settings.public_base_url),
             db,
             transport,
             templates,

@@ -10,4 +10,5 @@ mod crash;
 mod deferral;
 mod delivery;
 mod failures;
+mod forgery;
 mod helpers;
