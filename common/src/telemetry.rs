@@ -14,7 +14,8 @@ use crate::settings::LogFormat;
 ///   the broker returned (unroutable) with its body at warn;
 /// - amq-protocol prints the connection URI with its password at trace (`Connecting.`).
 ///
-/// sqlx logs statements, never their bound values, and every value is bound: no cap needed.
+/// sqlx needs no cap: its statement logging is off (`common::database`), and it would print
+/// the statements' text, never their bound values (every value here is bound).
 pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
     ("lapin", LevelFilter::DEBUG),
     ("lapin::returned_messages", LevelFilter::ERROR),

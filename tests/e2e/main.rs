@@ -11,4 +11,5 @@ mod proxy;
 mod readiness;
 mod reminders;
 mod runner;
+mod secrets;
 mod signup;

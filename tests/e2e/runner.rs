@@ -30,7 +30,7 @@ impl Drop for Runner {
 }
 
 impl Runner {
-    fn start(dir: &Path, http_port: u16) -> Self {
+    fn start(dir: &Path, http_port: u16, rust_log: &str) -> Self {
         let namespace = common::testing::unique_namespace();
         // The email-service's view of the namespace, so its retry queues are deleted too.
         let topology = common::topology::Topology::new(&namespace)
@@ -61,8 +61,7 @@ impl Runner {
             .env("ARGON2_MEMORY_KIB", "1024")
             .env("ARGON2_ITERATIONS", "1")
             .env("LOG_FORMAT", "json")
-            // Per-event relay lines are debug; everything else at its default level.
-            .env("RUST_LOG", "info,outbox_relay=debug")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -133,7 +132,8 @@ fn has_standalone(line: &str, code: &str) -> bool {
 async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::testing::free_port();
-    let runner = Runner::start(dir.path(), port);
+    // Per-event relay lines are debug; everything else at its default level.
+    let runner = Runner::start(dir.path(), port, "info,outbox_relay=debug");
     runner.wait_for_log("signup-outbox is running").await;
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
@@ -222,6 +222,78 @@ async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() 
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// `secret` as text, and as the decimal byte list a `Debug` of `Vec<u8>` prints (how lapin
+/// shows a frame body): `"12"` → `"49, 50"`.
+fn forms_of(secret: &str) -> [String; 2] {
+    let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
+    [secret.to_owned(), bytes.join(", ")]
+}
+
+/// Whether `line` holds `code` outside a longer number or a fraction of a second (`.123456`).
+fn has_code(line: &str, code: &str) -> bool {
+    line.match_indices(code).any(|(at, _)| {
+        let before = line[..at].chars().next_back();
+        let after = line[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}
+
+#[tokio::test]
+async fn at_trace_level_no_log_line_of_the_three_services_carries_a_code_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::testing::free_port();
+    let runner = Runner::start(dir.path(), port, "trace");
+    runner.wait_for_log("signup-outbox is running").await;
+    let client = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{port}");
+    let registered = client
+        .post(format!("{api}/user/register"))
+        .json(&json!({"email": "tracy@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let mail_dir = dir.path().join("mail");
+    let verification = wait_for_mails(&mail_dir, 1).await.remove(0);
+    let link_start = verification
+        .find(&format!("{api}/user/verify?token="))
+        .unwrap();
+    let link: String = verification[link_start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let token = token_of(&link);
+    let code_at = verification.find("code: ").unwrap() + "code: ".len();
+    let code = verification[code_at..code_at + 6].to_owned();
+    let verified = client
+        .post(format!("{api}/user/verify"))
+        .json(&json!({"email": "tracy@example.com", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    // The welcome mail went through the same three services after the secret ones.
+    wait_for_mails(&mail_dir, 2).await;
+
+    let logs = runner.logs();
+    // Trace level really is on, lapin included (its debug lines stay).
+    assert!(logs.iter().any(|l| l.contains("TRACE")), "no trace line");
+    assert!(logs.iter().any(|l| l.contains("lapin")), "no lapin line");
+    let [token_text, token_bytes] = forms_of(&token);
+    let [_, code_bytes] = forms_of(&code);
+    for line in &logs {
+        for leak in [&token_text, &token_bytes, &code_bytes] {
+            assert!(!line.contains(leak.as_str()), "secret logged: {line}");
+        }
+        assert!(!has_code(line, &code), "code logged: {line}");
+    }
+    println!(
+        "{} log lines at trace, none with the code or token",
+        logs.len()
+    );
 }
 
 #[test]
