@@ -274,6 +274,19 @@ mod tests {
     }
 
     #[test]
+    fn tls_urls_for_the_broker_and_postgresql_are_accepted() {
+        assert!(ensure_amqp_url("amqps://user:pw@rabbit.example.com:5671/%2f").is_ok());
+        for url in [
+            "postgres://user:pw@db.example.com/users?sslmode=require",
+            "postgresql://user@db.example.com/users?sslmode=verify-full&sslrootcert=/ca.pem",
+        ] {
+            assert!(ensure_database_url("DATABASE_URL", url).is_ok(), "{url}");
+        }
+        let error = ensure_amqp_url("http://user:pw@rabbit").unwrap_err().to_string();
+        assert!(error.contains("AMQP_URL") && !error.contains("pw"), "{error}");
+    }
+
+    #[test]
     fn public_base_url_needs_https_unless_loopback() {
         for ok in [
             "https://signup.example.com",
