@@ -376,35 +376,21 @@ mod tests {
 
     #[test]
     fn every_declared_secret_field_exists_in_its_event() {
-        fn check<E: Event>(event: &E) {
-            let json = serde_json::to_value(event).unwrap();
+        /// `json` read as an `E`, written back, holds a string at each of its secret fields.
+        fn check<E: Event>(json: &serde_json::Value) {
+            let event: E = serde_json::from_value(json.clone()).unwrap();
+            let written = serde_json::to_value(&event).unwrap();
             for pointer in E::SECRET_FIELDS {
-                assert!(
-                    json.pointer(pointer)
-                        .is_some_and(serde_json::Value::is_string),
-                    "{} has no string at {pointer}",
-                    E::EVENT_TYPE
-                );
+                let value = written.pointer(pointer);
+                assert!(value.is_some_and(serde_json::Value::is_string), "{pointer}");
             }
         }
-        let registered = registered().data;
-        check(&registered);
+        let mut json = serde_json::to_value(registered().data).unwrap();
+        check::<UserRegisteredV1>(&json);
+        check::<VerificationResentV1>(&json);
+        json["reminder_number"] = 1.into();
+        check::<VerificationReminderV1>(&json);
         assert_eq!(UserRegisteredV1::SECRET_FIELDS.len(), 2);
-        check(&VerificationReminderV1 {
-            user_id: registered.user_id,
-            email: registered.email.clone(),
-            first_name: None,
-            last_name: None,
-            verification: registered.verification.clone(),
-            reminder_number: 1,
-        });
-        check(&VerificationResentV1 {
-            user_id: registered.user_id,
-            email: registered.email,
-            first_name: None,
-            last_name: None,
-            verification: registered.verification,
-        });
         assert!(UserVerifiedV1::SECRET_FIELDS.is_empty());
     }
 

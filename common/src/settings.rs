@@ -282,8 +282,13 @@ mod tests {
         ] {
             assert!(ensure_database_url("DATABASE_URL", url).is_ok(), "{url}");
         }
-        let error = ensure_amqp_url("http://user:pw@rabbit").unwrap_err().to_string();
-        assert!(error.contains("AMQP_URL") && !error.contains("pw"), "{error}");
+        let error = ensure_amqp_url("http://user:pw@rabbit")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("AMQP_URL") && !error.contains("pw"),
+            "{error}"
+        );
     }
 
     #[test]
