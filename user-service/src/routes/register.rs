@@ -197,14 +197,7 @@ async fn create_user(
         next_reminder_at,
     )
     .await?;
-    let verification = issue_verification(
-        &txn,
-        user_id,
-        now,
-        settings.verification_ttl,
-        &settings.public_base_url,
-    )
-    .await?;
+    let verification = issue_verification(&txn, user_id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,
@@ -260,6 +253,10 @@ async fn insert_user(
         reminders_sent: Set(0),
         next_reminder_at: Set(next_reminder_at),
         last_resend_at: Set(None),
+        wrong_codes: Set(0),
+        wrong_codes_since: Set(None),
+        resends: Set(0),
+        resends_since: Set(None),
     };
     user::Entity::insert(row)
         .exec_without_returning(conn)
