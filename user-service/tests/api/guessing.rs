@@ -8,18 +8,9 @@ use hmac::{Hmac, Mac};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use user_service::{CodeKey, Settings};
+use user_service::CodeKey;
 
-use crate::helpers::{TestApp, ann, spawn_with, test_settings};
-
-async fn spawn_tuned(label: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
-    let url = common::testing::fresh_postgres_database(label)
-        .await
-        .unwrap();
-    let mut settings = test_settings(url);
-    tune(&mut settings);
-    spawn_with(settings, None).await
-}
+use crate::helpers::{ann, spawn_tuned};
 
 fn wrong_for(code: &str) -> &'static str {
     if code == "000000" { "111111" } else { "000000" }

@@ -49,6 +49,16 @@ pub(crate) async fn spawn_app(label: &str) -> TestApp {
     spawn_with(test_settings(url), None).await
 }
 
+/// [`spawn_app`] with some settings changed.
+pub(crate) async fn spawn_tuned(label: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = common::testing::fresh_postgres_database(label)
+        .await
+        .unwrap();
+    let mut settings = test_settings(url);
+    tune(&mut settings);
+    spawn_with(settings, None).await
+}
+
 pub(crate) async fn spawn_sqlite_app() -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/users.db?mode=rwc", dir.path().display());
