@@ -61,7 +61,9 @@ impl<T: Event> Envelope<T> {
 /// The secret values of every event that carries a [`VerificationDetails`] as `verification`.
 pub const VERIFICATION_SECRETS: &[&str] = &["/verification/link", "/verification/code"];
 
-/// How a user proves the address: a link and a short code, both valid until `expires_at`.
+/// How a user proves the address: a link valid until `expires_at` and a short code valid until
+/// `code_expires_at` (never later; absent in events written before codes expired sooner, when
+/// the code lived as long as the link).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerificationDetails {
     /// `PUBLIC_BASE_URL/user/verify?token=…`.
@@ -70,6 +72,16 @@ pub struct VerificationDetails {
     pub code: String,
     /// After this instant neither the link nor the code works.
     pub expires_at: DateTime<Utc>,
+    /// After this instant the code no longer works (the link may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_expires_at: Option<DateTime<Utc>>,
+}
+
+impl VerificationDetails {
+    /// Until when the code works.
+    pub fn code_valid_until(&self) -> DateTime<Utc> {
+        self.code_expires_at.unwrap_or(self.expires_at)
+    }
 }
 
 impl std::fmt::Debug for VerificationDetails {
@@ -78,6 +90,7 @@ impl std::fmt::Debug for VerificationDetails {
             .field("link", &"<redacted>")
             .field("code", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field("code_expires_at", &self.code_expires_at)
             .finish()
     }
 }
@@ -310,6 +323,7 @@ mod tests {
                     link: "http://x/user/verify?token=secret-token".into(),
                     code: "123456".into(),
                     expires_at: Utc::now(),
+                    code_expires_at: None,
                 },
             },
         )

@@ -80,6 +80,7 @@ mod tests {
             link: link.into(),
             code: code.into(),
             expires_at: Utc::now(),
+            code_expires_at: None,
         })
     }
 

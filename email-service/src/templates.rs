@@ -207,6 +207,7 @@ fn verification_context(
         link => verification.link,
         code => verification.code,
         expires_at => verification.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        code_expires_at => verification.code_valid_until().format("%Y-%m-%d %H:%M UTC").to_string(),
         reminder_number => reminder_number,
     }
 }
@@ -230,6 +231,7 @@ mod tests {
                     link: "http://x/user/verify?token=abc&x=1".into(),
                     code: "123456".into(),
                     expires_at: Utc::now(),
+                    code_expires_at: None,
                 },
             },
         ))
@@ -276,6 +278,7 @@ mod tests {
             link: "http://x/user/verify?token=t".into(),
             code: "654321".into(),
             expires_at: Utc::now(),
+            code_expires_at: None,
         };
         let (user_id, email) = (Uuid::new_v4(), "ann@example.com".to_owned());
         let events = [

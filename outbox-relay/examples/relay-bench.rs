@@ -98,6 +98,7 @@ async fn enqueue(conn: &impl ConnectionTrait, secrets: bool) -> Uuid {
             ),
             code: "123456".into(),
             expires_at: Utc::now(),
+            code_expires_at: None,
         };
         let event = UserRegisteredV1 {
             user_id,

@@ -50,6 +50,8 @@ pub(crate) async fn stack_settings(
             http_addr: any_port,
             argon2_memory_kib: 1024,
             argon2_iterations: 1,
+            argon2_allow_weak: true,
+            min_response_time: Duration::ZERO,
             rate_limit_register: user_service::RateLimit::OFF,
             rate_limit_verify: user_service::RateLimit::OFF,
             rate_limit_resend: user_service::RateLimit::OFF,

@@ -60,6 +60,7 @@ impl Runner {
             )
             .env("ARGON2_MEMORY_KIB", "1024")
             .env("ARGON2_ITERATIONS", "1")
+            .env("ARGON2_ALLOW_WEAK", "true")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())

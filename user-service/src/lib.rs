@@ -47,3 +47,4 @@ pub use rate_limit::RateLimit;
 pub use reminder::send_due_reminders;
 pub use settings::Settings;
 pub use startup::Application;
+pub use verification::CodeKey;

@@ -133,14 +133,7 @@ async fn send_one_reminder(
         ],
     ))
     .await?;
-    let verification = issue_verification(
-        &txn,
-        due.id,
-        now,
-        settings.verification_ttl,
-        &settings.public_base_url,
-    )
-    .await?;
+    let verification = issue_verification(&txn, due.id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,

@@ -7,7 +7,10 @@ use common::settings::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::rate_limit::RateLimit;
+use crate::{
+    rate_limit::RateLimit,
+    verification::{CodeKey, MIN_CODE_KEY_BYTES},
+};
 
 /// Every tunable of the user-service. Defaults work on a developer machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,17 +38,29 @@ pub struct Settings {
     pub argon2_iterations: u32,
     /// `ARGON2_PARALLELISM`: argon2id lanes.
     pub argon2_parallelism: u32,
+    /// `ARGON2_ALLOW_WEAK`: accept argon2 costs below OWASP's floor (tests and benchmarks only;
+    /// refused otherwise).
+    pub argon2_allow_weak: bool,
     /// `MAX_CONCURRENT_HASHES`: password hashes computed at once (each holds the memory cost);
     /// 0 means the number of CPUs.
     pub max_concurrent_hashes: usize,
     /// `IDEMPOTENCY_TTL`: how long an `Idempotency-Key` response is kept.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
-    /// `VERIFICATION_TTL`: lifetime of a verification link and code.
+    /// `VERIFICATION_TTL`: lifetime of a verification link.
     #[serde(with = "humantime_serde")]
     pub verification_ttl: Duration,
+    /// `CODE_TTL`: lifetime of a verification code (at most `VERIFICATION_TTL`).
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
     /// `MAX_CODE_ATTEMPTS`: wrong codes before a verification locks.
     pub max_code_attempts: u32,
+    /// `MAX_WRONG_CODES_PER_DAY`: wrong codes per account per 24 hours, whatever the number of
+    /// verifications issued; after that every code of the account is refused (the link works).
+    pub max_wrong_codes_per_day: u32,
+    /// `CODE_HMAC_KEY`: secret key (at least 32 bytes) of the stored code hashes, kept outside
+    /// the database. Unset: a random key per process (codes stop working on restart).
+    pub code_hmac_key: Option<CodeKey>,
     /// `REMINDER_INTERVAL`: time between verification reminders.
     #[serde(with = "humantime_serde")]
     pub reminder_interval: Duration,
@@ -57,6 +72,13 @@ pub struct Settings {
     /// `RESEND_MIN_INTERVAL`: minimum time between two accepted resends for one address.
     #[serde(with = "humantime_serde")]
     pub resend_min_interval: Duration,
+    /// `MAX_RESENDS_PER_DAY`: accepted resends per address per 24 hours; more are answered 202
+    /// and send nothing.
+    pub max_resends_per_day: u32,
+    /// `MIN_RESPONSE_TIME`: resend and code verification answer no sooner than this, so their
+    /// timing does not tell whether an address has an account.
+    #[serde(with = "humantime_serde")]
+    pub min_response_time: Duration,
     /// `RATE_LIMIT_REGISTER`: registrations per client address, `N/period` or `off`.
     pub rate_limit_register: RateLimit,
     /// `RATE_LIMIT_VERIFY`: verification requests (link page and POST) per client address.
@@ -81,14 +103,20 @@ impl Default for Settings {
             argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
             argon2_parallelism: argon2::Params::DEFAULT_P_COST,
+            argon2_allow_weak: false,
             max_concurrent_hashes: 0,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             verification_ttl: Duration::from_secs(24 * 3600),
+            code_ttl: Duration::from_secs(3600),
             max_code_attempts: 5,
+            max_wrong_codes_per_day: 10,
+            code_hmac_key: None,
             reminder_interval: Duration::from_secs(24 * 3600),
             max_reminders: 3,
             reminder_poll_interval: Duration::from_secs(1),
             resend_min_interval: Duration::from_secs(60),
+            max_resends_per_day: 5,
+            min_response_time: Duration::from_millis(250),
             rate_limit_register: RateLimit::per(20, Duration::from_secs(60)),
             rate_limit_verify: RateLimit::per(30, Duration::from_secs(60)),
             rate_limit_resend: RateLimit::per(10, Duration::from_secs(60)),
@@ -111,10 +139,33 @@ impl Validate for Settings {
                 "ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM: {error}"
             )));
         }
+        ensure(
+            self.argon2_allow_weak
+                || meets_owasp_floor(self.argon2_memory_kib, self.argon2_iterations),
+            || {
+                format!(
+                    "ARGON2_MEMORY_KIB={} with ARGON2_ITERATIONS={} is below OWASP's minimum \
+                     (19456 KiB x 2, 12288 x 3, 9216 x 4, 7168 x 5 or 47104 x 1); \
+                     ARGON2_ALLOW_WEAK=true allows it for tests",
+                    self.argon2_memory_kib, self.argon2_iterations
+                )
+            },
+        )?;
+        if let Some(key) = &self.code_hmac_key {
+            ensure(key.len() >= MIN_CODE_KEY_BYTES, || {
+                format!(
+                    "CODE_HMAC_KEY must be at least {MIN_CODE_KEY_BYTES} bytes, got {} \
+                     (e.g. `openssl rand -hex 32`)",
+                    key.len()
+                )
+            })?;
+        }
         // Durations are added to timestamps in handlers: bound them so that can never overflow.
         const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         for (name, value) in [
             ("VERIFICATION_TTL", self.verification_ttl),
+            ("CODE_TTL", self.code_ttl),
+            ("MIN_RESPONSE_TIME", self.min_response_time),
             ("REMINDER_INTERVAL", self.reminder_interval),
             ("RESEND_MIN_INTERVAL", self.resend_min_interval),
             ("IDEMPOTENCY_TTL", self.idempotency_ttl),
@@ -136,7 +187,114 @@ impl Validate for Settings {
         })?;
         ensure(!self.verification_ttl.is_zero(), || {
             "VERIFICATION_TTL must be positive".into()
+        })?;
+        ensure(
+            !self.code_ttl.is_zero() && self.code_ttl <= self.verification_ttl,
+            || {
+                format!(
+                    "CODE_TTL must be positive and at most VERIFICATION_TTL ({}), got {}",
+                    humantime::format_duration(self.verification_ttl),
+                    humantime::format_duration(self.code_ttl)
+                )
+            },
+        )?;
+        ensure(self.max_wrong_codes_per_day > 0, || {
+            "MAX_WRONG_CODES_PER_DAY must be at least 1".into()
+        })?;
+        ensure(self.max_resends_per_day > 0, || {
+            "MAX_RESENDS_PER_DAY must be at least 1".into()
         })
+    }
+}
+
+impl Settings {
+    /// The key of code hashes: `CODE_HMAC_KEY`, or the per-process random key.
+    pub(crate) fn code_key(&self) -> &CodeKey {
+        self.code_hmac_key
+            .as_ref()
+            .unwrap_or_else(|| CodeKey::per_process())
+    }
+}
+
+/// OWASP's password storage cheat sheet: argon2id with m=47104 KiB/t=1, 19456/2, 12288/3,
+/// 9216/4 or 7168/5 (p=1); each has memory x time of at least 35840 KiB.
+fn meets_owasp_floor(memory_kib: u32, iterations: u32) -> bool {
+    memory_kib >= 7168 && u64::from(memory_kib) * u64::from(iterations) >= 35_840
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(settings: &Settings) -> String {
+        settings.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn argon2_costs_below_the_owasp_floor_are_refused_unless_allowed() {
+        let weak = Settings {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            ..Settings::default()
+        };
+        assert!(
+            problem(&weak).contains("ARGON2_MEMORY_KIB=1024"),
+            "{}",
+            problem(&weak)
+        );
+        assert!(
+            Settings {
+                argon2_allow_weak: true,
+                ..weak
+            }
+            .validate()
+            .is_ok()
+        );
+        for (memory_kib, iterations) in [(19456, 2), (47104, 1), (12288, 3), (9216, 4), (7168, 5)] {
+            assert!(
+                meets_owasp_floor(memory_kib, iterations),
+                "{memory_kib}x{iterations}"
+            );
+        }
+        assert!(!meets_owasp_floor(19456, 1));
+        assert!(!meets_owasp_floor(4096, 10));
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn code_settings_are_checked() {
+        let longer_code = Settings {
+            code_ttl: Duration::from_secs(2 * 24 * 3600),
+            ..Settings::default()
+        };
+        assert!(problem(&longer_code).contains("CODE_TTL"));
+        let short_key = Settings {
+            code_hmac_key: Some(CodeKey::new("too-short")),
+            ..Settings::default()
+        };
+        let message = problem(&short_key);
+        assert!(
+            message.contains("CODE_HMAC_KEY must be at least 32 bytes, got 9"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("too-short"),
+            "the key is not echoed: {message}"
+        );
+        let no_cap = Settings {
+            max_wrong_codes_per_day: 0,
+            ..Settings::default()
+        };
+        assert!(problem(&no_cap).contains("MAX_WRONG_CODES_PER_DAY"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_code_key() {
+        let settings = Settings {
+            code_hmac_key: Some(CodeKey::new("0123456789abcdef0123456789abcdef-secret")),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("-secret"));
     }
 }
 

@@ -61,6 +61,12 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         common::telemetry::metrics();
+        if settings.code_hmac_key.is_none() {
+            tracing::warn!(
+                "CODE_HMAC_KEY is not set: using a random key for this process, so codes stop \
+                 working when it restarts and differ between instances (links keep working)"
+            );
+        }
         let hasher = PasswordHasher::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,

@@ -244,6 +244,7 @@ pub(crate) fn registered(email: &str, first_name: Option<&str>) -> Envelope<User
                 ),
                 code: format!("{:06}", rand_code()),
                 expires_at: Utc::now() + chrono::Duration::hours(24),
+                code_expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
             },
         },
     )

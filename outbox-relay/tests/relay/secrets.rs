@@ -27,6 +27,7 @@ async fn write_registration(ctx: &TestContext) -> (Uuid, String, String) {
             link: format!("https://example.com/user/verify?token={token}"),
             code: code.clone(),
             expires_at: Utc::now(),
+            code_expires_at: None,
         },
     };
     let txn = ctx.db.begin().await.unwrap();

@@ -7,6 +7,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
+mod m20261129_000001_guessing_bounds;
 
 /// Applies every migration of the user-service database.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         let mut migrations: Vec<Box<dyn MigrationTrait>> =
             vec![Box::new(m20261122_000001_initial::Migration)];
         migrations.extend(outbox::migrations());
+        migrations.push(Box::new(m20261129_000001_guessing_bounds::Migration));
         migrations
     }
 }

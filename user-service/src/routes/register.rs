@@ -19,7 +19,7 @@ use validator::Validate;
 use common::trace::TraceContext;
 
 use crate::{
-    domain::{NewUser, UserEmail},
+    domain::{NewUser, UserEmail, email_domain, name_characters},
     entity::{
         idempotency_key,
         user::{self, UserStatus},
@@ -44,9 +44,14 @@ pub(crate) struct RegisterRequest {
             max = 254,
             code = "too_long",
             message = "must be at most 254 characters"
-        )
+        ),
+        custom(function = "email_domain")
     )]
     email: UserEmail,
+    /// NFKC-normalised while deserialising (before its length is counted), so the same password
+    /// typed on another keyboard or OS (composed or decomposed `é`, full-width digits) is the
+    /// same password.
+    #[serde(deserialize_with = "nfkc")]
     #[validate(length(
         min = "MIN_PASSWORD_CHARS",
         max = "MAX_PASSWORD_CHARS",
@@ -56,19 +61,30 @@ pub(crate) struct RegisterRequest {
     #[schema(min_length = 8, max_length = 128, format = Password)]
     password: String,
     #[serde(default, deserialize_with = "trimmed_name")]
-    #[validate(length(
-        max = 100,
-        code = "too_long",
-        message = "must be at most 100 characters"
-    ))]
+    #[validate(
+        length(
+            max = 100,
+            code = "too_long",
+            message = "must be at most 100 characters"
+        ),
+        custom(function = "name_characters")
+    )]
     first_name: Option<String>,
     #[serde(default, deserialize_with = "trimmed_name")]
-    #[validate(length(
-        max = 100,
-        code = "too_long",
-        message = "must be at most 100 characters"
-    ))]
+    #[validate(
+        length(
+            max = 100,
+            code = "too_long",
+            message = "must be at most 100 characters"
+        ),
+        custom(function = "name_characters")
+    )]
     last_name: Option<String>,
+}
+
+fn nfkc<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use unicode_normalization::UnicodeNormalization;
+    Ok(String::deserialize(d)?.nfkc().collect())
 }
 
 /// Blank names count as absent.
@@ -137,7 +153,7 @@ pub(crate) async fn register(
     let new_user = NewUser::try_from(request)?;
 
     if let Some(key) = &key
-        && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
+        && let Some(stored) = idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
     {
         return replay(&state, stored, &new_user).await;
     }
@@ -155,7 +171,8 @@ pub(crate) async fn register(
         Err(error) => {
             // A concurrent request with the same key may have committed first: answer like it.
             if let Some(key) = &key
-                && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
+                && let Some(stored) =
+                    idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
             {
                 return replay(&state, stored, &new_user).await;
             }
@@ -197,14 +214,7 @@ async fn create_user(
         next_reminder_at,
     )
     .await?;
-    let verification = issue_verification(
-        &txn,
-        user_id,
-        now,
-        settings.verification_ttl,
-        &settings.public_base_url,
-    )
-    .await?;
+    let verification = issue_verification(&txn, user_id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,
@@ -260,6 +270,10 @@ async fn insert_user(
         reminders_sent: Set(0),
         next_reminder_at: Set(next_reminder_at),
         last_resend_at: Set(None),
+        wrong_codes: Set(0),
+        wrong_codes_since: Set(None),
+        resends: Set(0),
+        resends_since: Set(None),
     };
     user::Entity::insert(row)
         .exec_without_returning(conn)
