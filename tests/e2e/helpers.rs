@@ -189,3 +189,13 @@ pub(crate) fn code_in(mail: &ReceivedMail) -> String {
     let at = mail.data.find("code: ").expect("a code") + "code: ".len();
     mail.data[at..at + 6].to_owned()
 }
+
+/// Whether `text` holds `code` outside a longer number or a fraction of a second (`.123456`).
+pub(crate) fn has_code(text: &str, code: &str) -> bool {
+    text.match_indices(code).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit())
+    })
+}

@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, token_of};
+use crate::helpers::{eventually, has_code, token_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signup-outbox");
 
@@ -230,16 +230,6 @@ async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() 
 fn forms_of(secret: &str) -> [String; 2] {
     let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
     [secret.to_owned(), bytes.join(", ")]
-}
-
-/// Whether `line` holds `code` outside a longer number or a fraction of a second (`.123456`).
-fn has_code(line: &str, code: &str) -> bool {
-    line.match_indices(code).any(|(at, _)| {
-        let before = line[..at].chars().next_back();
-        let after = line[at + code.len()..].chars().next();
-        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
-            && !after.is_some_and(|c| c.is_ascii_digit())
-    })
 }
 
 #[tokio::test]

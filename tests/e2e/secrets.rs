@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    TestStack, code_in, eventually, link_in, spawn_stack, spawn_stack_with, token_of,
+    TestStack, code_in, eventually, has_code, link_in, spawn_stack, spawn_stack_with, token_of,
 };
 
 /// Every row of the outbox, every column, as PostgreSQL prints it.
@@ -25,16 +25,6 @@ async fn outbox_text(stack: &TestStack) -> String {
         .map(|row| row.try_get::<String>("", "row").unwrap())
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Whether `text` holds `code` outside a longer number or a fraction of a second (`.123456`).
-fn has_code(text: &str, code: &str) -> bool {
-    text.match_indices(code).any(|(at, _)| {
-        let before = text[..at].chars().next_back();
-        let after = text[at + code.len()..].chars().next();
-        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
-            && !after.is_some_and(|c| c.is_ascii_digit())
-    })
 }
 
 async fn wait_until_all_published(stack: &TestStack, rows: i64) {
