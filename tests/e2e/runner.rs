@@ -30,12 +30,17 @@ impl Drop for Runner {
 }
 
 impl Runner {
-    fn start(dir: &Path, http_port: u16, rust_log: &str) -> Self {
+    /// The binary on `http_port`; mails go to `smtp_url` if given, else to `dir/mail`.
+    fn start(dir: &Path, http_port: u16, rust_log: &str, smtp_url: Option<&str>) -> Self {
         let namespace = common::testing::unique_namespace();
         // The email-service's view of the namespace, so its retry queues are deleted too.
         let topology = common::topology::Topology::new(&namespace)
             .with_retry_delays(email_service::Settings::default().retry_delays);
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(url) = smtp_url {
+            command.env("SMTP_URL", url);
+        }
+        let mut child = command
             .current_dir(dir)
             .env(
                 "DATABASE_URL",
@@ -134,7 +139,7 @@ async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() 
     let dir = tempfile::tempdir().unwrap();
     let port = common::testing::free_port();
     // Per-event relay lines are debug; everything else at its default level.
-    let runner = Runner::start(dir.path(), port, "info,outbox_relay=debug");
+    let runner = Runner::start(dir.path(), port, "info,outbox_relay=debug", None);
     runner.wait_for_log("signup-outbox is running").await;
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
@@ -236,7 +241,9 @@ fn forms_of(secret: &str) -> [String; 2] {
 async fn at_trace_level_no_log_line_of_the_three_services_carries_a_code_or_token() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::testing::free_port();
-    let runner = Runner::start(dir.path(), port, "trace");
+    // Over SMTP, so the pooled SMTP transport and its TLS stack run at trace too.
+    let sink = email_service::SmtpSink::start().await.unwrap();
+    let runner = Runner::start(dir.path(), port, "trace", Some(&sink.url()));
     runner.wait_for_log("signup-outbox is running").await;
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
@@ -247,8 +254,12 @@ async fn at_trace_level_no_log_line_of_the_three_services_carries_a_code_or_toke
         .await
         .unwrap();
     assert_eq!(registered.status(), 201);
-    let mail_dir = dir.path().join("mail");
-    let verification = wait_for_mails(&mail_dir, 1).await.remove(0);
+    let verification = sink
+        .wait_for(1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0)
+        .data;
     let link_start = verification
         .find(&format!("{api}/user/verify?token="))
         .unwrap();
@@ -267,7 +278,7 @@ async fn at_trace_level_no_log_line_of_the_three_services_carries_a_code_or_toke
         .unwrap();
     assert_eq!(verified.status(), 200);
     // The welcome mail went through the same three services after the secret ones.
-    wait_for_mails(&mail_dir, 2).await;
+    sink.wait_for(2, Duration::from_secs(30)).await.unwrap();
 
     let logs = runner.logs();
     // Trace level really is on, lapin included (its debug lines stay).
