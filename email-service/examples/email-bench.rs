@@ -162,6 +162,7 @@ async fn publish(
                     code: format!("{:06}", i % 1_000_000),
                     expires_at: Utc::now() + chrono::Duration::hours(24),
                 },
+                registered_at: Some(Utc::now()),
             },
         );
         let properties = BasicProperties::default()

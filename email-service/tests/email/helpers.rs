@@ -245,6 +245,7 @@ pub(crate) fn registered(email: &str, first_name: Option<&str>) -> Envelope<User
                 code: format!("{:06}", rand_code()),
                 expires_at: Utc::now() + chrono::Duration::hours(24),
             },
+            registered_at: Some(Utc::now()),
         },
     )
 }

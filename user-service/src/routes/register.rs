@@ -214,6 +214,7 @@ async fn create_user(
             first_name: new_user.first_name.clone(),
             last_name: new_user.last_name.clone(),
             verification,
+            registered_at: Some(now),
         },
         trace,
     )
