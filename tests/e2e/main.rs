@@ -12,3 +12,4 @@ mod readiness;
 mod reminders;
 mod runner;
 mod signup;
+mod squatting;

@@ -39,6 +39,8 @@ pub(crate) struct Model {
     pub(crate) next_reminder_at: Option<DateTime<Utc>>,
     /// Last accepted resend request (rate limit).
     pub(crate) last_resend_at: Option<DateTime<Utc>>,
+    /// Last "someone tried to sign up with your address" notice written (rate limit).
+    pub(crate) last_attempt_notice_at: Option<DateTime<Utc>>,
 }
 
 /// No relations are navigated through sea-orm.

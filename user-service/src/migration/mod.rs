@@ -7,6 +7,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
+mod m20261129_000001_pending_expiry;
 
 /// Applies every migration of the user-service database.
 pub struct Migrator;
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(outbox::Migration),
+            Box::new(m20261129_000001_pending_expiry::Migration),
         ]
     }
 }
