@@ -377,7 +377,10 @@ mod tests {
     #[test]
     fn a_verification_event_without_registered_at_still_decodes() {
         let mut json = serde_json::to_value(registered()).unwrap();
-        json["data"].as_object_mut().unwrap().remove("registered_at");
+        json["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("registered_at");
         let body = serde_json::to_vec(&json).unwrap();
         let Ok(SignupEvent::UserRegistered(event)) = SignupEvent::decode(&body) else {
             panic!("an old payload must decode");

@@ -69,9 +69,7 @@ impl<'de> Deserialize<'de> for MailCap {
             Raw::Number(n) => Ok(Self::per_day(n)),
             Raw::Text(text) if text.trim().eq_ignore_ascii_case("off") => Ok(Self::OFF),
             Raw::Text(text) => text.trim().parse().map(Self::per_day).map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "{text:?} is not a number of mails (10) or off"
-                ))
+                serde::de::Error::custom(format!("{text:?} is not a number of mails (10) or off"))
             }),
         }
     }

@@ -34,7 +34,8 @@ async fn five_duplicate_sign_ups_get_409_and_the_owner_one_notice_mail() {
     assert!(verification.data.contains(&line), "{}", verification.data);
 
     for i in 0..5 {
-        let duplicate = json!({"email": "Owner@Example.com", "password": format!("other password {i}")});
+        let duplicate =
+            json!({"email": "Owner@Example.com", "password": format!("other password {i}")});
         let response = stack.register(&duplicate).await;
         assert_eq!(response.status(), 409);
         let error: serde_json::Value = response.json().await.unwrap();

@@ -10,7 +10,9 @@
 
 use chrono::Utc;
 use common::{events::SignupAttemptedV1, trace::TraceContext};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, TransactionTrait};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement, TransactionTrait,
+};
 
 use crate::{
     domain::UserEmail,
@@ -67,8 +69,7 @@ async fn write_notice(
         return Ok(Notice::NoAccount);
     };
     let now = Utc::now();
-    let cutoff =
-        now - chrono::Duration::from_std(state.settings.signup_attempt_notice_interval)?;
+    let cutoff = now - chrono::Duration::from_std(state.settings.signup_attempt_notice_interval)?;
     let txn = state.db.begin().await?;
     // The conditional update is the rate limit: of concurrent duplicates only one passes.
     let claimed = txn

@@ -20,10 +20,10 @@ use tower_http::{
 };
 
 use crate::{
-    migration,
+    expiry, migration,
     password::PasswordHasher,
     rate_limit::{self, RateLimits},
-    expiry, reminder, routes,
+    reminder, routes,
     settings::Settings,
     state::AppState,
 };

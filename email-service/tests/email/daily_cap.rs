@@ -101,7 +101,10 @@ async fn the_eleventh_mail_to_one_address_in_a_day_is_not_sent_but_the_welcome_m
         .0;
     app.publish(again).await;
     app.publish(&registered("marker@example.com", None)).await;
-    app.sink.wait_for(13, Duration::from_secs(15)).await.unwrap();
+    app.sink
+        .wait_for(13, Duration::from_secs(15))
+        .await
+        .unwrap();
     assert_eq!(
         app.sink
             .received()
@@ -129,7 +132,10 @@ async fn with_the_cap_off_every_mail_goes_out() {
     for _ in 0..12 {
         app.publish(&registered("uncapped@example.com", None)).await;
     }
-    app.sink.wait_for(12, Duration::from_secs(20)).await.unwrap();
+    app.sink
+        .wait_for(12, Duration::from_secs(20))
+        .await
+        .unwrap();
     app.stop().await;
 }
 
@@ -160,7 +166,11 @@ async fn a_signup_attempt_notice_is_mailed_without_a_link() {
         Some("Someone tried to sign up with your address")
     );
     let attempted = event.data.attempted_at.format("%Y-%m-%d %H:%M UTC");
-    assert!(mail.data.contains(&format!("on {attempted}")), "{}", mail.data);
+    assert!(
+        mail.data.contains(&format!("on {attempted}")),
+        "{}",
+        mail.data
+    );
     assert!(mail.data.contains("nothing needs doing"));
     assert!(!mail.data.contains("http"), "no link: {}", mail.data);
     app.stop().await;

@@ -147,9 +147,15 @@ async fn a_duplicate_registration_gets_409_and_five_of_them_write_one_notice() {
     );
     let everything = format!("{outbox:?}");
     assert!(!everything.contains("squatter password"), "password leaked");
-    assert!(!everything.contains("Mallory"), "the duplicate's name leaked");
+    assert!(
+        !everything.contains("Mallory"),
+        "the duplicate's name leaked"
+    );
     let (_, hash) = account(&app, "ann@example.com").await.unwrap();
-    assert_eq!(hash, original_hash, "the duplicate's password is not stored");
+    assert_eq!(
+        hash, original_hash,
+        "the duplicate's password is not stored"
+    );
     assert_eq!(app.count("users").await, 1);
 
     // Once the interval has passed, the next attempt writes the next notice.

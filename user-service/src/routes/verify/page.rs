@@ -73,10 +73,7 @@ fn sign_up_notice(registered_at: DateTime<Utc>, pending_account_ttl: Duration) -
         .ok()
         .and_then(|ttl| registered_at.checked_add_signed(ttl));
     let deletion = deleted_at.map_or_else(String::new, |at| {
-        format!(
-            " Unconfirmed, it is deleted on {}.",
-            at.format(TIME_FORMAT)
-        )
+        format!(" Unconfirmed, it is deleted on {}.", at.format(TIME_FORMAT))
     });
     format!(
         "<p>This address was used to sign up on {}. If that was not you, do not press the \
