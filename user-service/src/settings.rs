@@ -182,3 +182,41 @@ impl Validate for Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        common::settings::load_from(common::testing::env_vars(pairs))
+    }
+
+    #[test]
+    fn squatting_settings_have_defaults_and_refuse_bad_values_by_name() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.pending_account_ttl,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(
+            settings.signup_attempt_notice_interval,
+            Duration::from_secs(24 * 3600)
+        );
+        let short = load(&[("PENDING_ACCOUNT_TTL", "1h")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("PENDING_ACCOUNT_TTL (1h)") && short.contains("VERIFICATION_TTL (1day)"),
+            "{short}"
+        );
+        for (var, value) in [
+            ("PENDING_ACCOUNT_TTL", "soon"),
+            ("PENDING_ACCOUNT_SWEEP_INTERVAL", "0s"),
+            ("SIGNUP_ATTEMPT_NOTICE_INTERVAL", "0s"),
+            ("SIGNUP_ATTEMPT_NOTICE_INTERVAL", "20years"),
+        ] {
+            let error = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(error.contains(var), "{var}={value} gave {error}");
+        }
+    }
+}
