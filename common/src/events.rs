@@ -9,6 +9,9 @@
 //! in `UserRegisteredV1` / `VerificationReminderV1`, because the email-service must mail them; they
 //! must never be logged (their `Debug` output is redacted), and each event lists them in
 //! [`Event::SECRET_FIELDS`] so the outbox blanks them once the event is published.
+//!
+//! Compatible additions so far: `registered_at` on the three verification events (optional:
+//! payloads written before it decode with `None`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -108,6 +111,10 @@ pub struct UserRegisteredV1 {
     pub last_name: Option<String>,
     /// The verification issued with the registration.
     pub verification: VerificationDetails,
+    /// When the account was created (the envelope's `occurred_at` too), so the mail can say when the sign-up was made. Optional
+    /// for compatibility: events written before the field existed decode with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 impl Event for UserRegisteredV1 {
@@ -135,6 +142,10 @@ pub struct VerificationReminderV1 {
     pub verification: VerificationDetails,
     /// 1 for the first reminder, 2 for the second, …
     pub reminder_number: u32,
+    /// When the account was created, so the mail can say when the sign-up was made. Optional
+    /// for compatibility: events written before the field existed decode with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 impl Event for VerificationReminderV1 {
@@ -160,6 +171,10 @@ pub struct VerificationResentV1 {
     pub last_name: Option<String>,
     /// The new verification (older ones no longer work).
     pub verification: VerificationDetails,
+    /// When the account was created, so the mail can say when the sign-up was made. Optional
+    /// for compatibility: events written before the field existed decode with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 impl Event for VerificationResentV1 {
@@ -196,6 +211,31 @@ impl Event for UserVerifiedV1 {
     }
 }
 
+/// Someone tried to register an address that already has an account (the request got 409
+/// `email_taken`); the email-service tells the owner. At most one per address per
+/// `SIGNUP_ATTEMPT_NOTICE_INTERVAL`. It carries no secret and no name: the names of a pending
+/// account were typed by whoever signed up, not necessarily the owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignupAttemptedV1 {
+    /// The existing account's id.
+    pub user_id: Uuid,
+    /// Normalised email address (the existing account's).
+    pub email: String,
+    /// When the refused registration was attempted.
+    pub attempted_at: DateTime<Utc>,
+    /// Whether the existing account has proved the address (the mail words its advice by it).
+    pub account_verified: bool,
+}
+
+impl Event for SignupAttemptedV1 {
+    const EVENT_TYPE: &'static str = "SignupAttemptedV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::SIGNUP_ATTEMPTED_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 /// Any event a consumer of `signup.events` understands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignupEvent {
@@ -207,6 +247,8 @@ pub enum SignupEvent {
     VerificationResent(Envelope<VerificationResentV1>),
     /// See [`UserVerifiedV1`].
     UserVerified(Envelope<UserVerifiedV1>),
+    /// See [`SignupAttemptedV1`].
+    SignupAttempted(Envelope<SignupAttemptedV1>),
 }
 
 /// Why a message body could not be turned into a [`SignupEvent`]. Both are permanent: retrying
@@ -278,6 +320,9 @@ impl SignupEvent {
             (UserVerifiedV1::EVENT_TYPE, UserVerifiedV1::VERSION) => {
                 Ok(Self::UserVerified(serde_json::from_slice(body)?))
             }
+            (SignupAttemptedV1::EVENT_TYPE, SignupAttemptedV1::VERSION) => {
+                Ok(Self::SignupAttempted(serde_json::from_slice(body)?))
+            }
             _ => Err(DecodeError::UnknownType {
                 event_type: head.event_type,
                 version: head.event_version,
@@ -292,6 +337,7 @@ impl SignupEvent {
             Self::VerificationReminder(e) => e.event_id,
             Self::VerificationResent(e) => e.event_id,
             Self::UserVerified(e) => e.event_id,
+            Self::SignupAttempted(e) => e.event_id,
         }
     }
 
@@ -302,6 +348,18 @@ impl SignupEvent {
             Self::VerificationReminder(e) => &e.event_type,
             Self::VerificationResent(e) => &e.event_type,
             Self::UserVerified(e) => &e.event_type,
+            Self::SignupAttempted(e) => &e.event_type,
+        }
+    }
+
+    /// The address the event's mail goes to.
+    pub fn recipient(&self) -> &str {
+        match self {
+            Self::UserRegistered(e) => &e.data.email,
+            Self::VerificationReminder(e) => &e.data.email,
+            Self::VerificationResent(e) => &e.data.email,
+            Self::UserVerified(e) => &e.data.email,
+            Self::SignupAttempted(e) => &e.data.email,
         }
     }
 }
@@ -325,6 +383,7 @@ mod tests {
                     expires_at: Utc::now(),
                     code_expires_at: None,
                 },
+                registered_at: Some(Utc::now()),
             },
         )
     }
@@ -337,6 +396,38 @@ mod tests {
             SignupEvent::decode(&body).unwrap(),
             SignupEvent::UserRegistered(envelope)
         );
+    }
+
+    #[test]
+    fn a_verification_event_without_registered_at_still_decodes() {
+        let mut json = serde_json::to_value(registered()).unwrap();
+        json["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("registered_at");
+        let body = serde_json::to_vec(&json).unwrap();
+        let Ok(SignupEvent::UserRegistered(event)) = SignupEvent::decode(&body) else {
+            panic!("an old payload must decode");
+        };
+        assert_eq!(event.data.registered_at, None);
+    }
+
+    #[test]
+    fn a_signup_attempt_round_trips_and_names_its_recipient() {
+        let envelope = Envelope::new(
+            Uuid::new_v4(),
+            Utc::now(),
+            SignupAttemptedV1 {
+                user_id: Uuid::new_v4(),
+                email: "ann@example.com".into(),
+                attempted_at: Utc::now(),
+                account_verified: false,
+            },
+        );
+        let body = serde_json::to_vec(&envelope).unwrap();
+        let event = SignupEvent::decode(&body).unwrap();
+        assert_eq!(event.recipient(), "ann@example.com");
+        assert_eq!(event, SignupEvent::SignupAttempted(envelope));
     }
 
     #[test]

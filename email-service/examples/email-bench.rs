@@ -163,6 +163,7 @@ async fn publish(
                     expires_at: Utc::now() + chrono::Duration::hours(24),
                     code_expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
                 },
+                registered_at: Some(Utc::now()),
             },
         );
         let properties = BasicProperties::default()

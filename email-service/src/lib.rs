@@ -13,6 +13,7 @@
 //! - `consumer`: the delivery loop: parse → check → inbox → render → send → record → ack.
 //! - `content`: what a mail may carry (links under `PUBLIC_BASE_URL`, six-digit codes).
 //! - `inbox`: deduplication and send state per event id ([`find_inbox_entry`]).
+//! - `cap`: the per-address daily mail cap ([`MailCap`], `MAX_MAILS_PER_ADDRESS_PER_DAY`).
 //! - `templates`: text + HTML mails rendered from the files in `templates/`.
 //! - `mailer`: the mail transports (pooled SMTP with `TCP_NODELAY`, `.eml` files).
 //! - `publisher`: confirmed republishing to retry queues and the dead-letter queue.
@@ -23,6 +24,7 @@
 //!   benchmarks and local development.
 
 mod admin;
+mod cap;
 mod consumer;
 mod content;
 mod dlq;
@@ -36,6 +38,7 @@ mod sink;
 mod startup;
 mod templates;
 
+pub use cap::MailCap;
 pub use dlq::{DeadLetter, DlqClient, ReplaySelection, format_dead_letters};
 pub use inbox::{InboxEntry, SendState, find_inbox_entry};
 pub use settings::{Settings, SmtpUrl};

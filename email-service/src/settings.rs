@@ -11,6 +11,8 @@ use common::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::cap::MailCap;
+
 const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(1),
     Duration::from_secs(5),
@@ -85,9 +87,13 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     /// `MAX_ATTEMPTS`: send attempts of one mail before it is dead-lettered.
     pub max_attempts: u32,
-    /// `INBOX_RETENTION`: how long inbox rows are kept; must exceed the retry horizon.
+    /// `INBOX_RETENTION`: how long inbox rows are kept; must exceed the retry horizon (and a
+    /// day while `MAX_MAILS_PER_ADDRESS_PER_DAY` counts them).
     #[serde(with = "humantime_serde")]
     pub inbox_retention: Duration,
+    /// `MAX_MAILS_PER_ADDRESS_PER_DAY`: mails one address receives in any 24 hours at most
+    /// (`0` or `off`: no cap); the welcome mail is exempt. Extra mails are acked, not sent.
+    pub max_mails_per_address_per_day: MailCap,
     /// `ADMIN_ADDR`: health and metrics endpoint.
     pub admin_addr: SocketAddr,
     /// `LOG_FORMAT`: `pretty` or `json`.
@@ -116,6 +122,7 @@ impl Default for Settings {
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             max_attempts: 6,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            max_mails_per_address_per_day: MailCap::per_day(10),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
             log_format: LogFormat::Pretty,
         }
@@ -216,7 +223,19 @@ impl Validate for Settings {
                 humantime::format_duration(self.inbox_retention),
                 humantime::format_duration(self.retry_horizon())
             )
-        })
+        })?;
+        ensure(
+            self.max_mails_per_address_per_day.limit().is_none()
+                || self.inbox_retention >= crate::cap::WINDOW,
+            || {
+                format!(
+                    "INBOX_RETENTION ({}) must be at least 24h while \
+                     MAX_MAILS_PER_ADDRESS_PER_DAY ({:?}) counts a day of inbox rows",
+                    humantime::format_duration(self.inbox_retention),
+                    self.max_mails_per_address_per_day
+                )
+            },
+        )
     }
 }
 
@@ -242,8 +261,16 @@ mod tests {
             ("RETRY_DELAYS", "200ms,400ms"),
             ("MAX_ATTEMPTS", "4"),
             ("PREFETCH", "10"),
+            ("MAX_MAILS_PER_ADDRESS_PER_DAY", "3"),
         ])
         .unwrap();
+        assert_eq!(settings.max_mails_per_address_per_day, MailCap::per_day(3));
+        assert_eq!(
+            load(&[("MAX_MAILS_PER_ADDRESS_PER_DAY", "off")])
+                .unwrap()
+                .max_mails_per_address_per_day,
+            MailCap::OFF
+        );
         assert_eq!(
             settings.smtp_url,
             Some(SmtpUrl("smtp://127.0.0.1:2525".into()))
@@ -272,6 +299,7 @@ mod tests {
                 "SMTP_URL",
                 "smtp://user:secret@smtp.example.com:587?tls=opportunistic",
             ),
+            ("MAX_MAILS_PER_ADDRESS_PER_DAY", "lots"),
         ] {
             let error = load(&[(var, value)]).unwrap_err();
             assert!(

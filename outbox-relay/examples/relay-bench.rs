@@ -106,6 +106,7 @@ async fn enqueue(conn: &impl ConnectionTrait, secrets: bool) -> Uuid {
             first_name: Some("Ann".into()),
             last_name: Some("Example".into()),
             verification,
+            registered_at: Some(Utc::now()),
         };
         outbox::enqueue(conn, Utc::now(), event, &trace).await
     } else {

@@ -13,3 +13,4 @@ mod reminders;
 mod runner;
 mod secrets;
 mod signup;
+mod squatting;

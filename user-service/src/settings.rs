@@ -88,6 +88,17 @@ pub struct Settings {
     /// `TRUST_FORWARDED_FOR`: take the client address from the last `X-Forwarded-For` entry
     /// (only behind a reverse proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// `PENDING_ACCOUNT_TTL`: an account still unverified this long after sign-up is deleted
+    /// with its verifications, and the address can sign up again.
+    #[serde(with = "humantime_serde")]
+    pub pending_account_ttl: Duration,
+    /// `PENDING_ACCOUNT_SWEEP_INTERVAL`: how often expired pending accounts are looked for.
+    #[serde(with = "humantime_serde")]
+    pub pending_account_sweep_interval: Duration,
+    /// `SIGNUP_ATTEMPT_NOTICE_INTERVAL`: at most one "someone tried to sign up with your
+    /// address" mail per address in this time.
+    #[serde(with = "humantime_serde")]
+    pub signup_attempt_notice_interval: Duration,
 }
 
 impl Default for Settings {
@@ -121,6 +132,9 @@ impl Default for Settings {
             rate_limit_verify: RateLimit::per(30, Duration::from_secs(60)),
             rate_limit_resend: RateLimit::per(10, Duration::from_secs(60)),
             trust_forwarded_for: false,
+            pending_account_ttl: Duration::from_secs(7 * 24 * 3600),
+            pending_account_sweep_interval: Duration::from_secs(60),
+            signup_attempt_notice_interval: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -171,6 +185,15 @@ impl Validate for Settings {
             ("IDEMPOTENCY_TTL", self.idempotency_ttl),
             ("REMINDER_POLL_INTERVAL", self.reminder_poll_interval),
             ("REQUEST_TIMEOUT", self.request_timeout),
+            ("PENDING_ACCOUNT_TTL", self.pending_account_ttl),
+            (
+                "PENDING_ACCOUNT_SWEEP_INTERVAL",
+                self.pending_account_sweep_interval,
+            ),
+            (
+                "SIGNUP_ATTEMPT_NOTICE_INTERVAL",
+                self.signup_attempt_notice_interval,
+            ),
         ] {
             ensure(value <= MAX_DURATION, || {
                 format!(
@@ -203,6 +226,20 @@ impl Validate for Settings {
         })?;
         ensure(self.max_resends_per_day > 0, || {
             "MAX_RESENDS_PER_DAY must be at least 1".into()
+        })?;
+        // A pending account must outlive the link mailed at sign-up, or that link dies early.
+        ensure(self.pending_account_ttl >= self.verification_ttl, || {
+            format!(
+                "PENDING_ACCOUNT_TTL ({}) must be at least VERIFICATION_TTL ({})",
+                humantime::format_duration(self.pending_account_ttl),
+                humantime::format_duration(self.verification_ttl)
+            )
+        })?;
+        ensure(!self.pending_account_sweep_interval.is_zero(), || {
+            "PENDING_ACCOUNT_SWEEP_INTERVAL must be positive".into()
+        })?;
+        ensure(!self.signup_attempt_notice_interval.is_zero(), || {
+            "SIGNUP_ATTEMPT_NOTICE_INTERVAL must be positive".into()
         })
     }
 }
@@ -317,5 +354,34 @@ mod public_base_url_tests {
         assert!(load(&[("PUBLIC_BASE_URL", "https://signup.example.com")]).is_ok());
         assert!(load(&[("PUBLIC_BASE_URL", "http://localhost:8080")]).is_ok());
         assert!(load(&[]).is_ok(), "the default is loopback");
+    }
+
+    #[test]
+    fn squatting_settings_have_defaults_and_refuse_bad_values_by_name() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.pending_account_ttl,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(
+            settings.signup_attempt_notice_interval,
+            Duration::from_secs(24 * 3600)
+        );
+        let short = load(&[("PENDING_ACCOUNT_TTL", "1h")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("PENDING_ACCOUNT_TTL (1h)") && short.contains("VERIFICATION_TTL (1day)"),
+            "{short}"
+        );
+        for (var, value) in [
+            ("PENDING_ACCOUNT_TTL", "soon"),
+            ("PENDING_ACCOUNT_SWEEP_INTERVAL", "0s"),
+            ("SIGNUP_ATTEMPT_NOTICE_INTERVAL", "0s"),
+            ("SIGNUP_ATTEMPT_NOTICE_INTERVAL", "20years"),
+        ] {
+            let error = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(error.contains(var), "{var}={value} gave {error}");
+        }
     }
 }

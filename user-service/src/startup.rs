@@ -20,7 +20,7 @@ use tower_http::{
 };
 
 use crate::{
-    migration,
+    expiry, migration,
     password::PasswordHasher,
     rate_limit::{self, RateLimits},
     reminder, routes,
@@ -124,6 +124,11 @@ impl Application {
             self.state.outbox_wakeup.clone(),
             shutdown.clone(),
         ));
+        let sweeper = tokio::spawn(expiry::run_sweeper(
+            self.state.db.clone(),
+            self.state.settings.clone(),
+            shutdown.clone(),
+        ));
         // With the peer address: the rate limits are per client.
         let served = axum::serve(
             self.listener,
@@ -133,9 +138,10 @@ impl Application {
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("HTTP server failed");
-        // Stop the scheduler too when the server ended on its own (an error).
+        // Stop the scheduler and the sweeper too when the server ended on its own (an error).
         shutdown.cancel();
         scheduler.await.context("reminder scheduler panicked")?;
+        sweeper.await.context("pending-account sweeper panicked")?;
         served?;
         tracing::info!("user-service stopped");
         Ok(())

@@ -3,7 +3,7 @@
 //!
 //! Manual acks, a prefetch window and at most `MAX_CONCURRENT_SENDS` deliveries in progress.
 //! Every delivery ends in exactly one of: ack after the mail was sent and recorded; ack of a
-//! duplicate; ack after a *confirmed* republish to a retry queue or the dead-letter queue; or,
+//! duplicate; ack of a mail the daily cap kept back (recorded as `suppressed`); ack after a *confirmed* republish to a retry queue or the dead-letter queue; or,
 //! when even that publish fails, a nack with requeue (the broker's delivery limit dead-letters a
 //! message that keeps failing this way, so nothing loops forever).
 //!
@@ -71,6 +71,8 @@ enum Outcome {
     Deferred,
     /// The mail server is down (the breaker is open): parked without counting an attempt.
     Paused,
+    /// The recipient reached `MAX_MAILS_PER_ADDRESS_PER_DAY`: recorded, acked, not sent.
+    Suppressed,
     DeadLettered,
 }
 

@@ -7,6 +7,7 @@ mod ambiguous;
 mod breaker;
 mod broker_loss;
 mod crash;
+mod daily_cap;
 mod deferral;
 mod delivery;
 mod failures;

@@ -29,6 +29,7 @@ async fn write_registration(ctx: &TestContext) -> (Uuid, String, String) {
             expires_at: Utc::now(),
             code_expires_at: None,
         },
+        registered_at: None,
     };
     let txn = ctx.db.begin().await.unwrap();
     outbox::enqueue(&txn, Utc::now(), event, &TraceContext::new_root())

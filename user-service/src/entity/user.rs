@@ -48,6 +48,8 @@ pub(crate) struct Model {
     pub(crate) resends: i32,
     /// Start of the 24-hour window `resends` counts in.
     pub(crate) resends_since: Option<DateTime<Utc>>,
+    /// Last "someone tried to sign up with your address" notice written (rate limit).
+    pub(crate) last_attempt_notice_at: Option<DateTime<Utc>>,
 }
 
 /// No relations are navigated through sea-orm.

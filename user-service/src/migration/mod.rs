@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261129_000001_guessing_bounds;
+mod m20261129_000001_pending_expiry;
 
 /// Applies every migration of the user-service database.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             vec![Box::new(m20261122_000001_initial::Migration)];
         migrations.extend(outbox::migrations());
         migrations.push(Box::new(m20261129_000001_guessing_bounds::Migration));
+        migrations.push(Box::new(m20261129_000001_pending_expiry::Migration));
         migrations
     }
 }

@@ -27,6 +27,7 @@ use crate::{
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
+    signup_attempt,
     state::AppState,
     verification::issue_verification,
 };
@@ -132,7 +133,7 @@ pub(crate) struct RegisterResponse {
     responses(
         (status = 201, description = "User created, verification mail queued", body = RegisterResponse),
         (status = 400, description = "`malformed_json` or `invalid_header`", body = ErrorBody),
-        (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 409, description = "`email_taken` (the address owner gets a notice mail, at most one per `SIGNUP_ATTEMPT_NOTICE_INTERVAL`)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed` (per-field details) or `idempotency_key_reused`", body = ErrorBody),
@@ -177,6 +178,16 @@ pub(crate) async fn register(
                 return replay(&state, stored, &new_user).await;
             }
             let outcome = if matches!(error, ApiError::EmailTaken) {
+                // The answer stays 409; the owner hears of it (rate-limited). A failure to
+                // write the notice must not change the answer, so it is only logged.
+                if let Err(notice_error) =
+                    signup_attempt::notify_owner(&state, &new_user.email, &trace).await
+                {
+                    tracing::warn!(
+                        error = format!("{notice_error:#}"),
+                        "could not write the signup attempt notice"
+                    );
+                }
                 "email_taken"
             } else {
                 "error"
@@ -224,6 +235,7 @@ async fn create_user(
             first_name: new_user.first_name.clone(),
             last_name: new_user.last_name.clone(),
             verification,
+            registered_at: Some(now),
         },
         trace,
     )
@@ -274,6 +286,7 @@ async fn insert_user(
         wrong_codes_since: Set(None),
         resends: Set(0),
         resends_since: Set(None),
+        last_attempt_notice_at: Set(None),
     };
     user::Entity::insert(row)
         .exec_without_returning(conn)

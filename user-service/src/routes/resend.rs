@@ -123,6 +123,7 @@ async fn resend_verification(
             first_name: found.first_name,
             last_name: found.last_name,
             verification,
+            registered_at: Some(found.created_at),
         },
         trace,
     )

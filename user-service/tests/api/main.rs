@@ -11,5 +11,6 @@ mod process;
 mod rate_limits;
 mod register;
 mod reminders;
+mod squatting;
 mod validation;
 mod verification;
