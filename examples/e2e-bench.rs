@@ -170,6 +170,8 @@ async fn bench_settings(
             admin_addr: any_port,
             argon2_memory_kib: args.argon2_memory_kib,
             argon2_iterations: args.argon2_iterations,
+            // The benchmark measures whatever cost it is given.
+            argon2_allow_weak: true,
             max_reminders: 0,
             // One load generator, one address.
             rate_limit_register: user_service::RateLimit::OFF,

@@ -7,7 +7,11 @@
 //!
 //! Never put a password or a password hash in an event. The verification link and code do travel
 //! in `UserRegisteredV1` / `VerificationReminderV1`, because the email-service must mail them; they
-//! must never be logged (their `Debug` output is redacted).
+//! must never be logged (their `Debug` output is redacted), and each event lists them in
+//! [`Event::SECRET_FIELDS`] so the outbox blanks them once the event is published.
+//!
+//! Compatible additions so far: `registered_at` on the three verification events (optional:
+//! payloads written before it decode with `None`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -21,6 +25,9 @@ pub trait Event: Serialize + DeserializeOwned {
     const VERSION: u32;
     /// Routing key on the `signup.events` topic exchange.
     const ROUTING_KEY: &'static str;
+    /// JSON pointers (RFC 6901) into the event of its secret values: the outbox keeps them
+    /// only until the broker confirmed the publish, then blanks them (see `outbox::enqueue`).
+    const SECRET_FIELDS: &'static [&'static str] = &[];
 
     /// The aggregate (user) this event belongs to; the relay keeps per-aggregate order.
     fn aggregate_id(&self) -> Uuid;
@@ -54,7 +61,12 @@ impl<T: Event> Envelope<T> {
     }
 }
 
-/// How a user proves the address: a link and a short code, both valid until `expires_at`.
+/// The secret values of every event that carries a [`VerificationDetails`] as `verification`.
+pub const VERIFICATION_SECRETS: &[&str] = &["/verification/link", "/verification/code"];
+
+/// How a user proves the address: a link valid until `expires_at` and a short code valid until
+/// `code_expires_at` (never later; absent in events written before codes expired sooner, when
+/// the code lived as long as the link).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct VerificationDetails {
     /// `PUBLIC_BASE_URL/user/verify?token=…`.
@@ -63,6 +75,16 @@ pub struct VerificationDetails {
     pub code: String,
     /// After this instant neither the link nor the code works.
     pub expires_at: DateTime<Utc>,
+    /// After this instant the code no longer works (the link may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_expires_at: Option<DateTime<Utc>>,
+}
+
+impl VerificationDetails {
+    /// Until when the code works.
+    pub fn code_valid_until(&self) -> DateTime<Utc> {
+        self.code_expires_at.unwrap_or(self.expires_at)
+    }
 }
 
 impl std::fmt::Debug for VerificationDetails {
@@ -71,6 +93,7 @@ impl std::fmt::Debug for VerificationDetails {
             .field("link", &"<redacted>")
             .field("code", &"<redacted>")
             .field("expires_at", &self.expires_at)
+            .field("code_expires_at", &self.code_expires_at)
             .finish()
     }
 }
@@ -88,12 +111,17 @@ pub struct UserRegisteredV1 {
     pub last_name: Option<String>,
     /// The verification issued with the registration.
     pub verification: VerificationDetails,
+    /// When the account was created (the envelope's `occurred_at` too), so the mail can say when the sign-up was made. Optional
+    /// for compatibility: events written before the field existed decode with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 impl Event for UserRegisteredV1 {
     const EVENT_TYPE: &'static str = "UserRegisteredV1";
     const VERSION: u32 = 1;
     const ROUTING_KEY: &'static str = crate::topology::routing_keys::USER_REGISTERED_V1;
+    const SECRET_FIELDS: &'static [&'static str] = VERIFICATION_SECRETS;
     fn aggregate_id(&self) -> Uuid {
         self.user_id
     }
@@ -114,12 +142,17 @@ pub struct VerificationReminderV1 {
     pub verification: VerificationDetails,
     /// 1 for the first reminder, 2 for the second, …
     pub reminder_number: u32,
+    /// When the account was created, so the mail can say when the sign-up was made. Optional
+    /// for compatibility: events written before the field existed decode with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 impl Event for VerificationReminderV1 {
     const EVENT_TYPE: &'static str = "VerificationReminderV1";
     const VERSION: u32 = 1;
     const ROUTING_KEY: &'static str = crate::topology::routing_keys::VERIFICATION_REMINDER_V1;
+    const SECRET_FIELDS: &'static [&'static str] = VERIFICATION_SECRETS;
     fn aggregate_id(&self) -> Uuid {
         self.user_id
     }
@@ -138,12 +171,17 @@ pub struct VerificationResentV1 {
     pub last_name: Option<String>,
     /// The new verification (older ones no longer work).
     pub verification: VerificationDetails,
+    /// When the account was created, so the mail can say when the sign-up was made. Optional
+    /// for compatibility: events written before the field existed decode with `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<DateTime<Utc>>,
 }
 
 impl Event for VerificationResentV1 {
     const EVENT_TYPE: &'static str = "VerificationResentV1";
     const VERSION: u32 = 1;
     const ROUTING_KEY: &'static str = crate::topology::routing_keys::VERIFICATION_RESENT_V1;
+    const SECRET_FIELDS: &'static [&'static str] = VERIFICATION_SECRETS;
     fn aggregate_id(&self) -> Uuid {
         self.user_id
     }
@@ -173,6 +211,31 @@ impl Event for UserVerifiedV1 {
     }
 }
 
+/// Someone tried to register an address that already has an account (the request got 409
+/// `email_taken`); the email-service tells the owner. At most one per address per
+/// `SIGNUP_ATTEMPT_NOTICE_INTERVAL`. It carries no secret and no name: the names of a pending
+/// account were typed by whoever signed up, not necessarily the owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignupAttemptedV1 {
+    /// The existing account's id.
+    pub user_id: Uuid,
+    /// Normalised email address (the existing account's).
+    pub email: String,
+    /// When the refused registration was attempted.
+    pub attempted_at: DateTime<Utc>,
+    /// Whether the existing account has proved the address (the mail words its advice by it).
+    pub account_verified: bool,
+}
+
+impl Event for SignupAttemptedV1 {
+    const EVENT_TYPE: &'static str = "SignupAttemptedV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::SIGNUP_ATTEMPTED_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 /// Any event a consumer of `signup.events` understands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignupEvent {
@@ -184,6 +247,8 @@ pub enum SignupEvent {
     VerificationResent(Envelope<VerificationResentV1>),
     /// See [`UserVerifiedV1`].
     UserVerified(Envelope<UserVerifiedV1>),
+    /// See [`SignupAttemptedV1`].
+    SignupAttempted(Envelope<SignupAttemptedV1>),
 }
 
 /// Why a message body could not be turned into a [`SignupEvent`]. Both are permanent: retrying
@@ -255,6 +320,9 @@ impl SignupEvent {
             (UserVerifiedV1::EVENT_TYPE, UserVerifiedV1::VERSION) => {
                 Ok(Self::UserVerified(serde_json::from_slice(body)?))
             }
+            (SignupAttemptedV1::EVENT_TYPE, SignupAttemptedV1::VERSION) => {
+                Ok(Self::SignupAttempted(serde_json::from_slice(body)?))
+            }
             _ => Err(DecodeError::UnknownType {
                 event_type: head.event_type,
                 version: head.event_version,
@@ -269,6 +337,7 @@ impl SignupEvent {
             Self::VerificationReminder(e) => e.event_id,
             Self::VerificationResent(e) => e.event_id,
             Self::UserVerified(e) => e.event_id,
+            Self::SignupAttempted(e) => e.event_id,
         }
     }
 
@@ -279,6 +348,18 @@ impl SignupEvent {
             Self::VerificationReminder(e) => &e.event_type,
             Self::VerificationResent(e) => &e.event_type,
             Self::UserVerified(e) => &e.event_type,
+            Self::SignupAttempted(e) => &e.event_type,
+        }
+    }
+
+    /// The address the event's mail goes to.
+    pub fn recipient(&self) -> &str {
+        match self {
+            Self::UserRegistered(e) => &e.data.email,
+            Self::VerificationReminder(e) => &e.data.email,
+            Self::VerificationResent(e) => &e.data.email,
+            Self::UserVerified(e) => &e.data.email,
+            Self::SignupAttempted(e) => &e.data.email,
         }
     }
 }
@@ -300,7 +381,9 @@ mod tests {
                     link: "http://x/user/verify?token=secret-token".into(),
                     code: "123456".into(),
                     expires_at: Utc::now(),
+                    code_expires_at: None,
                 },
+                registered_at: Some(Utc::now()),
             },
         )
     }
@@ -313,6 +396,38 @@ mod tests {
             SignupEvent::decode(&body).unwrap(),
             SignupEvent::UserRegistered(envelope)
         );
+    }
+
+    #[test]
+    fn a_verification_event_without_registered_at_still_decodes() {
+        let mut json = serde_json::to_value(registered()).unwrap();
+        json["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("registered_at");
+        let body = serde_json::to_vec(&json).unwrap();
+        let Ok(SignupEvent::UserRegistered(event)) = SignupEvent::decode(&body) else {
+            panic!("an old payload must decode");
+        };
+        assert_eq!(event.data.registered_at, None);
+    }
+
+    #[test]
+    fn a_signup_attempt_round_trips_and_names_its_recipient() {
+        let envelope = Envelope::new(
+            Uuid::new_v4(),
+            Utc::now(),
+            SignupAttemptedV1 {
+                user_id: Uuid::new_v4(),
+                email: "ann@example.com".into(),
+                attempted_at: Utc::now(),
+                account_verified: false,
+            },
+        );
+        let body = serde_json::to_vec(&envelope).unwrap();
+        let event = SignupEvent::decode(&body).unwrap();
+        assert_eq!(event.recipient(), "ann@example.com");
+        assert_eq!(event, SignupEvent::SignupAttempted(envelope));
     }
 
     #[test]
@@ -362,6 +477,26 @@ mod tests {
         let text = error.to_string();
         assert!(text.starts_with("malformed event body: data"), "{text}");
         assert!(!text.contains("987654"), "{text}");
+    }
+
+    #[test]
+    fn every_declared_secret_field_exists_in_its_event() {
+        /// `json` read as an `E`, written back, holds a string at each of its secret fields.
+        fn check<E: Event>(json: &serde_json::Value) {
+            let event: E = serde_json::from_value(json.clone()).unwrap();
+            let written = serde_json::to_value(&event).unwrap();
+            for pointer in E::SECRET_FIELDS {
+                let value = written.pointer(pointer);
+                assert!(value.is_some_and(serde_json::Value::is_string), "{pointer}");
+            }
+        }
+        let mut json = serde_json::to_value(registered().data).unwrap();
+        check::<UserRegisteredV1>(&json);
+        check::<VerificationResentV1>(&json);
+        json["reminder_number"] = 1.into();
+        check::<VerificationReminderV1>(&json);
+        assert_eq!(UserRegisteredV1::SECRET_FIELDS.len(), 2);
+        assert!(UserVerifiedV1::SECRET_FIELDS.is_empty());
     }
 
     #[test]

@@ -130,6 +130,8 @@ pub async fn serve(
                 }
             },
         };
+        // As axum's `serve` does.
+        tracing::trace!(%peer, "connection accepted");
         let (builder, router, stop) = (builder.clone(), router.clone(), stop.clone());
         connections.spawn(async move {
             serve_connection(&builder, stream, peer, router, limits.idle_timeout, stop).await;

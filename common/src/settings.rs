@@ -130,6 +130,38 @@ pub fn ensure_amqp_url(url: &str) -> Result<(), SettingsError> {
     )
 }
 
+/// Checks that `PUBLIC_BASE_URL` is an `https://` URL, or `http://` on a loopback host
+/// (127.0.0.0/8, `::1`, `localhost`): the links in mails carry secrets, and a plain-HTTP link
+/// would hand them to anyone on the path.
+///
+/// # Errors
+/// A message naming the variable and the value.
+pub fn ensure_public_base_url(url: &str) -> Result<(), SettingsError> {
+    let problem = |why: &str| SettingsError::invalid(format!("PUBLIC_BASE_URL {why}, got {url:?}"));
+    let parsed = url::Url::parse(url).map_err(|e| problem(&format!("is not a URL ({e})")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" if parsed.host().is_some() => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(problem(
+                "must start with https:// (http:// only for a loopback host: 127.0.0.0/8, ::1, \
+                 localhost)",
+            ));
+        }
+        _ => return Err(problem("must be an https:// URL")),
+    }
+    ensure(
+        parsed.query().is_none() && parsed.fragment().is_none(),
+        || format!("PUBLIC_BASE_URL must have no query or fragment, got {url:?}"),
+    )
+}
+
 /// Log output format (`LOG_FORMAT`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -239,6 +271,52 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+    }
+
+    #[test]
+    fn tls_urls_for_the_broker_and_postgresql_are_accepted() {
+        assert!(ensure_amqp_url("amqps://user:pw@rabbit.example.com:5671/%2f").is_ok());
+        for url in [
+            "postgres://user:pw@db.example.com/users?sslmode=require",
+            "postgresql://user@db.example.com/users?sslmode=verify-full&sslrootcert=/ca.pem",
+        ] {
+            assert!(ensure_database_url("DATABASE_URL", url).is_ok(), "{url}");
+        }
+        let error = ensure_amqp_url("http://user:pw@rabbit")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("AMQP_URL") && !error.contains("pw"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn public_base_url_needs_https_unless_loopback() {
+        for ok in [
+            "https://signup.example.com",
+            "https://example.com/base/",
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://[::1]:8080",
+            "http://LOCALHOST:8080",
+        ] {
+            assert!(ensure_public_base_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://signup.example.com",
+            "http://10.0.0.1:8080",
+            "http://localhost.example.com",
+            "ftp://example.com",
+            "example.com",
+            "https://example.com/?a=b",
+        ] {
+            let error = ensure_public_base_url(bad).unwrap_err().to_string();
+            assert!(
+                error.contains("PUBLIC_BASE_URL") && error.contains(bad),
+                "{bad}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -1,22 +1,45 @@
 //! `tracing` subscriber setup and trace-context helpers.
 
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, filter::LevelFilter, filter::Targets, fmt, layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 use crate::settings::LogFormat;
 
-/// Always appended to the filter, whatever `RUST_LOG` says: lapin logs a message the broker
-/// returned (unroutable) with its whole body at `warn`, and event bodies carry verification
-/// links and codes, which must never reach a log.
-pub const SECRET_SAFE_DIRECTIVE: &str = "lapin::returned_messages=error";
+/// The most each of these targets may log, whatever `RUST_LOG` says (a target is matched as a
+/// prefix: `amq_protocol` covers `amq_protocol_tcp`). Event bodies carry verification links and
+/// codes, and connection URIs carry passwords:
+/// - lapin prints whole frames, bodies included, at trace (`will handle frame`), and a message
+///   the broker returned (unroutable) with its body at warn;
+/// - amq-protocol prints the connection URI with its password at trace (`Connecting.`).
+///
+/// sqlx needs no cap: its statement logging is off (`common::database`), and it would print
+/// the statements' text, never their bound values (every value here is bound).
+pub const SECRET_SAFE_CAPS: &[(&str, LevelFilter)] = &[
+    ("lapin", LevelFilter::DEBUG),
+    ("lapin::returned_messages", LevelFilter::ERROR),
+    ("amq_protocol", LevelFilter::DEBUG),
+];
 
-/// Installs the global subscriber: `RUST_LOG` filter (else `default_filter`), pretty or JSON lines
-/// on stdout. Call once, from `main`.
+/// A filter that lets everything through except what [`SECRET_SAFE_CAPS`] caps. Layered with
+/// the `RUST_LOG` filter, an event must pass both: it can only lower a level, never raise one.
+pub fn secret_safe_caps() -> Targets {
+    Targets::new()
+        .with_default(LevelFilter::TRACE)
+        .with_targets(SECRET_SAFE_CAPS.iter().copied())
+}
+
+/// Installs the global subscriber: `RUST_LOG` filter (else `default_filter`) capped by
+/// [`secret_safe_caps`], pretty or JSON lines on stdout. Call once, from `main`.
 ///
 /// # Errors
 /// When a global subscriber is already installed.
 pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
-    let filter = env_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter)?;
-    let registry = tracing_subscriber::registry().with(filter);
+    let filter = env_filter(std::env::var("RUST_LOG").ok().as_deref(), default_filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(secret_safe_caps());
     match format {
         LogFormat::Pretty => registry.with(fmt::layer()).try_init()?,
         LogFormat::Json => registry
@@ -32,14 +55,13 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rust_log` (else `default_filter`) plus [`SECRET_SAFE_DIRECTIVE`].
-fn env_filter(rust_log: Option<&str>, default_filter: &str) -> anyhow::Result<EnvFilter> {
+/// `rust_log`, else `default_filter`.
+fn env_filter(rust_log: Option<&str>, default_filter: &str) -> EnvFilter {
     // An empty RUST_LOG (`RUST_LOG=` in a .env file) counts as unset, like every setting.
-    let filter = rust_log
+    rust_log
         .filter(|directives| !directives.trim().is_empty())
         .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .unwrap_or_else(|| EnvFilter::new(default_filter));
-    Ok(filter.add_directive(SECRET_SAFE_DIRECTIVE.parse()?))
+        .unwrap_or_else(|| EnvFilter::new(default_filter))
 }
 
 /// `error: cause: cause…`: an error with its whole source chain, each cause printed once (our
@@ -104,9 +126,9 @@ mod tests {
     #[test]
     fn an_empty_rust_log_counts_as_unset() {
         use tracing_subscriber::filter::LevelFilter;
-        let filter = super::env_filter(Some(""), "debug").unwrap();
+        let filter = super::env_filter(Some(""), "debug");
         assert_eq!(filter.max_level_hint(), Some(LevelFilter::DEBUG));
-        let filter = super::env_filter(Some("warn"), "debug").unwrap();
+        let filter = super::env_filter(Some("warn"), "debug");
         assert_eq!(filter.max_level_hint(), Some(LevelFilter::WARN));
     }
 
@@ -122,21 +144,41 @@ mod tests {
         );
     }
 
-    #[test]
-    fn returned_message_bodies_are_never_logged_even_at_trace() {
+    /// Whatever `rust_log` lets through, after the caps.
+    fn logged_with(rust_log: &str, emit: impl FnOnce()) -> String {
         let buffer = Buffer::default();
         let subscriber = tracing_subscriber::registry()
-            .with(super::env_filter(Some("trace"), "info").unwrap())
+            .with(super::env_filter(Some(rust_log), "info"))
+            .with(super::secret_safe_caps())
             .with(tracing_subscriber::fmt::layer().with_writer(buffer.clone()));
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::warn!(target: "lapin::returned_messages", body = "secret-token", "returned");
+        tracing::subscriber::with_default(subscriber, emit);
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn frame_bodies_and_uris_are_never_logged_even_at_trace() {
+        let logged = logged_with("trace", || {
+            tracing::trace!(target: "lapin::channels", frame = "body-secret", "will handle frame");
+            tracing::warn!(target: "lapin::returned_messages", body = "returned-secret", "returned");
+            tracing::trace!(target: "amq_protocol_tcp", uri = "amqp://u:pw-secret@h", "Connecting.");
+            tracing::debug!(target: "lapin::channels", "lapin debug still shows");
             tracing::warn!(target: "lapin::channel", "other lapin warnings still show");
+            tracing::trace!(target: "outbox_relay", "our own trace still shows");
         });
-        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        assert!(!logged.contains("secret-token"), "{logged}");
-        assert!(
-            logged.contains("other lapin warnings still show"),
-            "{logged}"
-        );
+        for secret in ["body-secret", "returned-secret", "pw-secret"] {
+            assert!(!logged.contains(secret), "{logged}");
+        }
+        for visible in ["lapin debug", "other lapin warnings", "our own trace"] {
+            assert!(logged.contains(visible), "{logged}");
+        }
+    }
+
+    #[test]
+    fn the_caps_never_raise_a_level() {
+        let logged = logged_with("warn", || {
+            tracing::debug!(target: "lapin::channels", "lapin debug under warn");
+            tracing::info!(target: "amq_protocol", "amq info under warn");
+        });
+        assert!(logged.is_empty(), "{logged}");
     }
 }

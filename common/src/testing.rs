@@ -235,16 +235,13 @@ pub fn init_tracing() {
         if std::env::var_os("TEST_LOG").is_none() {
             return;
         }
+        use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
-            .add_directive(
-                crate::telemetry::SECRET_SAFE_DIRECTIVE
-                    .parse()
-                    .expect("a valid directive"),
-            );
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(crate::telemetry::secret_safe_caps())
+            .with(tracing_subscriber::fmt::layer().with_test_writer())
             .try_init();
     });
 }

@@ -1,7 +1,8 @@
 //! RabbitMQ names and the topology declared at start-up.
 //!
 //! ```text
-//! signup.events (topic) ──user.registered.v1 / …reminder.v1 / …resent.v1 / user.verified.v1──▶ email-service (quorum)
+//! signup.events (topic) ──user.registered.v1 / …reminder.v1 / …resent.v1 / user.verified.v1
+//!                          / user.signup_attempted.v1──▶ email-service (quorum)
 //!        email-service.retry.<delay> (TTL = delay) ──dead-letter──▶ email-service
 //!        email-service.dlq (quorum)  ◀── permanent failures, exhausted retries, delivery-limit overflow
 //! ```
@@ -54,12 +55,16 @@ pub mod routing_keys {
     pub const VERIFICATION_RESENT_V1: &str = "user.verification_resent.v1";
     /// [`crate::events::UserVerifiedV1`].
     pub const USER_VERIFIED_V1: &str = "user.verified.v1";
-    /// Every key the email-service queue is bound to.
-    pub const EMAIL_SERVICE_BINDINGS: [&str; 4] = [
+    /// [`crate::events::SignupAttemptedV1`].
+    pub const SIGNUP_ATTEMPTED_V1: &str = "user.signup_attempted.v1";
+    /// Every key the email-service queue is bound to (a key added here is bound at the next
+    /// start of any service: declaring is idempotent and adds the binding to an existing queue).
+    pub const EMAIL_SERVICE_BINDINGS: [&str; 5] = [
         USER_REGISTERED_V1,
         VERIFICATION_REMINDER_V1,
         VERIFICATION_RESENT_V1,
         USER_VERIFIED_V1,
+        SIGNUP_ATTEMPTED_V1,
     ];
 }
 
@@ -296,13 +301,15 @@ mod tests {
     #[test]
     fn the_email_queue_is_bound_to_every_event() {
         use crate::events::{
-            Event, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1, VerificationResentV1,
+            Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
+            VerificationResentV1,
         };
         for key in [
             UserRegisteredV1::ROUTING_KEY,
             VerificationReminderV1::ROUTING_KEY,
             VerificationResentV1::ROUTING_KEY,
             UserVerifiedV1::ROUTING_KEY,
+            SignupAttemptedV1::ROUTING_KEY,
         ] {
             assert!(routing_keys::EMAIL_SERVICE_BINDINGS.contains(&key), "{key}");
         }

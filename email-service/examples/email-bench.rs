@@ -161,7 +161,9 @@ async fn publish(
                     link: format!("http://127.0.0.1:8080/user/verify?token={}", Uuid::new_v4()),
                     code: format!("{:06}", i % 1_000_000),
                     expires_at: Utc::now() + chrono::Duration::hours(24),
+                    code_expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
                 },
+                registered_at: Some(Utc::now()),
             },
         );
         let properties = BasicProperties::default()

@@ -11,11 +11,16 @@
 //! A `sending` row claimed by *another* instance less than a lease ago is in flight there: that
 //! delivery is still unacked, so the broker will redeliver it if the other instance dies, and
 //! this copy is deferred instead of sent twice at once.
+//!
+//! `suppressed` records a mail the per-address daily cap kept back ([`admit_under_cap`]); like
+//! `sent`, it is final: a later delivery of the event is acked without sending.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait, Value,
+};
 use uuid::Uuid;
 
 /// Send state of an event.
@@ -27,6 +32,8 @@ pub enum SendState {
     Sent,
     /// The last attempt failed (see `last_error`).
     Failed,
+    /// Not sent: the recipient had reached `MAX_MAILS_PER_ADDRESS_PER_DAY`.
+    Suppressed,
 }
 
 impl SendState {
@@ -35,6 +42,7 @@ impl SendState {
             "sending" => Ok(Self::Sending),
             "sent" => Ok(Self::Sent),
             "failed" => Ok(Self::Failed),
+            "suppressed" => Ok(Self::Suppressed),
             other => Err(DbErr::Custom(format!("unknown inbox state {other:?}"))),
         }
     }
@@ -69,6 +77,8 @@ pub(crate) enum Claim {
     Resumed,
     /// Already sent: ack without sending.
     AlreadySent,
+    /// Kept back by the daily cap before: ack without sending.
+    AlreadySuppressed,
     /// Another instance claimed it less than the lease ago; look again after `remaining`.
     InFlightElsewhere {
         /// Time until the other claim counts as stale.
@@ -145,6 +155,7 @@ pub(crate) async fn claim(
         let age = (now - entry.updated_at).to_std().unwrap_or_default();
         let claim = match entry.state {
             SendState::Sent => return Ok(Claim::AlreadySent),
+            SendState::Suppressed => return Ok(Claim::AlreadySuppressed),
             SendState::Sending if entry.claimed_by != Some(instance) && age < lease => {
                 return Ok(Claim::InFlightElsewhere {
                     remaining: lease.saturating_sub(age),
@@ -214,6 +225,70 @@ pub(crate) async fn mark_failed(
     ))
     .await?;
     Ok(())
+}
+
+/// Class of the PostgreSQL advisory locks that serialise the cap decisions of one address (the
+/// second key is derived from the address's key).
+const CAP_LOCK_CLASS: i32 = 0x4341_5031; // "CAP1"
+
+/// Decides whether `event_id`, claimed (`sending`) by the caller, may be sent under the daily
+/// cap: admitted (`true`) while fewer than `cap` *other* admitted mails to `recipient_key` are
+/// `sending` or `sent` since `since`, and then tagged with the key so later decisions count it;
+/// otherwise marked `suppressed` (`false`).
+///
+/// The decisions for one address are serialised (a PostgreSQL transaction-level advisory lock
+/// per address; SQLite has one connection, so its transactions are serial anyway), and only
+/// admitted rows carry the key: the count cannot be raced past, so no more than `cap` mails are
+/// ever admitted in a window, whatever the number of instances and concurrent deliveries, and a
+/// burst is not suppressed as a whole either: its first `cap` mails go out.
+///
+/// # Errors
+/// Database errors (nothing changed: the transaction rolls back).
+pub(crate) async fn admit_under_cap(
+    db: &DatabaseConnection,
+    event_id: Uuid,
+    recipient_key: &str,
+    cap: u32,
+    since: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        let address_lock = u32::from_str_radix(recipient_key.get(..8).unwrap_or("0"), 16)
+            .map_or(0, |bits| i32::from_ne_bytes(bits.to_ne_bytes()));
+        txn.execute_raw(statement(
+            &txn,
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            [CAP_LOCK_CLASS.into(), address_lock.into()],
+        ))
+        .await?;
+    }
+    let admitted_before: i64 = txn
+        .query_one_raw(statement(
+            &txn,
+            "SELECT COUNT(*) AS n FROM inbox WHERE recipient_key = $1 AND updated_at > $2 \
+             AND state IN ('sending', 'sent') AND event_id <> $3",
+            [recipient_key.into(), since.into(), event_id.into()],
+        ))
+        .await?
+        .map(|row| row.try_get("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let admitted = admitted_before < i64::from(cap);
+    let (sql, values) = if admitted {
+        (
+            "UPDATE inbox SET recipient_key = $2 WHERE event_id = $1",
+            [event_id.into(), recipient_key.into()],
+        )
+    } else {
+        (
+            "UPDATE inbox SET state = 'suppressed', updated_at = $2, last_error = NULL \
+             WHERE event_id = $1",
+            [event_id.into(), Utc::now().into()],
+        )
+    };
+    txn.execute_raw(statement(&txn, sql, values)).await?;
+    txn.commit().await?;
+    Ok(admitted)
 }
 
 /// Deletes up to `batch` rows untouched for longer than `retention`; returns how many.

@@ -10,8 +10,10 @@
 //! - `settings`: [`Settings`], the typed, validated configuration (`AMQP_URL`, `SMTP_URL`, …),
 //!   and [`SmtpUrl`].
 //! - `startup`: [`Application`]: build it from [`Settings`], run it until a shutdown token.
-//! - `consumer`: the delivery loop: parse → inbox → render → send → record → ack.
+//! - `consumer`: the delivery loop: parse → check → inbox → render → send → record → ack.
+//! - `content`: what a mail may carry (links under `PUBLIC_BASE_URL`, six-digit codes).
 //! - `inbox`: deduplication and send state per event id ([`find_inbox_entry`]).
+//! - `cap`: the per-address daily mail cap ([`MailCap`], `MAX_MAILS_PER_ADDRESS_PER_DAY`).
 //! - `templates`: text + HTML mails rendered from the files in `templates/`.
 //! - `mailer`: the mail transports (pooled SMTP with `TCP_NODELAY`, `.eml` files).
 //! - `publisher`: confirmed republishing to retry queues and the dead-letter queue.
@@ -22,7 +24,9 @@
 //!   benchmarks and local development.
 
 mod admin;
+mod cap;
 mod consumer;
+mod content;
 mod dlq;
 mod inbox;
 mod mailer;
@@ -34,6 +38,7 @@ mod sink;
 mod startup;
 mod templates;
 
+pub use cap::MailCap;
 pub use dlq::{DeadLetter, DlqClient, ReplaySelection, format_dead_letters};
 pub use inbox::{InboxEntry, SendState, find_inbox_entry};
 pub use settings::{Settings, SmtpUrl};

@@ -5,11 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use common::{
     settings::{
         LogFormat, SettingsError, Validate, deserialize_durations, ensure, ensure_amqp_url,
-        ensure_database_url, redact_url, serialize_durations,
+        ensure_database_url, ensure_public_base_url, redact_url, serialize_durations,
     },
     topology::Topology,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::cap::MailCap;
 
 const DEFAULT_RETRY_DELAYS: [Duration; 5] = [
     Duration::from_secs(1),
@@ -47,6 +49,7 @@ pub struct Settings {
     pub database_max_connections: u32,
     /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://user:pass@host:587?tls=required`
     /// (STARTTLS), `smtps://user:pass@host:465` (implicit TLS). Unset: `.eml` files in `MAIL_DIR`.
+    /// A user and password are refused without `smtps://` or `tls=required`.
     pub smtp_url: Option<SmtpUrl>,
     /// `SMTP_POOL_SIZE`: SMTP connections kept open and used concurrently.
     pub smtp_pool_size: usize,
@@ -68,6 +71,9 @@ pub struct Settings {
     pub mail_dir: PathBuf,
     /// `MAIL_FROM`: the `From` mailbox, e.g. `Signup <no-reply@example.com>`.
     pub mail_from: String,
+    /// `PUBLIC_BASE_URL`: the user-service's, the only place verification links may point to:
+    /// an event whose link does not start with it (plus `/`) is dead-lettered, never mailed.
+    pub public_base_url: String,
     /// `PREFETCH`: unacknowledged deliveries the broker hands this consumer at once.
     pub prefetch: u16,
     /// `MAX_CONCURRENT_SENDS`: deliveries processed (rendered and sent) at the same time.
@@ -81,9 +87,13 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     /// `MAX_ATTEMPTS`: send attempts of one mail before it is dead-lettered.
     pub max_attempts: u32,
-    /// `INBOX_RETENTION`: how long inbox rows are kept; must exceed the retry horizon.
+    /// `INBOX_RETENTION`: how long inbox rows are kept; must exceed the retry horizon (and a
+    /// day while `MAX_MAILS_PER_ADDRESS_PER_DAY` counts them).
     #[serde(with = "humantime_serde")]
     pub inbox_retention: Duration,
+    /// `MAX_MAILS_PER_ADDRESS_PER_DAY`: mails one address receives in any 24 hours at most
+    /// (`0` or `off`: no cap); the welcome mail is exempt. Extra mails are acked, not sent.
+    pub max_mails_per_address_per_day: MailCap,
     /// `ADMIN_ADDR`: health and metrics endpoint.
     pub admin_addr: SocketAddr,
     /// `HTTP_HEADER_READ_TIMEOUT`: request headers must arrive within this long on the admin
@@ -116,11 +126,13 @@ impl Default for Settings {
             smtp_breaker_cooldown: Duration::from_secs(1),
             mail_dir: PathBuf::from("mail"),
             mail_from: "Signup <no-reply@localhost>".into(),
+            public_base_url: "http://127.0.0.1:8080".into(),
             prefetch: 256,
             max_concurrent_sends: 64,
             retry_delays: DEFAULT_RETRY_DELAYS.to_vec(),
             max_attempts: 6,
             inbox_retention: Duration::from_secs(7 * 24 * 3600),
+            max_mails_per_address_per_day: MailCap::per_day(10),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9102)),
             http_header_read_timeout: common::http::HttpLimits::DEFAULT_HEADER_READ_TIMEOUT,
             http_idle_timeout: common::http::HttpLimits::DEFAULT_IDLE_TIMEOUT,
@@ -175,6 +187,7 @@ impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         ensure_database_url("DATABASE_URL", &self.database_url)?;
         ensure_amqp_url(&self.amqp_url)?;
+        ensure_public_base_url(&self.public_base_url)?;
         self.http_limits().validate()?;
         if let Some(SmtpUrl(url)) = &self.smtp_url
             && let Err(error) = crate::mailer::smtp::Endpoint::parse(url)
@@ -233,7 +246,19 @@ impl Validate for Settings {
                 humantime::format_duration(self.inbox_retention),
                 humantime::format_duration(self.retry_horizon())
             )
-        })
+        })?;
+        ensure(
+            self.max_mails_per_address_per_day.limit().is_none()
+                || self.inbox_retention >= crate::cap::WINDOW,
+            || {
+                format!(
+                    "INBOX_RETENTION ({}) must be at least 24h while \
+                     MAX_MAILS_PER_ADDRESS_PER_DAY ({:?}) counts a day of inbox rows",
+                    humantime::format_duration(self.inbox_retention),
+                    self.max_mails_per_address_per_day
+                )
+            },
+        )
     }
 }
 
@@ -259,8 +284,16 @@ mod tests {
             ("RETRY_DELAYS", "200ms,400ms"),
             ("MAX_ATTEMPTS", "4"),
             ("PREFETCH", "10"),
+            ("MAX_MAILS_PER_ADDRESS_PER_DAY", "3"),
         ])
         .unwrap();
+        assert_eq!(settings.max_mails_per_address_per_day, MailCap::per_day(3));
+        assert_eq!(
+            load(&[("MAX_MAILS_PER_ADDRESS_PER_DAY", "off")])
+                .unwrap()
+                .max_mails_per_address_per_day,
+            MailCap::OFF
+        );
         assert_eq!(
             settings.smtp_url,
             Some(SmtpUrl("smtp://127.0.0.1:2525".into()))
@@ -283,12 +316,44 @@ mod tests {
             ("SMTP_BREAKER_THRESHOLD", "0"),
             ("SMTP_BREAKER_COOLDOWN", "1h"),
             ("DATABASE_URL", "mysql://x"),
+            ("PUBLIC_BASE_URL", "http://signup.example.com"),
+            ("SMTP_URL", "smtp://user:secret@smtp.example.com:587"),
+            (
+                "SMTP_URL",
+                "smtp://user:secret@smtp.example.com:587?tls=opportunistic",
+            ),
+            ("MAX_MAILS_PER_ADDRESS_PER_DAY", "lots"),
         ] {
             let error = load(&[(var, value)]).unwrap_err();
             assert!(
                 error.to_string().contains(var),
                 "{var}={value} gave {error}"
             );
+        }
+    }
+
+    #[test]
+    fn smtp_credentials_need_implicit_tls_or_required_starttls() {
+        for clear in [
+            "smtp://user:secret@smtp.example.com:587",
+            "smtp://user:secret@smtp.example.com:587?tls=opportunistic",
+        ] {
+            let error = load(&[("SMTP_URL", clear)]).unwrap_err().to_string();
+            assert!(error.contains("SMTP_URL"), "{error}");
+            assert!(
+                error.contains("smtp.example.com"),
+                "names the value: {error}"
+            );
+            assert!(!error.contains("secret"), "{error}");
+            assert!(error.contains("tls=required"), "says what to do: {error}");
+        }
+        for safe in [
+            "smtps://user:secret@smtp.example.com",
+            "smtp://user:secret@smtp.example.com:587?tls=required",
+            "smtp://127.0.0.1:2525",
+            "smtp://relay.internal:25?tls=opportunistic",
+        ] {
+            assert!(load(&[("SMTP_URL", safe)]).is_ok(), "{safe}");
         }
     }
 

@@ -33,9 +33,9 @@ use tokio_util::sync::CancellationToken;
 pub enum SinkBehaviour {
     /// `250` after the data: the mail is recorded.
     Accept,
-    /// `451 4.3.0` to RCPT: a transient failure.
+    /// `451 4.3.0 <recipient>: …` to RCPT: a transient failure.
     TempFail,
-    /// `550 5.1.1` to RCPT (unknown recipient): a permanent failure.
+    /// `550 5.1.1 <recipient>: …` to RCPT (unknown recipient): a permanent failure.
     PermFail,
     /// Accepts the data, then never answers.
     Hang,
@@ -308,9 +308,16 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 b"250 OK\r\n"
             }
             "RCPT" => match behaviour {
-                SinkBehaviour::TempFail => b"451 4.3.0 Temporary failure, try again later\r\n",
-                SinkBehaviour::PermFail => {
-                    b"550 5.1.1 Recipient address rejected: unknown user\r\n"
+                // Quoting the recipient, as real servers do (Postfix, Exim).
+                SinkBehaviour::TempFail | SinkBehaviour::PermFail => {
+                    let (code, text) = if behaviour == SinkBehaviour::TempFail {
+                        ("451 4.3.0", "Temporary failure, try again later")
+                    } else {
+                        ("550 5.1.1", "Recipient address rejected: unknown user")
+                    };
+                    let reply = format!("{code} <{}>: {text}\r\n", address(command));
+                    write.write_all(reply.as_bytes()).await?;
+                    continue;
                 }
                 _ => {
                     to.push(address(command));

@@ -8,6 +8,7 @@
 //! duplicate.
 
 use anyhow::Context as _;
+use chrono::{DateTime, Utc};
 use common::events::{SignupEvent, VerificationDetails};
 use lettre::{
     Message,
@@ -63,6 +64,8 @@ impl Templates {
         template!(env, "resend.html");
         template!(env, "welcome.txt");
         template!(env, "welcome.html");
+        template!(env, "signup_attempt.txt");
+        template!(env, "signup_attempt.html");
         let from = from
             .parse()
             .with_context(|| format!("MAIL_FROM {from:?}"))?;
@@ -82,7 +85,14 @@ impl Templates {
                     Recipient::new(&d.email, d.first_name.as_deref(), d.last_name.as_deref()),
                     "Confirm your email address",
                     "verification",
-                    verification_context(d.first_name.as_deref(), &d.verification, 0),
+                    verification_context(
+                        d.first_name.as_deref(),
+                        &d.verification,
+                        0,
+                        // Events from before `registered_at`: the envelope's time is the
+                        // registration's (the event is written in the sign-up transaction).
+                        Some(d.registered_at.unwrap_or(e.occurred_at)),
+                    ),
                 )
             }
             SignupEvent::VerificationReminder(e) => {
@@ -96,6 +106,7 @@ impl Templates {
                         d.first_name.as_deref(),
                         &d.verification,
                         d.reminder_number,
+                        d.registered_at,
                     ),
                 )
             }
@@ -106,7 +117,12 @@ impl Templates {
                     Recipient::new(&d.email, d.first_name.as_deref(), d.last_name.as_deref()),
                     "Your new confirmation link",
                     "resend",
-                    verification_context(d.first_name.as_deref(), &d.verification, 0),
+                    verification_context(
+                        d.first_name.as_deref(),
+                        &d.verification,
+                        0,
+                        d.registered_at,
+                    ),
                 )
             }
             SignupEvent::UserVerified(e) => {
@@ -117,6 +133,22 @@ impl Templates {
                     "Welcome!",
                     "welcome",
                     context! { first_name => greeting_name(d.first_name.as_deref()), email => d.email },
+                )
+            }
+            // No name and no link: the names of a pending account were typed by whoever signed
+            // up, and the notice asks for nothing.
+            SignupEvent::SignupAttempted(e) => {
+                let d = &e.data;
+                self.build(
+                    e.event_id,
+                    Recipient::new(&d.email, None, None),
+                    "Someone tried to sign up with your address",
+                    "signup_attempt",
+                    context! {
+                        email => d.email,
+                        attempted_at => d.attempted_at.format(TIME_FORMAT).to_string(),
+                        account_verified => d.account_verified,
+                    },
                 )
             }
         }
@@ -197,24 +229,29 @@ fn greeting_name(first_name: Option<&str>) -> Option<&str> {
     first_name.map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// How times appear in mails.
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
+
 fn verification_context(
     first_name: Option<&str>,
     verification: &VerificationDetails,
     reminder_number: u32,
+    registered_at: Option<DateTime<Utc>>,
 ) -> minijinja::Value {
     context! {
         first_name => greeting_name(first_name),
         link => verification.link,
         code => verification.code,
-        expires_at => verification.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+        expires_at => verification.expires_at.format(TIME_FORMAT).to_string(),
+        code_expires_at => verification.code_valid_until().format(TIME_FORMAT).to_string(),
         reminder_number => reminder_number,
+        registered_at => registered_at.map(|at| at.format(TIME_FORMAT).to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use common::events::{Envelope, UserRegisteredV1};
 
     fn registered(first_name: Option<&str>, email: &str) -> SignupEvent {
@@ -230,9 +267,15 @@ mod tests {
                     link: "http://x/user/verify?token=abc&x=1".into(),
                     code: "123456".into(),
                     expires_at: Utc::now(),
+                    code_expires_at: None,
                 },
+                registered_at: Some(at("2026-11-20T08:15:00Z")),
             },
         ))
+    }
+
+    fn at(rfc3339: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(rfc3339).unwrap().to_utc()
     }
 
     fn raw(message: &Message) -> String {
@@ -276,6 +319,7 @@ mod tests {
             link: "http://x/user/verify?token=t".into(),
             code: "654321".into(),
             expires_at: Utc::now(),
+            code_expires_at: None,
         };
         let (user_id, email) = (Uuid::new_v4(), "ann@example.com".to_owned());
         let events = [
@@ -289,6 +333,7 @@ mod tests {
                     last_name: None,
                     verification: verification.clone(),
                     reminder_number: 2,
+                    registered_at: None,
                 },
             )),
             SignupEvent::VerificationResent(Envelope::new(
@@ -300,6 +345,7 @@ mod tests {
                     first_name: None,
                     last_name: None,
                     verification: verification.clone(),
+                    registered_at: None,
                 },
             )),
             SignupEvent::UserVerified(Envelope::new(
@@ -329,6 +375,31 @@ mod tests {
                 assert!(text.contains(code) && text.contains("http://x/user/verify?token=t"));
             }
         }
+    }
+
+    #[test]
+    fn the_verification_mail_says_when_the_sign_up_was_made() {
+        let templates = Templates::new("no-reply@example.com").unwrap();
+        let text = raw(&templates
+            .render(&registered(None, "a@example.com"))
+            .unwrap());
+        let line = "This address was used to sign up on 2026-11-20 08:15 UTC.";
+        assert_eq!(text.matches(line).count(), 2, "text and HTML: {text}");
+        assert!(text.contains(&format!("<p>{line}</p>")), "{text}");
+    }
+
+    #[test]
+    fn an_old_registration_event_shows_its_envelope_time_as_the_sign_up_time() {
+        let templates = Templates::new("no-reply@example.com").unwrap();
+        let SignupEvent::UserRegistered(mut event) = registered(None, "a@example.com") else {
+            unreachable!()
+        };
+        event.data.registered_at = None;
+        event.occurred_at = at("2026-11-21T09:30:00Z");
+        let text = raw(&templates
+            .render(&SignupEvent::UserRegistered(event))
+            .unwrap());
+        assert!(text.contains("sign up on 2026-11-21 09:30 UTC."), "{text}");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub(crate) struct Model {
     pub(crate) routing_key: String,
     /// The JSON envelope.
     pub(crate) payload: Json,
+    /// `payload` with the event's secret fields blanked, swapped in when the row is marked
+    /// published; `None` for an event without secrets.
+    pub(crate) redacted_payload: Option<Json>,
     /// AMQP headers (trace context).
     pub(crate) headers: Json,
     /// Insert time.

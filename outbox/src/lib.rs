@@ -4,7 +4,7 @@
 //! It owns the `outbox` table and everything that reads or writes it, so the table is defined
 //! once and any service that must publish an event atomically (the user-service today) uses the
 //! same code:
-//! - `migration`: the table and its indexes, a [`Migration`] every writer's migrator runs.
+//! - `migration`: the table and its indexes, the [`migrations`] every writer's migrator runs.
 //! - `writer`: [`enqueue`] in the caller's transaction (with `pg_notify`), and the in-process
 //!   [`Wakeup`] a writer signals after its commit.
 //! - `reader`: what the relay does with the table: [`claim_batch`], [`mark_published`],
@@ -12,7 +12,9 @@
 //! - `listen`: PostgreSQL `LISTEN` on [`NOTIFY_CHANNEL`], waking the relay ([`listen()`]).
 //!
 //! A row is a routing key, headers (trace context) and payload bytes: the reader never decodes
-//! an event. Every value is bound as a parameter, so the same code runs on PostgreSQL and
+//! an event. Secrets do not outlive the publish: the writer stores, next to the payload, a copy
+//! with the event's [`common::events::Event::SECRET_FIELDS`] blanked ([`REDACTED`]), and
+//! [`mark_published`] swaps it in, in the statement that marks the row published. Every value is bound as a parameter, so the same code runs on PostgreSQL and
 //! SQLite.
 
 mod entity;
@@ -23,13 +25,13 @@ mod wakeup;
 mod writer;
 
 pub use listen::listen;
-pub use migration::{Migration, migrate_outbox_only};
+pub use migration::{Migration, RedactedPayloadMigration, migrate_outbox_only, migrations};
 pub use reader::{
     Backlog, OutboxRow, backlog, claim_batch, is_missing_table, mark_published, purge_published,
     record_failure,
 };
 pub use wakeup::Wakeup;
-pub use writer::enqueue;
+pub use writer::{REDACTED, enqueue};
 
 /// PostgreSQL `NOTIFY` channel signalled by every commit that wrote outbox rows.
 pub const NOTIFY_CHANNEL: &str = "outbox_wakeup";

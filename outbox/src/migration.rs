@@ -30,7 +30,20 @@ CREATE INDEX IF NOT EXISTS outbox_published_at ON outbox (published_at)
 
 const DOWN: &str = "DROP TABLE outbox";
 
-/// Creates the `outbox` table; add it to the migrator of any database a writer enqueues into.
+/// `redacted_payload`: what `payload` becomes when the row is marked published, the same JSON
+/// with the event's secret fields blanked (NULL for an event without secrets). Written with the
+/// row, so marking a batch stays one statement that decodes nothing.
+const ADD_REDACTED_PAYLOAD: &str = "ALTER TABLE outbox ADD COLUMN redacted_payload {json}";
+
+const DROP_REDACTED_PAYLOAD: &str = "ALTER TABLE outbox DROP COLUMN redacted_payload";
+
+/// Every migration of the outbox table, in order: add them all to the migrator of any database
+/// a writer enqueues into.
+pub fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+    vec![Box::new(Migration), Box::new(RedactedPayloadMigration)]
+}
+
+/// Creates the `outbox` table (the first of [`migrations`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Migration;
 
@@ -51,17 +64,38 @@ impl MigrationTrait for Migration {
     }
 }
 
+/// Adds the `redacted_payload` column (the second of [`migrations`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RedactedPayloadMigration;
+
+impl MigrationName for RedactedPayloadMigration {
+    fn name(&self) -> &'static str {
+        "m20261129_000001_outbox_redacted_payload"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for RedactedPayloadMigration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        common::database::run_sql_script(manager.get_connection(), ADD_REDACTED_PAYLOAD).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        common::database::run_sql_script(manager.get_connection(), DROP_REDACTED_PAYLOAD).await
+    }
+}
+
 /// A migrator with the outbox table alone.
 struct OutboxMigrator;
 
 impl MigratorTrait for OutboxMigrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Migration)]
+        migrations()
     }
 }
 
 /// Migrates a database that holds the outbox and nothing else (the relay's tests and
-/// benchmark); a service database runs [`Migration`] from its own migrator instead.
+/// benchmark); a service database runs [`migrations`] from its own migrator instead.
 ///
 /// # Errors
 /// Any database error.

@@ -143,7 +143,9 @@ fn seq_list(backend: DbBackend, seqs: &[i64]) -> (&'static str, Value) {
     }
 }
 
-/// Marks rows published at `at`. Call only with rows the broker confirmed.
+/// Marks rows published at `at` and, in the same statement, replaces each payload with its
+/// redacted copy (secret fields blanked, see [`crate::enqueue`]): once the broker holds the
+/// event, the table no longer does. Call only with rows the broker confirmed.
 ///
 /// # Errors
 /// Any database error.
@@ -157,7 +159,10 @@ pub async fn mark_published(
     }
     let backend = conn.get_database_backend();
     let (condition, list) = seq_list(backend, seqs);
-    let sql = format!("UPDATE outbox SET published_at = $1 WHERE {condition}");
+    let sql = format!(
+        "UPDATE outbox SET published_at = $1, payload = COALESCE(redacted_payload, payload), \
+         redacted_payload = NULL WHERE {condition}"
+    );
     let result = conn
         .execute_raw(Statement::from_sql_and_values(
             backend,

@@ -5,16 +5,25 @@
 //! which the server delivers only at commit: a wake-up hint for the relay, never a source of
 //! truth (a lost notification only costs the relay's poll interval). In one process, signal a
 //! [`crate::Wakeup`] after the commit instead.
+//!
+//! The event's [`Event::SECRET_FIELDS`] are blanked in a copy of the payload stored with the
+//! row (`redacted_payload`), which replaces the payload when the row is marked published: the
+//! relay publishes the secrets, the table keeps them only while the row is pending.
 
 use chrono::{DateTime, Utc};
 use common::{
     events::{Envelope, Event},
     trace::TraceContext,
 };
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, Statement};
+use sea_orm::{
+    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, Statement, prelude::Json,
+};
 use uuid::Uuid;
 
 use crate::{NOTIFY_CHANNEL, entity};
+
+/// What a secret field holds once its row is published.
+pub const REDACTED: &str = "<redacted>";
 
 /// Appends `event` to the outbox inside the caller's transaction, with `trace` as its headers,
 /// and returns its event id (a UUIDv7).
@@ -31,12 +40,14 @@ pub async fn enqueue<E: Event>(
     let aggregate_id = event.aggregate_id();
     let envelope = Envelope::new(event_id, occurred_at, event);
     let payload = serde_json::to_value(&envelope).map_err(|e| DbErr::Json(e.to_string()))?;
+    let redacted_payload = redacted(&payload, E::EVENT_TYPE, E::SECRET_FIELDS)?;
     let row = entity::ActiveModel {
         id: Set(event_id),
         aggregate_id: Set(aggregate_id),
         event_type: Set(E::EVENT_TYPE.to_owned()),
         routing_key: Set(E::ROUTING_KEY.to_owned()),
         payload: Set(payload),
+        redacted_payload: Set(redacted_payload),
         headers: Set(trace.to_json()),
         created_at: Set(occurred_at),
         published_at: Set(None),
@@ -56,4 +67,61 @@ pub async fn enqueue<E: Event>(
         .await?;
     }
     Ok(event_id)
+}
+
+/// `payload` (an envelope) with each of `secret_fields` (pointers into its `data`) replaced by
+/// [`REDACTED`]; `None` when there is nothing to blank.
+///
+/// # Errors
+/// A declared field the event does not have: its secret would stay readable, so the write fails
+/// (`common`'s tests check every event's declaration).
+fn redacted(
+    payload: &Json,
+    event_type: &str,
+    secret_fields: &[&str],
+) -> Result<Option<Json>, DbErr> {
+    if secret_fields.is_empty() {
+        return Ok(None);
+    }
+    let mut redacted = payload.clone();
+    for field in secret_fields {
+        let value = redacted
+            .pointer_mut(&format!("/data{field}"))
+            .ok_or_else(|| {
+                DbErr::Custom(format!(
+                    "{event_type} declares the secret field {field}, which it does not have"
+                ))
+            })?;
+        *value = Json::String(REDACTED.to_owned());
+    }
+    Ok(Some(redacted))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secret_fields_are_blanked_in_the_copy_only() {
+        let payload = json!({
+            "event_id": "e1",
+            "data": {"user_id": "u1", "verification": {"link": "https://x/?token=t", "code": "123456"}}
+        });
+        let fields = ["/verification/link", "/verification/code"];
+        let copy = redacted(&payload, "T", &fields).unwrap().unwrap();
+        assert_eq!(copy["data"]["verification"]["link"], REDACTED);
+        assert_eq!(copy["data"]["verification"]["code"], REDACTED);
+        assert_eq!(copy["data"]["user_id"], "u1");
+        assert_eq!(copy["event_id"], "e1");
+        assert_eq!(payload["data"]["verification"]["code"], "123456");
+        assert_eq!(redacted(&payload, "T", &[]).unwrap(), None);
+    }
+
+    #[test]
+    fn a_declared_field_that_is_missing_fails_the_write() {
+        let error = redacted(&json!({"data": {}}), "T", &["/secret"]).unwrap_err();
+        assert!(error.to_string().contains("/secret"), "{error}");
+    }
 }

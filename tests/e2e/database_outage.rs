@@ -23,6 +23,7 @@ async fn register_answers_503_with_retry_after_while_the_database_is_unreachable
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,
         argon2_iterations: 1,
+        argon2_allow_weak: true,
         ..Default::default()
     })
     .await

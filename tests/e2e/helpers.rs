@@ -51,6 +51,8 @@ pub(crate) async fn stack_settings(
             admin_addr: any_port,
             argon2_memory_kib: 1024,
             argon2_iterations: 1,
+            argon2_allow_weak: true,
+            min_response_time: Duration::ZERO,
             rate_limit_register: user_service::RateLimit::OFF,
             rate_limit_verify: user_service::RateLimit::OFF,
             rate_limit_resend: user_service::RateLimit::OFF,
@@ -187,4 +189,14 @@ pub(crate) fn token_of(link: &str) -> String {
 pub(crate) fn code_in(mail: &ReceivedMail) -> String {
     let at = mail.data.find("code: ").expect("a code") + "code: ".len();
     mail.data[at..at + 6].to_owned()
+}
+
+/// Whether `text` holds `code` outside a longer number or a fraction of a second (`.123456`).
+pub(crate) fn has_code(text: &str, code: &str) -> bool {
+    text.match_indices(code).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit())
+    })
 }

@@ -11,4 +11,6 @@ mod proxy;
 mod readiness;
 mod reminders;
 mod runner;
+mod secrets;
 mod signup;
+mod squatting;

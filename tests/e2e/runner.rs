@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::helpers::{eventually, token_of};
+use crate::helpers::{eventually, has_code, token_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signup-outbox");
 
@@ -30,12 +30,17 @@ impl Drop for Runner {
 }
 
 impl Runner {
-    fn start(dir: &Path, http_port: u16) -> Self {
+    /// The binary on `http_port`; mails go to `smtp_url` if given, else to `dir/mail`.
+    fn start(dir: &Path, http_port: u16, rust_log: &str, smtp_url: Option<&str>) -> Self {
         let namespace = common::testing::unique_namespace();
         // The email-service's view of the namespace, so its retry queues are deleted too.
         let topology = common::topology::Topology::new(&namespace)
             .with_retry_delays(email_service::Settings::default().retry_delays);
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(url) = smtp_url {
+            command.env("SMTP_URL", url);
+        }
+        let mut child = command
             .current_dir(dir)
             .env(
                 "DATABASE_URL",
@@ -64,9 +69,9 @@ impl Runner {
             )
             .env("ARGON2_MEMORY_KIB", "1024")
             .env("ARGON2_ITERATIONS", "1")
+            .env("ARGON2_ALLOW_WEAK", "true")
             .env("LOG_FORMAT", "json")
-            // Per-event relay lines are debug; everything else at its default level.
-            .env("RUST_LOG", "info,outbox_relay=debug")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -137,7 +142,8 @@ fn has_standalone(line: &str, code: &str) -> bool {
 async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::testing::free_port();
-    let runner = Runner::start(dir.path(), port);
+    // Per-event relay lines are debug; everything else at its default level.
+    let runner = Runner::start(dir.path(), port, "info,outbox_relay=debug", None);
     runner.wait_for_log("signup-outbox is running").await;
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
@@ -226,6 +232,74 @@ async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() 
         .await
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+/// `secret` as text, and as the decimal byte list a `Debug` of `Vec<u8>` prints (how lapin
+/// shows a frame body): `"12"` → `"49, 50"`.
+fn forms_of(secret: &str) -> [String; 2] {
+    let bytes: Vec<String> = secret.bytes().map(|b| b.to_string()).collect();
+    [secret.to_owned(), bytes.join(", ")]
+}
+
+#[tokio::test]
+async fn at_trace_level_no_log_line_of_the_three_services_carries_a_code_or_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::testing::free_port();
+    // Over SMTP, so the pooled SMTP transport and its TLS stack run at trace too.
+    let sink = email_service::SmtpSink::start().await.unwrap();
+    let runner = Runner::start(dir.path(), port, "trace", Some(&sink.url()));
+    runner.wait_for_log("signup-outbox is running").await;
+    let client = reqwest::Client::new();
+    let api = format!("http://127.0.0.1:{port}");
+    let registered = client
+        .post(format!("{api}/user/register"))
+        .json(&json!({"email": "tracy@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let verification = sink
+        .wait_for(1, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .remove(0)
+        .data;
+    let link_start = verification
+        .find(&format!("{api}/user/verify?token="))
+        .unwrap();
+    let link: String = verification[link_start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let token = token_of(&link);
+    let code_at = verification.find("code: ").unwrap() + "code: ".len();
+    let code = verification[code_at..code_at + 6].to_owned();
+    let verified = client
+        .post(format!("{api}/user/verify"))
+        .json(&json!({"email": "tracy@example.com", "code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    // The welcome mail went through the same three services after the secret ones.
+    sink.wait_for(2, Duration::from_secs(30)).await.unwrap();
+
+    let logs = runner.logs();
+    // Trace level really is on, lapin included (its debug lines stay).
+    assert!(logs.iter().any(|l| l.contains("TRACE")), "no trace line");
+    assert!(logs.iter().any(|l| l.contains("lapin")), "no lapin line");
+    let [token_text, token_bytes] = forms_of(&token);
+    let [_, code_bytes] = forms_of(&code);
+    for line in &logs {
+        for leak in [&token_text, &token_bytes, &code_bytes] {
+            assert!(!line.contains(leak.as_str()), "secret logged: {line}");
+        }
+        assert!(!has_code(line, &code), "code logged: {line}");
+    }
+    println!(
+        "{} log lines at trace, none with the code or token",
+        logs.len()
+    );
 }
 
 #[test]

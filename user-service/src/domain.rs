@@ -4,27 +4,79 @@
 use std::borrow::Cow;
 
 use serde::{Deserialize, Deserializer, Serialize};
-use validator::{ValidateEmail, ValidateLength};
+use validator::{ValidateEmail, ValidateLength, ValidationError};
 
 use crate::password::Password;
 
-/// An email address as accounts know it: trimmed and lower-cased, so `Ann@X.com` and
-/// ` ann@x.com` are one account. Every request type carries its email as a `UserEmail`.
+/// An email address as accounts know it: trimmed and lower-cased, its domain in ASCII
+/// (IDNA: `ann@bücher.example` is `ann@xn--bcher-kva.example`), so `Ann@X.com` and ` ann@x.com`
+/// are one account. Every request type carries its email as a `UserEmail`.
 ///
 /// Normalising is the only thing construction does. The syntax rules (`email`, at most 254
-/// characters) are `validator` rules on the registration request, so a bad address there is
-/// reported per field like the other fields; elsewhere an invalid address just matches no account.
+/// characters, a domain name rather than an IP address) are `validator` rules on the
+/// registration request, so a bad address there is reported per field like the other fields;
+/// elsewhere an invalid address just matches no account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub(crate) struct UserEmail(String);
 
 impl UserEmail {
     pub(crate) fn new(raw: &str) -> Self {
-        Self(raw.trim().to_lowercase())
+        let lower = raw.trim().to_lowercase();
+        match lower.rsplit_once('@') {
+            Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+                Ok(ascii) => Self(format!("{local}@{ascii}")),
+                // Left as is: the `email_domain` rule reports it.
+                Err(_) => Self(lower),
+            },
+            _ => Self(lower),
+        }
     }
 
     pub(crate) fn as_str(&self) -> &str {
         &self.0
+    }
+
+    fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map_or("", |(_, domain)| domain)
+    }
+}
+
+/// `validator` rule: the domain is an ASCII domain name, not an IP address (`ann@[10.0.0.1]`,
+/// `ann@10.0.0.1`): mail to a literal address bypasses the receiving domain's policies, and
+/// nobody's real address looks like that.
+pub(crate) fn email_domain(email: &UserEmail) -> Result<(), ValidationError> {
+    let domain = email.domain();
+    let literal = domain.starts_with('[') || domain.parse::<std::net::IpAddr>().is_ok();
+    if literal || !domain.is_ascii() {
+        return Err(ValidationError::new("invalid_domain")
+            .with_message("must have a domain name, not an IP address".into()));
+    }
+    Ok(())
+}
+
+/// `validator` rule for first and last names: letters (any script, with their combining marks),
+/// spaces, hyphens, apostrophes and a period after an initial (`J. R.`). No digits, URLs, `@`,
+/// control or bidirectional-override characters: names are printed in mails, which must not
+/// carry someone else's message.
+pub(crate) fn name_characters(name: &str) -> Result<(), ValidationError> {
+    let chars: Vec<char> = name.chars().collect();
+    let allowed = chars.iter().enumerate().all(|(i, &c)| match c {
+        ' ' | '-' | '\'' | '\u{2019}' => true,
+        // An initial's period: after a letter, before a space or the end ("J. R.", "St.").
+        '.' => {
+            i > 0
+                && chars[i - 1].is_alphabetic()
+                && chars.get(i + 1).is_none_or(|next| *next == ' ')
+        }
+        c => c.is_alphabetic() || unicode_normalization::char::is_combining_mark(c),
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(ValidationError::new("invalid_characters").with_message(
+            "may contain only letters, spaces, hyphens, apostrophes and an initial's period".into(),
+        ))
     }
 }
 
@@ -77,5 +129,48 @@ mod tests {
         );
         assert!(UserEmail::new(" Ann@Example.com ").validate_email());
         assert!(!UserEmail::new("ann.example.com").validate_email());
+    }
+
+    #[test]
+    fn domains_are_idna_normalised_and_ip_literals_refused() {
+        let idn = UserEmail::new("Ann@Bücher.Example");
+        assert_eq!(idn.as_str(), "ann@xn--bcher-kva.example");
+        assert!(idn.validate_email());
+        assert!(email_domain(&idn).is_ok());
+        assert_eq!(UserEmail::new("ann@xn--bcher-kva.example"), idn);
+        for literal in ["ann@[10.0.0.1]", "ann@10.0.0.1", "ann@[ipv6:::1]"] {
+            assert!(email_domain(&UserEmail::new(literal)).is_err(), "{literal}");
+        }
+    }
+
+    #[test]
+    fn names_allow_letters_of_any_script_and_nothing_that_carries_a_message() {
+        for good in [
+            "Ann",
+            "Jean-Luc",
+            "O'Brien",
+            "D\u{2019}Angelo",
+            "J. R. R.",
+            "Zoë",
+            "Zoe\u{308}",
+            "山田",
+            "Ólafur Ragnar",
+        ] {
+            assert!(name_characters(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://spam.example",
+            "spam.example",
+            "www.x.com",
+            "Call 555 1234",
+            "a@b",
+            "Ann\u{202e}nnA",
+            "Ann\u{0007}",
+            "Ann\nBob",
+            "<b>Ann</b>",
+            "Ann!",
+        ] {
+            assert!(name_characters(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -27,7 +27,7 @@ pub(crate) struct ErrorDetail {
     pub(crate) code: String,
     /// Human-readable explanation.
     pub(crate) message: String,
-    /// Per-field problems (`validation_failed`) or `attempts_left` (`invalid_code`).
+    /// Per-field problems (`validation_failed`).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub(crate) details: Option<Value>,
@@ -61,15 +61,13 @@ pub(crate) enum ApiError {
     /// The verification token is unknown, superseded or already used by someone else.
     #[error("this verification link is invalid or was replaced by a newer one")]
     InvalidToken,
-    /// Wrong code; `attempts_left` more tries before the verification locks.
-    #[error("the code is not correct")]
-    InvalidCode {
-        /// Wrong tries left.
-        attempts_left: u32,
-    },
-    /// Too many wrong codes: a new verification must be requested.
-    #[error("too many wrong codes; request a new verification mail")]
-    TooManyAttempts,
+    /// The code cannot verify the address: wrong, expired, locked after too many wrong codes,
+    /// or no pending verification for the address. One answer for all of them, so it does not
+    /// tell whether an address has an account or in which state.
+    #[error(
+        "the code is not correct or no longer valid; request a new verification mail if needed"
+    )]
+    InvalidCode,
     /// The verification expired: a new one must be requested.
     #[error("this verification has expired; request a new verification mail")]
     VerificationExpired,
@@ -172,7 +170,7 @@ fn is_unreachable(error: &DbErr) -> bool {
 impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidHeader { .. } | Self::InvalidCode { .. } => {
+            Self::MalformedJson(_) | Self::InvalidHeader { .. } | Self::InvalidCode => {
                 StatusCode::BAD_REQUEST
             }
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -180,7 +178,6 @@ impl ApiError {
             Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::EmailTaken => StatusCode::CONFLICT,
             Self::InvalidToken => StatusCode::NOT_FOUND,
-            Self::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             Self::VerificationExpired => StatusCode::GONE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -199,8 +196,7 @@ impl ApiError {
             Self::EmailTaken => "email_taken",
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::InvalidToken => "invalid_token",
-            Self::InvalidCode { .. } => "invalid_code",
-            Self::TooManyAttempts => "too_many_attempts",
+            Self::InvalidCode => "invalid_code",
             Self::VerificationExpired => "verification_expired",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
@@ -212,7 +208,6 @@ impl ApiError {
     fn details(&self) -> Option<Value> {
         match self {
             Self::Validation(details) => Some(details.clone()),
-            Self::InvalidCode { attempts_left } => Some(json!({ "attempts_left": attempts_left })),
             _ => None,
         }
     }

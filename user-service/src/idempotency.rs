@@ -7,19 +7,33 @@
 //! "Same request" is decided without keeping a fast hash of the password (that would undo
 //! argon2): the fingerprint covers email and names, and the replay in `routes::register` checks
 //! the password against the argon2 hash of the user the stored response created.
+//!
+//! Keys are scoped to the request's email: the stored key is a hash of the email and the key,
+//! so one client's key never collides with (or reveals) another's. Expired keys are purged a few
+//! at a time whenever a key is stored, so the table holds about the keys of one
+//! `IDEMPOTENCY_TTL`.
 
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr, Statement,
+};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::{domain::NewUser, entity::idempotency_key, error::ApiError};
+use crate::{
+    domain::{NewUser, UserEmail},
+    entity::idempotency_key,
+    error::ApiError,
+};
 
 const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
+
+/// Expired keys deleted with each stored key: more than one, so a backlog shrinks.
+const PURGE_BATCH: u32 = 10;
 
 /// A syntactically valid key: 1–255 visible ASCII characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,23 +81,33 @@ fn fingerprint(new_user: &NewUser) -> String {
     hex::encode(hasher.finalize())
 }
 
-/// The unexpired stored response for `key`, if any.
+/// The stored form of `key` for `email`: SHA-256 (hex) of both, length-prefixed.
+fn scoped(key: &IdempotencyKey, email: &UserEmail) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((email.as_str().len() as u64).to_be_bytes());
+    hasher.update(email.as_str().as_bytes());
+    hasher.update(key.0.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The unexpired stored response for `key` sent with `email`, if any.
 ///
 /// # Errors
 /// Database errors.
 pub(crate) async fn find(
     conn: &impl ConnectionTrait,
     key: &IdempotencyKey,
+    email: &UserEmail,
     now: DateTime<Utc>,
 ) -> Result<Option<idempotency_key::Model>, ApiError> {
-    Ok(idempotency_key::Entity::find_by_id(key.0.clone())
+    Ok(idempotency_key::Entity::find_by_id(scoped(key, email))
         .filter(idempotency_key::Column::ExpiresAt.gt(now))
         .one(conn)
         .await?)
 }
 
-/// Stores the response for `key` in the caller's transaction. An expired row for the key is
-/// replaced.
+/// Stores the response for `key` (scoped to the request's email) in the caller's transaction,
+/// and purges a few expired keys.
 ///
 /// # Errors
 /// Database errors; a concurrent request that stored the same key first makes this fail with a
@@ -97,14 +121,17 @@ pub(crate) async fn store<T: Serialize>(
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<(), ApiError> {
-    idempotency_key::Entity::delete_many()
-        .filter(idempotency_key::Column::Key.eq(key.0.clone()))
-        .filter(idempotency_key::Column::ExpiresAt.lte(now))
-        .exec(conn)
-        .await?;
+    // Also replaces an expired row of this very key.
+    conn.execute_raw(Statement::from_sql_and_values(
+        conn.get_database_backend(),
+        "DELETE FROM idempotency_keys WHERE key IN \
+         (SELECT key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)",
+        [now.into(), i64::from(PURGE_BATCH).into()],
+    ))
+    .await?;
     let expires_at = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let row = idempotency_key::ActiveModel {
-        key: Set(key.0.clone()),
+        key: Set(scoped(key, &new_user.email)),
         request_hash: Set(fingerprint(new_user)),
         response_status: Set(i32::from(status.as_u16())),
         response_body: Set(serde_json::to_string(response).map_err(anyhow::Error::from)?),

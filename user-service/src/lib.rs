@@ -5,7 +5,8 @@
 //! publishes the events afterwards.
 //!
 //! The public surface is what `main.rs`, the all-in-one runner and the tests use:
-//! [`Application`], [`Settings`] and [`send_due_reminders`] at the root, plus [`migration`]
+//! [`Application`], [`Settings`], [`send_due_reminders`] and
+//! [`delete_expired_pending_accounts`] at the root, plus [`migration`]
 //! (the runner migrates the database it shares with the relay).
 //!
 //! Modules (private unless linked):
@@ -22,6 +23,10 @@
 //! - `idempotency`: `Idempotency-Key` storage for registration.
 //! - `verification`: issuing link tokens and codes, stored hashed.
 //! - `reminder`: the reminder scheduler (`FOR UPDATE SKIP LOCKED`, one transaction per user).
+//! - `expiry`: the sweeper deleting pending accounts older than `PENDING_ACCOUNT_TTL`
+//!   ([`delete_expired_pending_accounts`]).
+//! - `signup_attempt`: the rate-limited notice to the owner of an address someone tried to
+//!   register again (409).
 //! - `password`: the `Password` newtype and argon2id hashing off the async threads.
 //! - `error`: `ApiError`, the one JSON error shape.
 //! - `rate_limit`: per-client token buckets on register, verify and resend ([`RateLimit`]).
@@ -37,6 +42,7 @@ mod admin;
 mod domain;
 mod entity;
 mod error;
+mod expiry;
 mod idempotency;
 mod middleware;
 pub mod migration;
@@ -45,11 +51,14 @@ mod rate_limit;
 mod reminder;
 mod routes;
 mod settings;
+mod signup_attempt;
 mod startup;
 mod state;
 mod verification;
 
+pub use expiry::delete_expired_pending_accounts;
 pub use rate_limit::RateLimit;
 pub use reminder::send_due_reminders;
 pub use settings::Settings;
 pub use startup::Application;
+pub use verification::CodeKey;

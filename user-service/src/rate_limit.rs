@@ -177,27 +177,53 @@ impl RateLimits {
     }
 }
 
-/// Middleware: refuses a request over its endpoint's limit before any work is done.
-pub(crate) async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// The client's address as the rate limits see it (see the module docs), put in the request's
+/// extensions by [`limit`] for handlers that log security events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddress(pub(crate) IpAddr);
+
+impl ClientAddress {
+    /// The address [`limit`] recorded for `request` (unspecified if it did not run).
+    pub(crate) fn of(extensions: &axum::http::Extensions) -> Self {
+        extensions
+            .get::<Self>()
+            .copied()
+            .unwrap_or(Self(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+    }
+}
+
+impl fmt::Display for ClientAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Middleware: refuses a request over its endpoint's limit before any work is done, and records
+/// the [`ClientAddress`] for the handlers.
+pub(crate) async fn limit(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
     let limits = &state.rate_limits;
+    let client = limits.client(&request);
+    request.extensions_mut().insert(ClientAddress(client));
     if let Some(limiter) = route
         .as_deref()
         .and_then(|route| limits.for_route(request.method(), route))
+        && let Err(wait) = limiter.check(client)
     {
-        let client = limits.client(&request);
-        if let Err(wait) = limiter.check(client) {
-            let route = route.unwrap_or_default();
-            metrics::counter!("http_rate_limited_total", "route" => route.clone()).increment(1);
-            tracing::info!(%client, route, "rate limited");
-            return ApiError::RateLimited {
-                retry_after: wait.as_secs().max(1),
-            }
-            .into_response();
+        let route = route.unwrap_or_default();
+        metrics::counter!("http_rate_limited_total", "route" => route.clone()).increment(1);
+        tracing::info!(%client, route, "rate limited");
+        return ApiError::RateLimited {
+            retry_after: wait.as_secs().max(1),
         }
+        .into_response();
     }
     next.run(request).await
 }

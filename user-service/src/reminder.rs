@@ -70,6 +70,7 @@ struct DueUser {
     first_name: Option<String>,
     last_name: Option<String>,
     reminders_sent: i32,
+    created_at: DateTime<Utc>,
 }
 
 /// Reminders sent per round at most, so a large backlog (after an outage) does not keep the
@@ -109,7 +110,7 @@ async fn send_one_reminder(
     let claim = Statement::from_sql_and_values(
         backend,
         format!(
-            "SELECT id, email, first_name, last_name, reminders_sent FROM users \
+            "SELECT id, email, first_name, last_name, reminders_sent, created_at FROM users \
              WHERE status = $1 AND next_reminder_at <= $2 \
              ORDER BY next_reminder_at LIMIT 1{lock}"
         ),
@@ -133,14 +134,7 @@ async fn send_one_reminder(
         ],
     ))
     .await?;
-    let verification = issue_verification(
-        &txn,
-        due.id,
-        now,
-        settings.verification_ttl,
-        &settings.public_base_url,
-    )
-    .await?;
+    let verification = issue_verification(&txn, due.id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,
@@ -151,6 +145,7 @@ async fn send_one_reminder(
             last_name: due.last_name,
             verification,
             reminder_number,
+            registered_at: Some(due.created_at),
         },
         &TraceContext::new_root(),
     )

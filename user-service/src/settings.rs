@@ -3,10 +3,15 @@
 use std::{net::SocketAddr, time::Duration};
 
 use common::http::HttpLimits;
-use common::settings::{LogFormat, SettingsError, Validate, ensure, ensure_database_url};
+use common::settings::{
+    LogFormat, SettingsError, Validate, ensure, ensure_database_url, ensure_public_base_url,
+};
 use serde::{Deserialize, Serialize};
 
-use crate::rate_limit::RateLimit;
+use crate::{
+    rate_limit::RateLimit,
+    verification::{CodeKey, MIN_CODE_KEY_BYTES},
+};
 
 /// Every tunable of the user-service. Defaults work on a developer machine.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,7 +39,8 @@ pub struct Settings {
     /// `MAX_CONCURRENT_REQUESTS`: API requests in progress at once; the next gets 503
     /// `overloaded` with `Retry-After` at once.
     pub max_concurrent_requests: usize,
-    /// `PUBLIC_BASE_URL`: base of the links put in mails.
+    /// `PUBLIC_BASE_URL`: base of the links put in mails; `https://`, or `http://` on a loopback
+    /// host only.
     pub public_base_url: String,
     /// `LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
@@ -49,6 +55,9 @@ pub struct Settings {
     pub argon2_iterations: u32,
     /// `ARGON2_PARALLELISM`: argon2id lanes.
     pub argon2_parallelism: u32,
+    /// `ARGON2_ALLOW_WEAK`: accept argon2 costs below OWASP's floor (tests and benchmarks only;
+    /// refused otherwise).
+    pub argon2_allow_weak: bool,
     /// `MAX_CONCURRENT_HASHES`: password hashes computed at once (each holds the memory cost);
     /// 0 means the number of CPUs.
     pub max_concurrent_hashes: usize,
@@ -59,11 +68,20 @@ pub struct Settings {
     /// `IDEMPOTENCY_TTL`: how long an `Idempotency-Key` response is kept.
     #[serde(with = "humantime_serde")]
     pub idempotency_ttl: Duration,
-    /// `VERIFICATION_TTL`: lifetime of a verification link and code.
+    /// `VERIFICATION_TTL`: lifetime of a verification link.
     #[serde(with = "humantime_serde")]
     pub verification_ttl: Duration,
+    /// `CODE_TTL`: lifetime of a verification code (at most `VERIFICATION_TTL`).
+    #[serde(with = "humantime_serde")]
+    pub code_ttl: Duration,
     /// `MAX_CODE_ATTEMPTS`: wrong codes before a verification locks.
     pub max_code_attempts: u32,
+    /// `MAX_WRONG_CODES_PER_DAY`: wrong codes per account per 24 hours, whatever the number of
+    /// verifications issued; after that every code of the account is refused (the link works).
+    pub max_wrong_codes_per_day: u32,
+    /// `CODE_HMAC_KEY`: secret key (at least 32 bytes) of the stored code hashes, kept outside
+    /// the database. Unset: a random key per process (codes stop working on restart).
+    pub code_hmac_key: Option<CodeKey>,
     /// `REMINDER_INTERVAL`: time between verification reminders.
     #[serde(with = "humantime_serde")]
     pub reminder_interval: Duration,
@@ -75,6 +93,13 @@ pub struct Settings {
     /// `RESEND_MIN_INTERVAL`: minimum time between two accepted resends for one address.
     #[serde(with = "humantime_serde")]
     pub resend_min_interval: Duration,
+    /// `MAX_RESENDS_PER_DAY`: accepted resends per address per 24 hours; more are answered 202
+    /// and send nothing.
+    pub max_resends_per_day: u32,
+    /// `MIN_RESPONSE_TIME`: resend and code verification answer no sooner than this, so their
+    /// timing does not tell whether an address has an account.
+    #[serde(with = "humantime_serde")]
+    pub min_response_time: Duration,
     /// `RATE_LIMIT_REGISTER`: registrations per client address, `N/period` or `off`.
     pub rate_limit_register: RateLimit,
     /// `RATE_LIMIT_VERIFY`: verification requests (link page and POST) per client address.
@@ -84,6 +109,17 @@ pub struct Settings {
     /// `TRUST_FORWARDED_FOR`: take the client address from the last `X-Forwarded-For` entry
     /// (only behind a reverse proxy that sets it).
     pub trust_forwarded_for: bool,
+    /// `PENDING_ACCOUNT_TTL`: an account still unverified this long after sign-up is deleted
+    /// with its verifications, and the address can sign up again.
+    #[serde(with = "humantime_serde")]
+    pub pending_account_ttl: Duration,
+    /// `PENDING_ACCOUNT_SWEEP_INTERVAL`: how often expired pending accounts are looked for.
+    #[serde(with = "humantime_serde")]
+    pub pending_account_sweep_interval: Duration,
+    /// `SIGNUP_ATTEMPT_NOTICE_INTERVAL`: at most one "someone tried to sign up with your
+    /// address" mail per address in this time.
+    #[serde(with = "humantime_serde")]
+    pub signup_attempt_notice_interval: Duration,
 }
 
 impl Default for Settings {
@@ -104,19 +140,28 @@ impl Default for Settings {
             argon2_memory_kib: argon2::Params::DEFAULT_M_COST,
             argon2_iterations: argon2::Params::DEFAULT_T_COST,
             argon2_parallelism: argon2::Params::DEFAULT_P_COST,
+            argon2_allow_weak: false,
             max_concurrent_hashes: 0,
             hash_queue_timeout: Duration::from_secs(2),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             verification_ttl: Duration::from_secs(24 * 3600),
+            code_ttl: Duration::from_secs(3600),
             max_code_attempts: 5,
+            max_wrong_codes_per_day: 10,
+            code_hmac_key: None,
             reminder_interval: Duration::from_secs(24 * 3600),
             max_reminders: 3,
             reminder_poll_interval: Duration::from_secs(1),
             resend_min_interval: Duration::from_secs(60),
+            max_resends_per_day: 5,
+            min_response_time: Duration::from_millis(250),
             rate_limit_register: RateLimit::per(20, Duration::from_secs(60)),
             rate_limit_verify: RateLimit::per(30, Duration::from_secs(60)),
             rate_limit_resend: RateLimit::per(10, Duration::from_secs(60)),
             trust_forwarded_for: false,
+            pending_account_ttl: Duration::from_secs(7 * 24 * 3600),
+            pending_account_sweep_interval: Duration::from_secs(60),
+            signup_attempt_notice_interval: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -135,16 +180,7 @@ impl Settings {
 impl Validate for Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         ensure_database_url("DATABASE_URL", &self.database_url)?;
-        ensure(
-            self.public_base_url.starts_with("http://")
-                || self.public_base_url.starts_with("https://"),
-            || {
-                format!(
-                    "PUBLIC_BASE_URL must be an http(s) URL, got {:?}",
-                    self.public_base_url
-                )
-            },
-        )?;
+        ensure_public_base_url(&self.public_base_url)?;
         if let Err(error) = argon2::Params::new(
             self.argon2_memory_kib,
             self.argon2_iterations,
@@ -155,15 +191,47 @@ impl Validate for Settings {
                 "ARGON2_MEMORY_KIB/ARGON2_ITERATIONS/ARGON2_PARALLELISM: {error}"
             )));
         }
+        ensure(
+            self.argon2_allow_weak
+                || meets_owasp_floor(self.argon2_memory_kib, self.argon2_iterations),
+            || {
+                format!(
+                    "ARGON2_MEMORY_KIB={} with ARGON2_ITERATIONS={} is below OWASP's minimum \
+                     (19456 KiB x 2, 12288 x 3, 9216 x 4, 7168 x 5 or 47104 x 1); \
+                     ARGON2_ALLOW_WEAK=true allows it for tests",
+                    self.argon2_memory_kib, self.argon2_iterations
+                )
+            },
+        )?;
+        if let Some(key) = &self.code_hmac_key {
+            ensure(key.len() >= MIN_CODE_KEY_BYTES, || {
+                format!(
+                    "CODE_HMAC_KEY must be at least {MIN_CODE_KEY_BYTES} bytes, got {} \
+                     (e.g. `openssl rand -hex 32`)",
+                    key.len()
+                )
+            })?;
+        }
         // Durations are added to timestamps in handlers: bound them so that can never overflow.
         const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
         for (name, value) in [
             ("VERIFICATION_TTL", self.verification_ttl),
+            ("CODE_TTL", self.code_ttl),
+            ("MIN_RESPONSE_TIME", self.min_response_time),
             ("REMINDER_INTERVAL", self.reminder_interval),
             ("RESEND_MIN_INTERVAL", self.resend_min_interval),
             ("IDEMPOTENCY_TTL", self.idempotency_ttl),
             ("REMINDER_POLL_INTERVAL", self.reminder_poll_interval),
             ("REQUEST_TIMEOUT", self.request_timeout),
+            ("PENDING_ACCOUNT_TTL", self.pending_account_ttl),
+            (
+                "PENDING_ACCOUNT_SWEEP_INTERVAL",
+                self.pending_account_sweep_interval,
+            ),
+            (
+                "SIGNUP_ATTEMPT_NOTICE_INTERVAL",
+                self.signup_attempt_notice_interval,
+            ),
             ("HASH_QUEUE_TIMEOUT", self.hash_queue_timeout),
         ] {
             ensure(value <= MAX_DURATION, || {
@@ -188,6 +256,178 @@ impl Validate for Settings {
         })?;
         ensure(!self.verification_ttl.is_zero(), || {
             "VERIFICATION_TTL must be positive".into()
+        })?;
+        ensure(
+            !self.code_ttl.is_zero() && self.code_ttl <= self.verification_ttl,
+            || {
+                format!(
+                    "CODE_TTL must be positive and at most VERIFICATION_TTL ({}), got {}",
+                    humantime::format_duration(self.verification_ttl),
+                    humantime::format_duration(self.code_ttl)
+                )
+            },
+        )?;
+        ensure(self.max_wrong_codes_per_day > 0, || {
+            "MAX_WRONG_CODES_PER_DAY must be at least 1".into()
+        })?;
+        ensure(self.max_resends_per_day > 0, || {
+            "MAX_RESENDS_PER_DAY must be at least 1".into()
+        })?;
+        // A pending account must outlive the link mailed at sign-up, or that link dies early.
+        ensure(self.pending_account_ttl >= self.verification_ttl, || {
+            format!(
+                "PENDING_ACCOUNT_TTL ({}) must be at least VERIFICATION_TTL ({})",
+                humantime::format_duration(self.pending_account_ttl),
+                humantime::format_duration(self.verification_ttl)
+            )
+        })?;
+        ensure(!self.pending_account_sweep_interval.is_zero(), || {
+            "PENDING_ACCOUNT_SWEEP_INTERVAL must be positive".into()
+        })?;
+        ensure(!self.signup_attempt_notice_interval.is_zero(), || {
+            "SIGNUP_ATTEMPT_NOTICE_INTERVAL must be positive".into()
         })
+    }
+}
+
+impl Settings {
+    /// The key of code hashes: `CODE_HMAC_KEY`, or the per-process random key.
+    pub(crate) fn code_key(&self) -> &CodeKey {
+        self.code_hmac_key
+            .as_ref()
+            .unwrap_or_else(|| CodeKey::per_process())
+    }
+}
+
+/// OWASP's password storage cheat sheet: argon2id with m=47104 KiB/t=1, 19456/2, 12288/3,
+/// 9216/4 or 7168/5 (p=1); each has memory x time of at least 35840 KiB.
+fn meets_owasp_floor(memory_kib: u32, iterations: u32) -> bool {
+    memory_kib >= 7168 && u64::from(memory_kib) * u64::from(iterations) >= 35_840
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(settings: &Settings) -> String {
+        settings.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn argon2_costs_below_the_owasp_floor_are_refused_unless_allowed() {
+        let weak = Settings {
+            argon2_memory_kib: 1024,
+            argon2_iterations: 1,
+            ..Settings::default()
+        };
+        assert!(
+            problem(&weak).contains("ARGON2_MEMORY_KIB=1024"),
+            "{}",
+            problem(&weak)
+        );
+        assert!(
+            Settings {
+                argon2_allow_weak: true,
+                ..weak
+            }
+            .validate()
+            .is_ok()
+        );
+        for (memory_kib, iterations) in [(19456, 2), (47104, 1), (12288, 3), (9216, 4), (7168, 5)] {
+            assert!(
+                meets_owasp_floor(memory_kib, iterations),
+                "{memory_kib}x{iterations}"
+            );
+        }
+        assert!(!meets_owasp_floor(19456, 1));
+        assert!(!meets_owasp_floor(4096, 10));
+        assert!(Settings::default().validate().is_ok());
+    }
+
+    #[test]
+    fn code_settings_are_checked() {
+        let longer_code = Settings {
+            code_ttl: Duration::from_secs(2 * 24 * 3600),
+            ..Settings::default()
+        };
+        assert!(problem(&longer_code).contains("CODE_TTL"));
+        let short_key = Settings {
+            code_hmac_key: Some(CodeKey::new("too-short")),
+            ..Settings::default()
+        };
+        let message = problem(&short_key);
+        assert!(
+            message.contains("CODE_HMAC_KEY must be at least 32 bytes, got 9"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("too-short"),
+            "the key is not echoed: {message}"
+        );
+        let no_cap = Settings {
+            max_wrong_codes_per_day: 0,
+            ..Settings::default()
+        };
+        assert!(problem(&no_cap).contains("MAX_WRONG_CODES_PER_DAY"));
+    }
+
+    #[test]
+    fn debug_output_hides_the_code_key() {
+        let settings = Settings {
+            code_hmac_key: Some(CodeKey::new("0123456789abcdef0123456789abcdef-secret")),
+            ..Settings::default()
+        };
+        assert!(!format!("{settings:?}").contains("-secret"));
+    }
+}
+
+#[cfg(test)]
+mod public_base_url_tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        common::settings::load_from(common::testing::env_vars(pairs))
+    }
+
+    #[test]
+    fn a_plain_http_public_base_url_is_refused_unless_loopback() {
+        let error = load(&[("PUBLIC_BASE_URL", "http://signup.example.com")]).unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.contains("PUBLIC_BASE_URL") && text.contains("http://signup.example.com"),
+            "{text}"
+        );
+        assert!(load(&[("PUBLIC_BASE_URL", "https://signup.example.com")]).is_ok());
+        assert!(load(&[("PUBLIC_BASE_URL", "http://localhost:8080")]).is_ok());
+        assert!(load(&[]).is_ok(), "the default is loopback");
+    }
+
+    #[test]
+    fn squatting_settings_have_defaults_and_refuse_bad_values_by_name() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.pending_account_ttl,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert_eq!(
+            settings.signup_attempt_notice_interval,
+            Duration::from_secs(24 * 3600)
+        );
+        let short = load(&[("PENDING_ACCOUNT_TTL", "1h")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            short.contains("PENDING_ACCOUNT_TTL (1h)") && short.contains("VERIFICATION_TTL (1day)"),
+            "{short}"
+        );
+        for (var, value) in [
+            ("PENDING_ACCOUNT_TTL", "soon"),
+            ("PENDING_ACCOUNT_SWEEP_INTERVAL", "0s"),
+            ("SIGNUP_ATTEMPT_NOTICE_INTERVAL", "0s"),
+            ("SIGNUP_ATTEMPT_NOTICE_INTERVAL", "20years"),
+        ] {
+            let error = load(&[(var, value)]).unwrap_err().to_string();
+            assert!(error.contains(var), "{var}={value} gave {error}");
+        }
     }
 }

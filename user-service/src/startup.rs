@@ -9,8 +9,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin, middleware, migration, password::PasswordHasher, rate_limit::RateLimits, reminder,
-    routes, settings::Settings, state::AppState,
+    admin, expiry, middleware, migration, password::PasswordHasher, rate_limit::RateLimits,
+    reminder, routes, settings::Settings, state::AppState,
 };
 
 /// A built user-service, bound to its ports, ready to [`run`](Application::run).
@@ -47,6 +47,12 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         common::telemetry::metrics();
+        if settings.code_hmac_key.is_none() {
+            tracing::warn!(
+                "CODE_HMAC_KEY is not set: using a random key for this process, so codes stop \
+                 working when it restarts and differ between instances (links keep working)"
+            );
+        }
         let hasher = PasswordHasher::new(
             settings.argon2_memory_kib,
             settings.argon2_iterations,
@@ -123,6 +129,11 @@ impl Application {
             self.state.outbox_wakeup.clone(),
             shutdown.clone(),
         ));
+        let sweeper = tokio::spawn(expiry::run_sweeper(
+            self.state.db.clone(),
+            self.state.settings.clone(),
+            shutdown.clone(),
+        ));
         let admin = tokio::spawn(common::http::serve(
             self.admin,
             admin::router(self.state.clone()),
@@ -137,9 +148,11 @@ impl Application {
         )
         .await
         .context("HTTP server failed");
-        // Stop the scheduler and the admin port too when the server ended on its own (an error).
+        // Stop the scheduler, the sweeper and the admin port too when the server ended on its
+        // own (an error).
         shutdown.cancel();
         scheduler.await.context("reminder scheduler panicked")?;
+        sweeper.await.context("pending-account sweeper panicked")?;
         admin
             .await
             .context("admin server panicked")?

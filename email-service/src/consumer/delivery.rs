@@ -1,5 +1,5 @@
-//! Handling one delivery: decode, deduplicate, render, send, record, then ack, retry or
-//! dead-letter.
+//! Handling one delivery: decode, refuse forged content, deduplicate, apply the daily cap,
+//! render, send, record, then ack, retry or dead-letter.
 
 use std::{
     collections::HashSet,
@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::{Handler, Outcome};
 use crate::{
+    cap,
     inbox::{self, Claim},
     mailer::Admission,
     mailer::SendError,
@@ -128,6 +129,14 @@ impl Handler {
                     .await;
             }
         };
+        if let Err(refused) = self.content.check(&event) {
+            // Before the inbox: a forged event must not claim a real event's id either.
+            metrics::counter!("email_refused_content_total", "field" => refused.field())
+                .increment(1);
+            return self
+                .dead_letter(publisher, delivery, attempt, "forged", &refused.to_string())
+                .await;
+        }
         let event_id = event.event_id();
         let in_flight = {
             let mut set = self
@@ -167,6 +176,11 @@ impl Handler {
                 metrics::counter!("email_duplicates_total").increment(1);
                 return Ok(Outcome::Duplicate);
             }
+            Claim::AlreadySuppressed => {
+                tracing::info!(%event_id, "suppressed before; acking the duplicate");
+                metrics::counter!("email_duplicates_total").increment(1);
+                return Ok(Outcome::Duplicate);
+            }
             Claim::InFlightElsewhere { remaining } => {
                 // Look again exactly when the other instance's claim runs out (it is sending,
                 // or it died: then this copy sends), not at the next retry tier.
@@ -180,6 +194,27 @@ impl Handler {
                     .publish_to_queue(&self.topology.email_defer, &delivery.data, properties)
                     .await?;
                 return Ok(Outcome::Deferred);
+            }
+        }
+
+        if let Some(cap) = self.settings.max_mails_per_address_per_day.limit()
+            && let Some(key) = cap::recipient_key(&event)
+        {
+            let since = chrono::Utc::now() - cap::WINDOW;
+            let admitted = inbox::admit_under_cap(&self.db, event_id, &key, cap, since)
+                .await
+                .context("checking the daily mail cap")?;
+            if !admitted {
+                metrics::counter!("email_suppressed_total", "reason" => "daily_cap", "event_type" => event.event_type().to_owned())
+                    .increment(1);
+                tracing::info!(
+                    %event_id,
+                    event_type = event.event_type(),
+                    recipient_domain = cap::domain_of(event.recipient()),
+                    cap,
+                    "daily mail cap reached for this address; mail not sent"
+                );
+                return Ok(Outcome::Suppressed);
             }
         }
 

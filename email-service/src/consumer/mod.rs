@@ -1,8 +1,9 @@
-//! The consumer: deliveries from the work queue → inbox check → render → send → record → ack.
+//! The consumer: deliveries from the work queue → content check → inbox check → render → send →
+//! record → ack.
 //!
 //! Manual acks, a prefetch window and at most `MAX_CONCURRENT_SENDS` deliveries in progress.
 //! Every delivery ends in exactly one of: ack after the mail was sent and recorded; ack of a
-//! duplicate; ack after a *confirmed* republish to a retry queue or the dead-letter queue; or,
+//! duplicate; ack of a mail the daily cap kept back (recorded as `suppressed`); ack after a *confirmed* republish to a retry queue or the dead-letter queue; or,
 //! when even that publish fails, a nack with requeue (the broker's delivery limit dead-letters a
 //! message that keeps failing this way, so nothing loops forever).
 //!
@@ -37,6 +38,7 @@ mod health;
 pub(crate) use health::ConsumerHealth;
 
 use crate::{
+    content::ContentPolicy,
     mailer::{Breaker, MailTransport},
     publisher::{self, Publisher},
     settings::Settings,
@@ -56,6 +58,8 @@ pub(crate) struct Handler {
     in_flight: Mutex<HashSet<Uuid>>,
     /// Pauses sending while the mail server is down.
     breaker: Arc<Breaker>,
+    /// Refuses forged links and codes.
+    content: ContentPolicy,
 }
 
 /// What happened to a delivery, for the span and the metrics.
@@ -67,6 +71,8 @@ enum Outcome {
     Deferred,
     /// The mail server is down (the breaker is open): parked without counting an attempt.
     Paused,
+    /// The recipient reached `MAX_MAILS_PER_ADDRESS_PER_DAY`: recorded, acked, not sent.
+    Suppressed,
     DeadLettered,
 }
 
@@ -80,6 +86,7 @@ impl Handler {
         breaker: Arc<Breaker>,
     ) -> Self {
         Self {
+            content: ContentPolicy::new(&settings.public_base_url),
             db,
             transport,
             templates,

@@ -4,7 +4,8 @@
 //!
 //! Every failure is classified once, here, into what the consumer must do next:
 //! [`SendError::Transient`] (connection refused, timeout, SMTP 4xx: retry later) or
-//! [`SendError::Permanent`] (SMTP 5xx such as an unknown recipient: dead-letter).
+//! [`SendError::Permanent`] (SMTP 5xx such as an unknown recipient: dead-letter). Its text is
+//! stored and logged, so addresses in it are redacted first ([`redact_addresses`]).
 
 mod breaker;
 mod file;
@@ -26,6 +27,24 @@ pub(crate) enum SendError {
     /// Retrying cannot succeed.
     #[error("permanent: {0}")]
     Permanent(String),
+}
+
+/// What an email address in an error text becomes.
+pub(crate) const REDACTED_ADDRESS: &str = "[redacted address]";
+
+/// `text` with every address-shaped substring (`local@domain`) replaced by
+/// [`REDACTED_ADDRESS`]: SMTP servers quote the recipient in their replies
+/// (`550 5.1.1 <ann@example.com>: Recipient address rejected`), and these texts end up in the
+/// inbox, in dead-letter headers and in logs.
+pub(crate) fn redact_addresses(text: &str) -> String {
+    static ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        // Anything but whitespace and the characters that delimit an address in a reply.
+        match regex::Regex::new(r#"[^\s<>()\[\]{},;:="'`]+@[^\s<>()\[\]{},;:="'`]+"#) {
+            Ok(regex) => regex,
+            Err(error) => unreachable!("a constant, valid pattern: {error}"),
+        }
+    });
+    ADDRESS.replace_all(text, REDACTED_ADDRESS).into_owned()
 }
 
 /// Somewhere mails go.
@@ -74,4 +93,27 @@ pub(crate) async fn transport(
         )),
         Destination::Folder(dir) => Arc::new(file::FileMailer::new(dir).await?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_in_smtp_replies_are_redacted() {
+        assert_eq!(
+            redact_addresses(
+                "permanent error (550): 5.1.1 <ann.lee+x@mail.example.com>: Recipient address \
+                 rejected: User unknown in virtual mailbox table"
+            ),
+            "permanent error (550): 5.1.1 <[redacted address]>: Recipient address rejected: \
+             User unknown in virtual mailbox table"
+        );
+        assert_eq!(
+            redact_addresses("to=bob@example.com, from=\"x@y\" and café@exämple.org"),
+            "to=[redacted address], from=\"[redacted address]\" and [redacted address]"
+        );
+        let plain = "transient error (451): 4.3.0 Temporary failure, try again later";
+        assert_eq!(redact_addresses(plain), plain);
+    }
 }

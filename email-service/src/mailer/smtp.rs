@@ -107,6 +107,16 @@ impl Endpoint {
             None if !parsed.username().is_empty() => anyhow::bail!("user without password"),
             None => None,
         };
+        // A password over a connection that may stay plain text (no TLS, or STARTTLS that an
+        // attacker on the path can strip from the EHLO answer) is a password given away.
+        if credentials.is_some() && matches!(security, Security::Plain | Security::Opportunistic(_))
+        {
+            anyhow::bail!(
+                "a user and password need TLS: use smtps:// (implicit TLS) or ?tls=required \
+                 (STARTTLS refused by a server that does not offer it); without it or with \
+                 tls=opportunistic the password could travel in clear"
+            );
+        }
         let path = parsed.path().trim_matches('/');
         let hello = if path.is_empty() {
             ClientId::default()
@@ -256,7 +266,7 @@ impl SmtpMailer {
                 // No SMTP reply (the connection broke) on a connection that was working: the
                 // mail may have been accepted with the `250` lost on the way back.
                 if error.status().is_none() && !pooled {
-                    warn_possible_duplicate(&error.to_string());
+                    warn_possible_duplicate(&super::redact_addresses(&error.to_string()));
                 }
                 Err(classify(&error))
             }
@@ -325,11 +335,15 @@ fn warn_possible_duplicate(error: &str) {
 
 /// 5xx replies and client-side refusals are permanent; everything else (4xx, network, timeout,
 /// TLS hiccups) is worth a retry.
+///
+/// The text is stored (inbox, dead-letter reason) and logged, and servers echo the recipient
+/// (`550 5.1.1 <ann@example.com>: Recipient address rejected`): addresses are redacted.
 fn classify(error: &lettre::transport::smtp::Error) -> SendError {
+    let text = super::redact_addresses(&error.to_string());
     if error.is_permanent() || error.is_client() {
-        SendError::Permanent(error.to_string())
+        SendError::Permanent(text)
     } else {
-        SendError::Transient(error.to_string())
+        SendError::Transient(text)
     }
 }
 
@@ -363,6 +377,8 @@ mod tests {
         assert!(!format!("{implicit:?}").contains("pw"));
 
         assert!(Endpoint::parse("http://x").is_err());
+        assert!(Endpoint::parse("smtp://me:pw@mail.example.com").is_err());
+        assert!(Endpoint::parse("smtp://me:pw@mail.example.com?tls=opportunistic").is_err());
         assert!(Endpoint::parse("smtp://x?tls=maybe").is_err());
     }
 

@@ -6,13 +6,17 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_inbox;
+mod m20261129_000001_daily_cap;
 
 /// Applies every migration of the inbox database.
 pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261122_000001_inbox::Migration)]
+        vec![
+            Box::new(m20261122_000001_inbox::Migration),
+            Box::new(m20261129_000001_daily_cap::Migration),
+        ]
     }
 }
 

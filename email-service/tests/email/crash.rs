@@ -41,7 +41,7 @@ async fn sigkill_mid_stream_loses_nothing_and_duplicates_only_in_flight_sends() 
         ("MAX_CONCURRENT_SENDS", CONCURRENCY.to_string()),
         ("PREFETCH", "50".into()),
         ("RETRY_DELAYS", "200ms,400ms,800ms".into()),
-        ("INBOX_RETENTION", "1h".into()),
+        ("INBOX_RETENTION", "24h".into()),
         ("ADMIN_ADDR", format!("127.0.0.1:{admin_port}")),
         ("RUST_LOG", "warn".into()),
         ("CONFIG_FILE", String::new()),

@@ -14,7 +14,7 @@ async fn an_event_claimed_by_a_dead_instance_is_sent_when_its_claim_runs_out() {
     // tiers (200 ms, then 60 s) would make a deferral to "the next tier" wait a minute.
     let app = spawn_app_with(|settings| {
         settings.retry_delays = vec![Duration::from_millis(200), Duration::from_secs(60)];
-        settings.inbox_retention = Duration::from_secs(3600);
+        settings.inbox_retention = Duration::from_secs(24 * 3600);
     })
     .await;
     let event = registered("late@example.com", None);

@@ -37,7 +37,8 @@ pub(crate) fn test_settings(namespace: &str, database_url: String, sink: &SmtpSi
         retry_delays: TEST_DELAYS.to_vec(),
         max_attempts: 6,
         admin_addr: "127.0.0.1:0".parse().unwrap(),
-        inbox_retention: Duration::from_secs(3600),
+        // At least a day: the daily mail cap counts a day of inbox rows.
+        inbox_retention: Duration::from_secs(24 * 3600),
         ..Settings::default()
     }
 }
@@ -244,7 +245,9 @@ pub(crate) fn registered(email: &str, first_name: Option<&str>) -> Envelope<User
                 ),
                 code: format!("{:06}", rand_code()),
                 expires_at: Utc::now() + chrono::Duration::hours(24),
+                code_expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
             },
+            registered_at: Some(Utc::now()),
         },
     )
 }

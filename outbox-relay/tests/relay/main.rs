@@ -10,4 +10,5 @@ mod failures;
 mod helpers;
 mod liveness;
 mod publishing;
+mod secrets;
 mod sqlite;

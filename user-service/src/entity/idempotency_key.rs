@@ -7,7 +7,7 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "idempotency_keys")]
 pub(crate) struct Model {
-    /// The client's key.
+    /// SHA-256 (hex) of the request's email and the client's key (keys are per address).
     #[sea_orm(primary_key, auto_increment = false)]
     pub(crate) key: String,
     /// SHA-256 of the request body, to detect a key reused for another request.

@@ -39,6 +39,17 @@ pub(crate) struct Model {
     pub(crate) next_reminder_at: Option<DateTime<Utc>>,
     /// Last accepted resend request (rate limit).
     pub(crate) last_resend_at: Option<DateTime<Utc>>,
+    /// Wrong codes since `wrong_codes_since` (`MAX_WRONG_CODES_PER_DAY`); new verifications do
+    /// not reset it.
+    pub(crate) wrong_codes: i32,
+    /// Start of the 24-hour window `wrong_codes` counts in.
+    pub(crate) wrong_codes_since: Option<DateTime<Utc>>,
+    /// Accepted resends since `resends_since` (`MAX_RESENDS_PER_DAY`).
+    pub(crate) resends: i32,
+    /// Start of the 24-hour window `resends` counts in.
+    pub(crate) resends_since: Option<DateTime<Utc>>,
+    /// Last "someone tried to sign up with your address" notice written (rate limit).
+    pub(crate) last_attempt_notice_at: Option<DateTime<Utc>>,
 }
 
 /// No relations are navigated through sea-orm.

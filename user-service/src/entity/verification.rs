@@ -11,12 +11,15 @@ pub(crate) struct Model {
     pub(crate) user_id: Uuid,
     /// SHA-256 (hex) of the link token; unique.
     pub(crate) token_hash: String,
-    /// SHA-256 (hex) of the code, keyed by the verification id.
+    /// HMAC-SHA256 (hex) of the code under `CODE_HMAC_KEY`, bound to the verification id.
     pub(crate) code_hash: String,
     /// Issue time.
     pub(crate) created_at: DateTime<Utc>,
     /// Neither token nor code works after this.
     pub(crate) expires_at: DateTime<Utc>,
+    /// The code does not work after this (`CODE_TTL`, shorter than the link's); `None` for
+    /// verifications issued before codes expired sooner.
+    pub(crate) code_expires_at: Option<DateTime<Utc>>,
     /// Wrong code attempts so far.
     pub(crate) attempts: i32,
     /// When it was used successfully.
@@ -57,6 +60,12 @@ impl Model {
             Usability::Usable
         }
     }
+
+    /// Whether its code can still be checked at `now`: usable and within the code's lifetime.
+    pub(crate) fn code_usable(&self, now: DateTime<Utc>, max_code_attempts: u32) -> bool {
+        self.usability(now, max_code_attempts) == Usability::Usable
+            && self.code_expires_at.is_none_or(|at| now < at)
+    }
 }
 
 /// No relations are navigated through sea-orm.
@@ -77,6 +86,7 @@ mod tests {
             code_hash: String::new(),
             created_at: now,
             expires_at: now + chrono::Duration::hours(1),
+            code_expires_at: Some(now + chrono::Duration::minutes(10)),
             attempts: 0,
             consumed_at: None,
             superseded_at: None,
@@ -105,5 +115,22 @@ mod tests {
             ..replaced
         };
         assert_eq!(used.usability(later, 5), Usability::Consumed);
+    }
+
+    #[test]
+    fn the_code_expires_before_the_link() {
+        let now = Utc::now();
+        let fresh = issued(now);
+        assert!(fresh.code_usable(now, 5));
+        let in_twenty_minutes = now + chrono::Duration::minutes(20);
+        assert!(!fresh.code_usable(in_twenty_minutes, 5));
+        assert_eq!(fresh.usability(in_twenty_minutes, 5), Usability::Usable);
+        assert!(
+            !Model {
+                attempts: 5,
+                ..issued(now)
+            }
+            .code_usable(now, 5)
+        );
     }
 }

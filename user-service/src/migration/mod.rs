@@ -7,16 +7,20 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
+mod m20261129_000001_guessing_bounds;
+mod m20261129_000001_pending_expiry;
 
 /// Applies every migration of the user-service database.
 pub struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![
-            Box::new(m20261122_000001_initial::Migration),
-            Box::new(outbox::Migration),
-        ]
+        let mut migrations: Vec<Box<dyn MigrationTrait>> =
+            vec![Box::new(m20261122_000001_initial::Migration)];
+        migrations.extend(outbox::migrations());
+        migrations.push(Box::new(m20261129_000001_guessing_bounds::Migration));
+        migrations.push(Box::new(m20261129_000001_pending_expiry::Migration));
+        migrations
     }
 }
 

@@ -15,6 +15,12 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::state::AppState;
 
+/// Waits until `floor` has passed since `started` (`MIN_RESPONSE_TIME`): endpoints whose work
+/// depends on whether an address has an account answer after the same time either way.
+async fn answer_no_sooner_than(started: std::time::Instant, floor: std::time::Duration) {
+    tokio::time::sleep_until((started + floor).into()).await;
+}
+
 /// Every route with its OpenAPI description: registering a handler here documents it.
 pub(crate) fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

@@ -19,7 +19,7 @@ use validator::Validate;
 use common::trace::TraceContext;
 
 use crate::{
-    domain::{NewUser, UserEmail},
+    domain::{NewUser, UserEmail, email_domain, name_characters},
     entity::{
         idempotency_key,
         user::{self, UserStatus},
@@ -27,6 +27,7 @@ use crate::{
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
+    signup_attempt,
     state::AppState,
     verification::issue_verification,
 };
@@ -44,9 +45,14 @@ pub(crate) struct RegisterRequest {
             max = 254,
             code = "too_long",
             message = "must be at most 254 characters"
-        )
+        ),
+        custom(function = "email_domain")
     )]
     email: UserEmail,
+    /// NFKC-normalised while deserialising (before its length is counted), so the same password
+    /// typed on another keyboard or OS (composed or decomposed `é`, full-width digits) is the
+    /// same password.
+    #[serde(deserialize_with = "nfkc")]
     #[validate(length(
         min = "MIN_PASSWORD_CHARS",
         max = "MAX_PASSWORD_CHARS",
@@ -56,19 +62,30 @@ pub(crate) struct RegisterRequest {
     #[schema(min_length = 8, max_length = 128, format = Password)]
     password: String,
     #[serde(default, deserialize_with = "trimmed_name")]
-    #[validate(length(
-        max = 100,
-        code = "too_long",
-        message = "must be at most 100 characters"
-    ))]
+    #[validate(
+        length(
+            max = 100,
+            code = "too_long",
+            message = "must be at most 100 characters"
+        ),
+        custom(function = "name_characters")
+    )]
     first_name: Option<String>,
     #[serde(default, deserialize_with = "trimmed_name")]
-    #[validate(length(
-        max = 100,
-        code = "too_long",
-        message = "must be at most 100 characters"
-    ))]
+    #[validate(
+        length(
+            max = 100,
+            code = "too_long",
+            message = "must be at most 100 characters"
+        ),
+        custom(function = "name_characters")
+    )]
     last_name: Option<String>,
+}
+
+fn nfkc<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    use unicode_normalization::UnicodeNormalization;
+    Ok(String::deserialize(d)?.nfkc().collect())
 }
 
 /// Blank names count as absent.
@@ -116,7 +133,7 @@ pub(crate) struct RegisterResponse {
     responses(
         (status = 201, description = "User created, verification mail queued", body = RegisterResponse),
         (status = 400, description = "`malformed_json` or `invalid_header`", body = ErrorBody),
-        (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 409, description = "`email_taken` (the address owner gets a notice mail, at most one per `SIGNUP_ATTEMPT_NOTICE_INTERVAL`)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
         (status = 422, description = "`validation_failed` (per-field details) or `idempotency_key_reused`", body = ErrorBody),
@@ -137,7 +154,7 @@ pub(crate) async fn register(
     let new_user = NewUser::try_from(request)?;
 
     if let Some(key) = &key
-        && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
+        && let Some(stored) = idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
     {
         return replay(&state, stored, &new_user).await;
     }
@@ -155,11 +172,22 @@ pub(crate) async fn register(
         Err(error) => {
             // A concurrent request with the same key may have committed first: answer like it.
             if let Some(key) = &key
-                && let Some(stored) = idempotency::find(&state.db, key, Utc::now()).await?
+                && let Some(stored) =
+                    idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
             {
                 return replay(&state, stored, &new_user).await;
             }
             let outcome = if matches!(error, ApiError::EmailTaken) {
+                // The answer stays 409; the owner hears of it (rate-limited). A failure to
+                // write the notice must not change the answer, so it is only logged.
+                if let Err(notice_error) =
+                    signup_attempt::notify_owner(&state, &new_user.email, &trace).await
+                {
+                    tracing::warn!(
+                        error = format!("{notice_error:#}"),
+                        "could not write the signup attempt notice"
+                    );
+                }
                 "email_taken"
             } else {
                 "error"
@@ -197,14 +225,7 @@ async fn create_user(
         next_reminder_at,
     )
     .await?;
-    let verification = issue_verification(
-        &txn,
-        user_id,
-        now,
-        settings.verification_ttl,
-        &settings.public_base_url,
-    )
-    .await?;
+    let verification = issue_verification(&txn, user_id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,
@@ -214,6 +235,7 @@ async fn create_user(
             first_name: new_user.first_name.clone(),
             last_name: new_user.last_name.clone(),
             verification,
+            registered_at: Some(now),
         },
         trace,
     )
@@ -260,6 +282,11 @@ async fn insert_user(
         reminders_sent: Set(0),
         next_reminder_at: Set(next_reminder_at),
         last_resend_at: Set(None),
+        wrong_codes: Set(0),
+        wrong_codes_since: Set(None),
+        resends: Set(0),
+        resends_since: Set(None),
+        last_attempt_notice_at: Set(None),
     };
     user::Entity::insert(row)
         .exec_without_returning(conn)

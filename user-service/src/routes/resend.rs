@@ -1,9 +1,12 @@
 //! `POST /user/verification/resend`: a new verification mail on request.
 //!
-//! The answer is always 202 with the same body, whether the address is unknown, pending,
-//! verified or rate-limited: the endpoint does not reveal which addresses have accounts. For a
-//! pending user at most one resend per `RESEND_MIN_INTERVAL` is acted on; extra requests are
-//! accepted, ignored and counted.
+//! The answer is always 202 with the same body, after at least `MIN_RESPONSE_TIME`, whether the
+//! address is unknown, pending, verified or rate-limited: the endpoint does not reveal which
+//! addresses have accounts. For a pending user at most one resend per `RESEND_MIN_INTERVAL` and
+//! `MAX_RESENDS_PER_DAY` per 24 hours are acted on; extra requests are accepted, ignored and
+//! counted.
+
+use std::time::Instant;
 
 use axum::{Json, extract::State, http::HeaderMap, http::StatusCode};
 use chrono::Utc;
@@ -51,10 +54,12 @@ pub(crate) async fn resend(
     headers: HeaderMap,
     ApiJson(request): ApiJson<ResendRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let started = Instant::now();
     let trace = TraceContext::from_headers(&headers);
     tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
-    let outcome = resend_verification(&state, &request.email, &trace).await?;
-    metrics::counter!("verification_resends_total", "outcome" => outcome).increment(1);
+    let outcome = resend_verification(&state, &request.email, &trace).await;
+    super::answer_no_sooner_than(started, state.settings.min_response_time).await;
+    metrics::counter!("verification_resends_total", "outcome" => outcome?).increment(1);
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))))
 }
 
@@ -78,32 +83,37 @@ async fn resend_verification(
     let now = Utc::now();
     let cutoff = now
         - chrono::Duration::from_std(settings.resend_min_interval).unwrap_or(chrono::Duration::MAX);
+    let window_start = now - chrono::Duration::days(1);
     let txn = state.db.begin().await?;
-    // The conditional update is the rate limit: of concurrent requests only one passes.
+    // The conditional update is the rate limit: of concurrent requests only one passes, and at
+    // most MAX_RESENDS_PER_DAY pass per 24-hour window (which starts again once it is over).
     let claimed = txn
         .execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
-            "UPDATE users SET last_resend_at = $1 WHERE id = $2 AND status = $3 \
-             AND (last_resend_at IS NULL OR last_resend_at <= $4)",
+            "UPDATE users SET last_resend_at = $1, \
+               resends = CASE WHEN resends_since IS NULL OR resends_since <= $5 \
+                         THEN 1 ELSE resends + 1 END, \
+               resends_since = CASE WHEN resends_since IS NULL OR resends_since <= $5 \
+                               THEN $1 ELSE resends_since END \
+             WHERE id = $2 AND status = $3 \
+             AND (last_resend_at IS NULL OR last_resend_at <= $4) \
+             AND (resends_since IS NULL OR resends_since <= $5 OR resends < $6)",
             [
                 now.into(),
                 found.id.into(),
                 UserStatus::PendingVerification.into(),
                 cutoff.into(),
+                window_start.into(),
+                i32::try_from(settings.max_resends_per_day)
+                    .unwrap_or(i32::MAX)
+                    .into(),
             ],
         ))
         .await?;
     if claimed.rows_affected() == 0 {
         return Ok("rate_limited");
     }
-    let verification = issue_verification(
-        &txn,
-        found.id,
-        now,
-        settings.verification_ttl,
-        &settings.public_base_url,
-    )
-    .await?;
+    let verification = issue_verification(&txn, found.id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,
@@ -113,6 +123,7 @@ async fn resend_verification(
             first_name: found.first_name,
             last_name: found.last_name,
             verification,
+            registered_at: Some(found.created_at),
         },
         trace,
     )

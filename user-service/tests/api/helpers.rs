@@ -1,6 +1,6 @@
 //! `spawn_app`: a user-service on a random port with its own fresh database.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde_json::{Value, json};
@@ -34,6 +34,9 @@ pub(crate) fn test_settings(database_url: String) -> Settings {
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,
         argon2_iterations: 1,
+        argon2_allow_weak: true,
+        // Answering at once: the response-time floor has its own test.
+        min_response_time: Duration::ZERO,
         // Tests send bursts from one address; the limits have their own tests.
         rate_limit_register: RateLimit::OFF,
         rate_limit_verify: RateLimit::OFF,
@@ -47,6 +50,16 @@ pub(crate) async fn spawn_app(label: &str) -> TestApp {
         .await
         .unwrap();
     spawn_with(test_settings(url), None).await
+}
+
+/// [`spawn_app`] with some settings changed.
+pub(crate) async fn spawn_tuned(label: &str, tune: impl FnOnce(&mut Settings)) -> TestApp {
+    let url = common::testing::fresh_postgres_database(label)
+        .await
+        .unwrap();
+    let mut settings = test_settings(url);
+    tune(&mut settings);
+    spawn_with(settings, None).await
 }
 
 pub(crate) async fn spawn_sqlite_app() -> TestApp {

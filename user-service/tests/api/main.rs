@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod edge;
+mod guessing;
 mod helpers;
 mod idempotency;
 mod openapi;
@@ -12,5 +13,6 @@ mod process;
 mod rate_limits;
 mod register;
 mod reminders;
+mod squatting;
 mod validation;
 mod verification;

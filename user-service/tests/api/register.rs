@@ -95,7 +95,10 @@ async fn register_returns_409_when_email_is_taken_ignoring_case_and_spaces() {
         let body: Value = again.json().await.unwrap();
         assert_eq!(body["error"]["code"], "email_taken");
         assert_eq!(app.count("users").await, 1);
-        assert_eq!(app.count("outbox").await, 1);
+        assert_eq!(app.events("UserRegisteredV1").await.len(), 1);
+        // The one other row: the owner's notice of the attempt.
+        assert_eq!(app.events("SignupAttemptedV1").await.len(), 1);
+        assert_eq!(app.count("outbox").await, 2);
     }
 }
 
@@ -144,7 +147,10 @@ async fn fifty_concurrent_registrations_of_one_email_create_one_user() {
         "{statuses:?}"
     );
     assert_eq!(app.count("users").await, 1);
-    assert_eq!(app.count("outbox").await, 1);
+    assert_eq!(app.events("UserRegisteredV1").await.len(), 1);
+    // 49 duplicates, one (rate-limited) notice to the owner.
+    assert_eq!(app.events("SignupAttemptedV1").await.len(), 1);
+    assert_eq!(app.count("outbox").await, 2);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{ann, spawn_app};
 
 #[tokio::test]
 async fn bad_json_bodies_get_422_with_per_field_details() {
@@ -148,4 +148,66 @@ async fn malformed_oversized_and_non_json_requests_get_their_status() {
     let unknown = app.get("/user/register").await;
     assert_eq!(unknown.status(), 405);
     assert_eq!(app.count("users").await, 0);
+}
+
+#[tokio::test]
+async fn names_that_could_carry_a_message_are_refused() {
+    let app = spawn_app("names").await;
+    for (field, name) in [
+        ("first_name", "http://spam.example"),
+        ("first_name", "Win at casino.example"),
+        ("last_name", "Call 555 0100"),
+        ("last_name", "Ann\u{202e}nnA"),
+        ("first_name", "Ann\u{0}"),
+    ] {
+        let mut body = ann();
+        body[field] = json!(name);
+        let response = app.register(&body).await;
+        assert_eq!(response.status(), 422, "{name:?}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(
+            error["error"]["details"][field][0]["code"], "invalid_characters",
+            "{name:?}: {error}"
+        );
+    }
+    let mut body = ann();
+    body["first_name"] = json!("Jean-Luc");
+    body["last_name"] = json!("D\u{2019}Angelo-Ólafsdóttir J.");
+    assert_eq!(app.register(&body).await.status(), 201);
+    assert_eq!(app.count("users").await, 1);
+}
+
+#[tokio::test]
+async fn ip_literal_domains_are_refused_and_international_domains_are_one_account() {
+    let app = spawn_app("email_domains").await;
+    for email in ["ann@[10.0.0.1]", "ann@127.0.0.1"] {
+        let response = app
+            .register(&json!({"email": email, "password": "correct horse battery"}))
+            .await;
+        assert_eq!(response.status(), 422, "{email}");
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"]["details"]["email"].is_array(), "{error}");
+    }
+    let unicode = json!({"email": "Ann@Bücher.Example", "password": "correct horse battery"});
+    assert_eq!(app.register(&unicode).await.status(), 201);
+    let ascii = json!({"email": "ann@xn--bcher-kva.example", "password": "correct horse battery"});
+    assert_eq!(app.register(&ascii).await.status(), 409);
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) AS n FROM users WHERE email = 'ann@xn--bcher-kva.example'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn passwords_are_compared_after_nfkc_normalisation() {
+    let app = spawn_app("password_nfkc").await;
+    // Full-width letters and a decomposed é, as another keyboard or OS may send them.
+    let typed = json!({"email": "ann@example.com", "password": "ｃｏｒｒｅｃｔ horse e\u{301}te"});
+    assert_eq!(app.register_with_key("k", &typed).await.status(), 201);
+    // The replay checks the password against the stored argon2 hash: the normalised form matches.
+    let normal = json!({"email": "ann@example.com", "password": "correct horse \u{e9}te"});
+    let replay = app.register_with_key("k", &normal).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
 }

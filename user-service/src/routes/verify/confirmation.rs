@@ -1,6 +1,8 @@
 //! `POST /user/verify`: confirms by link token (JSON, or the confirmation page's form post,
 //! answered with HTML) or by email + code, counting wrong codes.
 
+use std::time::Instant;
+
 use axum::{
     Form,
     extract::{FromRequest, Request, State},
@@ -26,8 +28,8 @@ use crate::{
         verification::{self, Usability},
     },
     error::{ApiError, ApiJson, ErrorBody},
+    rate_limit::ClientAddress,
     state::AppState,
-    verification::hash_code,
 };
 
 use super::{VerifyOutcome, find_by_token, link_outcome, page::outcome_page};
@@ -75,16 +77,18 @@ pub(crate) struct VerifyResponse {
     )),
     responses(
         (status = 200, description = "Verified now or before (JSON); the form post gets an HTML page", body = VerifyResponse),
-        (status = 400, description = "`invalid_code` with `details.attempts_left`", body = ErrorBody),
+        (status = 400, description = "`invalid_code`: the code is wrong or cannot be used (expired, locked after too many wrong codes, no pending verification for the address); one answer for all", body = ErrorBody),
         (status = 404, description = "`invalid_token`: unknown, used or replaced link", body = ErrorBody),
         (status = 410, description = "`verification_expired`", body = ErrorBody),
         (status = 422, description = "`validation_failed`", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`: request a new verification; or `rate_limited`: too many requests from this client address, retry after `Retry-After` seconds", body = ErrorBody),
-        (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress (or, on register, every password hashing slot stayed busy for `HASH_QUEUE_TIMEOUT`); retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests from this client address, retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress; retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
 pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
     let trace = TraceContext::from_headers(request.headers());
+    let client = ClientAddress::of(request.extensions());
     let is_form = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -102,7 +106,10 @@ pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> R
             verify_by_token(&state, &token, &trace).await
         }
         Ok(ApiJson(VerifyRequest::Code { email, code })) => {
-            verify_by_code(&state, &email, &code, &trace).await
+            let result = verify_by_code(&state, &email, &code, client, &trace).await;
+            // The time of the answer must not tell the address's state either.
+            super::super::answer_no_sooner_than(started, state.settings.min_response_time).await;
+            result
         }
         Err(error) => Err(error),
     };
@@ -138,15 +145,20 @@ async fn verify_by_token(
     Ok(outcome)
 }
 
-/// Verifies with email + code, counting wrong codes.
+/// Verifies with email + code, counting wrong codes per verification and per account.
+///
+/// Every failure is the same [`ApiError::InvalidCode`], whatever the address's state (unknown,
+/// verified, no or expired verification, locked, wrong code): the answer never tells whether
+/// an address has an account. Why it failed goes to the metrics (admin port) only.
 #[tracing::instrument(name = "verify_by_code", skip_all, fields(user_id))]
 async fn verify_by_code(
     state: &AppState,
     email: &UserEmail,
     code: &str,
+    client: ClientAddress,
     trace: &TraceContext,
 ) -> Result<VerifyOutcome, ApiError> {
-    let max_attempts = state.settings.max_code_attempts;
+    let settings = &state.settings;
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::Validation(json!({
             "code": [{ "code": "invalid_format", "message": "must be six digits" }]
@@ -162,73 +174,96 @@ async fn verify_by_code(
         find_user = find_user.lock_exclusive();
     }
     let Some(user) = find_user.one(&txn).await? else {
-        // Same answer as a wrong code: this endpoint does not reveal which addresses exist.
-        return Err(count_failure(
-            "code",
-            ApiError::InvalidCode {
-                attempts_left: max_attempts,
-            },
-        ));
+        return Err(code_refused("unknown_address"));
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
     if user.status == UserStatus::Verified {
-        // Only the holder of the code that verified the address learns that it is verified;
-        // anyone else gets the answer an unknown address gets.
+        // Only the holder of the code that verified the address learns that it is verified.
         let used = verification::Entity::find()
             .filter(verification::Column::UserId.eq(user.id))
             .filter(verification::Column::ConsumedAt.is_not_null())
             .one(&txn)
             .await?;
         return match used {
-            Some(used) if code_matches(&used, code) => Ok(VerifyOutcome::AlreadyVerified),
-            _ => Err(count_failure(
-                "code",
-                ApiError::InvalidCode {
-                    attempts_left: max_attempts,
-                },
-            )),
+            Some(used) if code_matches(state, &used, code) => Ok(VerifyOutcome::AlreadyVerified),
+            _ => Err(code_refused("already_verified")),
         };
     }
-    let Some(current) = current_verification(&txn, &user).await? else {
-        return Err(count_failure(
-            "code",
-            ApiError::InvalidCode { attempts_left: 0 },
-        ));
-    };
-    match current.usability(now, max_attempts) {
-        Usability::Usable => {}
-        // Not returned by current_verification (under the user lock); answered like no
-        // verification at all.
-        Usability::Consumed | Usability::Superseded => {
-            return Err(count_failure(
-                "code",
-                ApiError::InvalidCode { attempts_left: 0 },
-            ));
-        }
-        Usability::Expired => return Err(count_failure("code", ApiError::VerificationExpired)),
-        Usability::CodeLocked => return Err(count_failure("code", ApiError::TooManyAttempts)),
+    if wrong_codes_today(&user, now) >= settings.max_wrong_codes_per_day {
+        return Err(code_refused("daily_limit"));
     }
-    let attempts = u32::try_from(current.attempts).unwrap_or(u32::MAX);
-    if !code_matches(&current, code) {
-        txn.execute_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "UPDATE verifications SET attempts = attempts + 1 WHERE id = $1",
-            [current.id.into()],
-        ))
-        .await?;
+    let Some(current) = current_verification(&txn, &user).await? else {
+        return Err(code_refused("no_verification"));
+    };
+    if !current.code_usable(now, settings.max_code_attempts) {
+        let reason = match current.usability(now, settings.max_code_attempts) {
+            Usability::CodeLocked => "locked",
+            _ => "expired",
+        };
+        return Err(code_refused(reason));
+    }
+    if !code_matches(state, &current, code) {
+        count_wrong_code(&txn, &user, current.id, now).await?;
         txn.commit().await?;
         metrics::counter!("verification_failed_attempts_total").increment(1);
-        let attempts_left = max_attempts.saturating_sub(attempts + 1);
-        return Err(count_failure(
-            "code",
-            ApiError::InvalidCode { attempts_left },
-        ));
+        let attempts = u32::try_from(current.attempts).unwrap_or(u32::MAX) + 1;
+        let today = wrong_codes_today(&user, now) + 1;
+        if attempts == settings.max_code_attempts || today == settings.max_wrong_codes_per_day {
+            // A security event: someone may be guessing this account's codes.
+            tracing::warn!(
+                %client,
+                user_id = %user.id,
+                wrong_codes_today = today,
+                "verification code locked after too many wrong codes"
+            );
+        }
+        return Err(code_refused("wrong_code"));
     }
     let outcome = complete_verification(&txn, &user, current.id, now, trace).await?;
     txn.commit().await?;
     state.outbox_wakeup.wake();
     count_success("code", outcome);
     Ok(outcome)
+}
+
+/// Wrong codes of the account in its current 24-hour window.
+fn wrong_codes_today(user: &user::Model, now: DateTime<Utc>) -> u32 {
+    match user.wrong_codes_since {
+        Some(since) if since > now - chrono::Duration::days(1) => {
+            u32::try_from(user.wrong_codes).unwrap_or(u32::MAX)
+        }
+        _ => 0,
+    }
+}
+
+/// Counts a wrong code on the verification and on the account (whose 24-hour window starts
+/// again once the last one is over), in the caller's transaction.
+async fn count_wrong_code(
+    txn: &DatabaseTransaction,
+    user: &user::Model,
+    verification_id: uuid::Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), ApiError> {
+    let backend = txn.get_database_backend();
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "UPDATE verifications SET attempts = attempts + 1 WHERE id = $1",
+        [verification_id.into()],
+    ))
+    .await?;
+    let window_start = now - chrono::Duration::days(1);
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        "UPDATE users SET \
+           wrong_codes = CASE WHEN wrong_codes_since IS NULL OR wrong_codes_since <= $1 \
+                         THEN 1 ELSE wrong_codes + 1 END, \
+           wrong_codes_since = CASE WHEN wrong_codes_since IS NULL OR wrong_codes_since <= $1 \
+                               THEN $2 ELSE wrong_codes_since END \
+         WHERE id = $3",
+        [window_start.into(), now.into(), user.id.into()],
+    ))
+    .await?;
+    Ok(())
 }
 
 /// The user's newest live verification (the caller holds the user row lock).
@@ -246,8 +281,11 @@ async fn current_verification(
 }
 
 /// Constant-time comparison of `code` with the verification's stored code hash.
-fn code_matches(verification: &verification::Model, code: &str) -> bool {
-    hash_code(verification.id, code)
+fn code_matches(state: &AppState, verification: &verification::Model, code: &str) -> bool {
+    state
+        .settings
+        .code_key()
+        .hash_code(verification.id, code)
         .as_bytes()
         .ct_eq(verification.code_hash.as_bytes())
         .into()
@@ -309,6 +347,12 @@ fn count_success(method: &'static str, outcome: VerifyOutcome) {
         VerifyOutcome::AlreadyVerified => "already_verified",
     };
     metrics::counter!("verifications_total", "method" => method, "outcome" => outcome).increment(1);
+}
+
+/// [`ApiError::InvalidCode`], counted with the real `reason` (metrics are not public).
+fn code_refused(reason: &'static str) -> ApiError {
+    metrics::counter!("verifications_total", "method" => "code", "outcome" => reason).increment(1);
+    ApiError::InvalidCode
 }
 
 fn count_failure(method: &'static str, error: ApiError) -> ApiError {

@@ -1,13 +1,16 @@
 //! `GET /user/verify?token=…`: the confirmation page behind the mailed link, and the HTML pages
 //! that answer its form post. A GET never consumes the token (mail scanners prefetch links); the
-//! page's button POSTs it to `/user/verify`.
+//! page's button POSTs it to `/user/verify`. The page says when the sign-up was made, so someone
+//! who did not sign up can tell and walk away.
 
 use axum::{
     extract::{Query, State},
     http::{StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
-use chrono::Utc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{VerifyOutcome, find_by_token, link_outcome};
@@ -36,28 +39,51 @@ pub(crate) async fn verify_page(
     Query(query): Query<TokenQuery>,
 ) -> Response {
     let token = query.token.unwrap_or_default();
+    let mut registered_at = None;
     let result = async {
         let Some((found, user)) = find_by_token(&state.db, &token).await? else {
             return Err(ApiError::InvalidToken);
         };
+        registered_at = Some(user.created_at);
         link_outcome(&found, &user, Utc::now(), state.settings.max_code_attempts)
     }
     .await;
-    match result {
+    match (result, registered_at) {
         // The token is 64 hex characters here (checked by find_by_token): safe to embed.
-        Ok(VerifyOutcome::Verified) => page(
+        (Ok(VerifyOutcome::Verified), Some(registered_at)) => page(
             StatusCode::OK,
             "Confirm your email address",
             &format!(
                 "<p>Press the button to confirm your email address.</p>\
+                 {}\
                  <form method=\"post\" action=\"/user/verify\">\
                  <input type=\"hidden\" name=\"token\" value=\"{token}\">\
-                 <button type=\"submit\">Confirm my email address</button></form>"
+                 <button type=\"submit\">Confirm my email address</button></form>",
+                sign_up_notice(registered_at, state.settings.pending_account_ttl)
             ),
         ),
-        other => outcome_page(other),
+        (other, _) => outcome_page(other),
     }
 }
+
+/// When the sign-up was made, and what happens if it was not the reader: someone else may have
+/// typed this address, and confirming would hand them an account on it.
+fn sign_up_notice(registered_at: DateTime<Utc>, pending_account_ttl: Duration) -> String {
+    let deleted_at = chrono::Duration::from_std(pending_account_ttl)
+        .ok()
+        .and_then(|ttl| registered_at.checked_add_signed(ttl));
+    let deletion = deleted_at.map_or_else(String::new, |at| {
+        format!(" Unconfirmed, it is deleted on {}.", at.format(TIME_FORMAT))
+    });
+    format!(
+        "<p>This address was used to sign up on {}. If that was not you, do not press the \
+         button: close this page and nothing happens.{deletion}</p>",
+        registered_at.format(TIME_FORMAT)
+    )
+}
+
+/// How times are shown on the pages (UTC, like the mails).
+const TIME_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
 
 pub(crate) fn outcome_page(result: Result<VerifyOutcome, ApiError>) -> Response {
     match result {

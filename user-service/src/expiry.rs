@@ -1,0 +1,111 @@
+//! Pending accounts expire: an account still unverified `PENDING_ACCOUNT_TTL` after sign-up is
+//! deleted, so nobody can hold someone else's address by signing it up and never confirming.
+//!
+//! A sweeper task runs next to the reminder scheduler (same shutdown token) and deletes expired
+//! pending accounts in bounded batches. Their verifications go with them (`ON DELETE CASCADE`);
+//! the outbox rows stay (they are the record of what was announced, and the relay's retention
+//! purges them). Once the row is gone the unique email index no longer holds the address, so it
+//! can register again.
+//!
+//! Several user-service instances may sweep at once: on PostgreSQL each batch is one `DELETE`
+//! whose candidates are chosen `FOR UPDATE SKIP LOCKED`, so instances take disjoint batches and
+//! never wait for a row a verification is updating; the `status` condition is checked again on
+//! the locked row, so an account verified meanwhile is kept.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use common::{backoff::Backoff, shutdown::sleep_or_cancel};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio_util::sync::CancellationToken;
+
+use crate::{entity::user::UserStatus, settings::Settings};
+
+/// Accounts deleted per statement at most: one short transaction each, however large the backlog.
+const BATCH: u32 = 500;
+
+/// Runs [`delete_expired_pending_accounts`] every `PENDING_ACCOUNT_SWEEP_INTERVAL` (at once
+/// again while batches come back full) until `shutdown`.
+pub(crate) async fn run_sweeper(
+    db: DatabaseConnection,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+) {
+    let interval = settings.pending_account_sweep_interval;
+    // After a failure: about twice the interval (jittered), doubling up to 5 minutes.
+    let mut backoff = Backoff::new(interval.saturating_mul(2), Duration::from_secs(300));
+    loop {
+        let pause = match delete_expired_pending_accounts(
+            &db,
+            settings.pending_account_ttl,
+            Utc::now(),
+            BATCH,
+        )
+        .await
+        {
+            Ok(deleted) => {
+                backoff.reset();
+                if deleted == u64::from(BATCH) && !shutdown.is_cancelled() {
+                    continue;
+                }
+                interval
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "pending-account sweep failed; retrying"
+                );
+                backoff.next_delay()
+            }
+        };
+        if !sleep_or_cancel(pause, &shutdown).await {
+            break;
+        }
+    }
+    tracing::info!("pending-account sweeper stopped");
+}
+
+/// Deletes up to `batch` accounts still pending verification that were created more than `ttl`
+/// before `now`, oldest first, with their verifications; returns how many.
+///
+/// # Errors
+/// Database errors (nothing is deleted then).
+pub async fn delete_expired_pending_accounts(
+    db: &impl ConnectionTrait,
+    ttl: Duration,
+    now: DateTime<Utc>,
+    batch: u32,
+) -> anyhow::Result<u64> {
+    let cutoff = now - chrono::Duration::from_std(ttl)?;
+    let backend = db.get_database_backend();
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let deleted = db
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "DELETE FROM users WHERE status = $1 AND id IN \
+                 (SELECT id FROM users WHERE status = $1 AND created_at < $2 \
+                  ORDER BY created_at LIMIT $3{lock})"
+            ),
+            [
+                UserStatus::PendingVerification.into(),
+                cutoff.into(),
+                i64::from(batch).into(),
+            ],
+        ))
+        .await?
+        .rows_affected();
+    if deleted > 0 {
+        metrics::counter!("pending_accounts_expired_total").increment(deleted);
+        tracing::info!(
+            deleted,
+            ttl = %humantime::format_duration(ttl),
+            "expired pending accounts deleted"
+        );
+    }
+    Ok(deleted)
+}
