@@ -23,7 +23,7 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 #[derive(Debug, thiserror::Error)]
 #[error(
     "cannot connect to RabbitMQ at {url}. Start one with `rabbitmq-server -detached` \
-     (installed package) or `docker compose up -d rabbitmq`, or set AMQP_URL"
+     (installed package) or `scripts/services.sh rabbitmq` (installs it), or set AMQP_URL"
 )]
 pub struct ConnectError {
     /// The URL with any password removed.
