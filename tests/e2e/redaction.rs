@@ -1,11 +1,13 @@
-//! Settings hold connection URLs with passwords; printing them (`{:?}`, as a start-up log or an
-//! error report would) must not reveal the passwords, while the services still get them whole.
+//! Settings hold connection URLs with passwords (and the user-service its code key); printing
+//! them (`{:?}`, as a start-up log or an error report would) must not reveal the secrets, while
+//! the services still get them whole.
 
 use common::testing::env_vars;
 
 const DATABASE_URL: &str = "postgres://user_service:db-pw-4711@postgres:5432/users";
 const AMQP_URL: &str = "amqps://outbox-relay:amqp-pw-4712@rabbitmq:5671/%2f";
 const SMTP_URL: &str = "smtps://mailer:smtp-pw-4713@smtp.example.com:465";
+const CODE_HMAC_KEY: &str = "code-key-4715-0123456789abcdef0123456789";
 const EMAIL_DATABASE_URL: &str =
     "postgres://email_service@postgres:5432/email?sslmode=require&password=email-pw-4714";
 
@@ -15,6 +17,7 @@ fn environment() -> std::collections::HashMap<String, String> {
         ("AMQP_URL", AMQP_URL),
         ("SMTP_URL", SMTP_URL),
         ("EMAIL_DATABASE_URL", EMAIL_DATABASE_URL),
+        ("CODE_HMAC_KEY", CODE_HMAC_KEY),
     ])
 }
 
@@ -24,6 +27,7 @@ fn assert_redacted(what: &str, printed: &str) {
         "amqp-pw-4712",
         "smtp-pw-4713",
         "email-pw-4714",
+        "code-key-4715",
     ] {
         assert!(
             !printed.contains(password),

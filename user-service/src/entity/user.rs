@@ -89,6 +89,10 @@ mod tests {
             reminders_sent: 0,
             next_reminder_at: None,
             last_resend_at: None,
+            wrong_codes: 0,
+            wrong_codes_since: None,
+            resends: 0,
+            resends_since: None,
         };
         let debug = format!("{user:?}");
         assert!(!debug.contains("argon2id"), "{debug}");

@@ -84,6 +84,7 @@ impl std::fmt::Debug for Model {
             .field("code_hash", &"[redacted]")
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("code_expires_at", &self.code_expires_at)
             .field("attempts", &self.attempts)
             .field("consumed_at", &self.consumed_at)
             .field("superseded_at", &self.superseded_at)
