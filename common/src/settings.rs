@@ -223,8 +223,10 @@ pub fn redact_url(url: &str) -> String {
     let mut redacted = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &base[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &base[..scheme_end + 3], &base[at..])
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme_end + 3], &base[at..]),
+                None => base.to_owned(),
+            }
         }
         _ => base.to_owned(),
     };
@@ -350,6 +352,10 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/t"),
+            "postgres://postgres@127.0.0.1/t"
+        );
         assert_eq!(
             redact_url("postgres://db/users?sslmode=require&password=hunter2&sslpassword=x"),
             "postgres://db/users?sslmode=require&password=***&sslpassword=***"

@@ -93,6 +93,7 @@ mod tests {
             wrong_codes_since: None,
             resends: 0,
             resends_since: None,
+            last_attempt_notice_at: None,
         };
         let debug = format!("{user:?}");
         assert!(!debug.contains("argon2id"), "{debug}");
