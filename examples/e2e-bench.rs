@@ -164,7 +164,7 @@ async fn bench_settings(
     let any_port: std::net::SocketAddr = "127.0.0.1:0".parse()?;
     Ok(StackSettings {
         user: user_service::Settings {
-            database_url: user_db.clone(),
+            database_url: user_db.clone().into(),
             database_max_connections: 32,
             http_addr: any_port,
             admin_addr: any_port,
@@ -180,16 +180,16 @@ async fn bench_settings(
             ..Default::default()
         },
         relay: outbox_relay::Settings {
-            database_url: user_db,
-            amqp_url: common::testing::amqp_url(),
+            database_url: user_db.into(),
+            amqp_url: common::testing::amqp_url().into(),
             amqp_namespace: namespace.clone(),
             admin_addr: any_port,
             ..Default::default()
         },
         email: email_service::Settings {
-            amqp_url: common::testing::amqp_url(),
+            amqp_url: common::testing::amqp_url().into(),
             amqp_namespace: namespace,
-            database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()),
+            database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()).into(),
             smtp_url: Some(SmtpUrl(sink.url())),
             admin_addr: any_port,
             ..Default::default()

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunnerSettings {
-    /// `EMAIL_DATABASE_URL`: the email-service inbox database.
-    pub email_database_url: String,
+    /// `EMAIL_DATABASE_URL`: the email-service inbox database (printed without its password).
+    pub email_database_url: common::settings::ConnectionUrl,
     /// `USER_ADMIN_ADDR`: health and metrics of the user-service.
     pub user_admin_addr: std::net::SocketAddr,
     /// `RELAY_ADMIN_ADDR`: health and metrics of the relay.

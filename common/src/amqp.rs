@@ -9,7 +9,10 @@ use std::sync::{
 
 use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus};
 
-use crate::{settings::redact_url, topology::Topology};
+use crate::{
+    settings::{ConnectionUrl, redact_url},
+    topology::Topology,
+};
 
 /// The broker on a developer machine: RabbitMQ on localhost with the default user.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -20,7 +23,7 @@ pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 #[derive(Debug, thiserror::Error)]
 #[error(
     "cannot connect to RabbitMQ at {url}. Start one with `rabbitmq-server -detached` \
-     (installed package) or `docker compose up -d rabbitmq`, or set AMQP_URL"
+     (installed package) or `scripts/services.sh rabbitmq` (installs it), or set AMQP_URL"
 )]
 pub struct ConnectError {
     /// The URL with any password removed.
@@ -61,7 +64,7 @@ pub enum BrokerError {
 /// has any): idempotent, and it recreates anything deleted while the service was away.
 /// [`is_connected`](Self::is_connected) is what readiness reports.
 pub struct Broker {
-    url: String,
+    url: ConnectionUrl,
     connection_name: String,
     topology: Topology,
     connection: tokio::sync::Mutex<Option<Arc<Connection>>>,
@@ -75,7 +78,7 @@ pub struct Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("url", &redact_url(&self.url))
+            .field("url", &self.url)
             .field("connection_name", &self.connection_name)
             .field("connected", &self.is_connected())
             .finish_non_exhaustive()
@@ -85,9 +88,9 @@ impl std::fmt::Debug for Broker {
 impl Broker {
     /// A broker handle; nothing is connected until [`connection`](Self::connection) or
     /// [`channel`](Self::channel).
-    pub fn new(url: String, connection_name: String, topology: Topology) -> Self {
+    pub fn new(url: impl Into<ConnectionUrl>, connection_name: String, topology: Topology) -> Self {
         Self {
-            url,
+            url: url.into(),
             connection_name,
             topology,
             connection: tokio::sync::Mutex::new(None),

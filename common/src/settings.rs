@@ -212,15 +212,96 @@ pub fn serialize_durations<S: serde::Serializer>(
     s.serialize_str(&text.join(","))
 }
 
-/// `scheme://user:***@host/…`: a URL safe to log.
+/// `scheme://user:***@host/…?password=***`: a URL safe to log. The password of the user info
+/// and the value of every query parameter that names a secret (`password`, `sslpassword`,
+/// `secret`, `token`, …: drivers accept credentials there too) are replaced.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+            let userinfo = &base[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme_end + 3], &base[at..]),
+                None => base.to_owned(),
+            }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if names_a_secret(name) => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted.push('?');
+        redacted.push_str(&parameters.join("&"));
+    }
+    redacted
+}
+
+fn names_a_secret(parameter: &str) -> bool {
+    let name = parameter.to_ascii_lowercase();
+    ["pass", "secret", "token", "key", "auth"]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// A connection URL (`DATABASE_URL`, `AMQP_URL`, …) that may carry a password. `Debug` and
+/// `Display` print it through [`redact_url`], so a settings struct holding one can be logged
+/// whole; the URL itself is read with [`expose`](Self::expose) or through `Deref` (a
+/// `&ConnectionUrl` goes wherever a `&str` is expected). Serialised as the plain string: the
+/// environment variable and config-file formats are unchanged.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConnectionUrl(String);
+
+impl ConnectionUrl {
+    /// The URL as configured, password included: for the driver, never for a log line.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ConnectionUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for ConnectionUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for ConnectionUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl From<ConnectionUrl> for String {
+    fn from(url: ConnectionUrl) -> Self {
+        url.0
+    }
+}
+
+impl std::fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for ConnectionUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
     }
 }
 
@@ -271,6 +352,37 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("amqp://127.0.0.1:5672"), "amqp://127.0.0.1:5672");
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/t"),
+            "postgres://postgres@127.0.0.1/t"
+        );
+        assert_eq!(
+            redact_url("postgres://db/users?sslmode=require&password=hunter2&sslpassword=x"),
+            "postgres://db/users?sslmode=require&password=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p%40ss@db/users?application_name=a"),
+            "postgres://u:***@db/users?application_name=a"
+        );
+    }
+
+    #[test]
+    fn connection_url_prints_without_its_password_but_keeps_it() {
+        let url = ConnectionUrl::from("postgres://signup:hunter2@db:5432/users?password=hunter3");
+        for printed in [format!("{url:?}"), format!("{url}"), format!("{url:#?}")] {
+            assert!(!printed.contains("hunter"), "{printed}");
+            assert!(printed.contains("signup:***@db:5432/users"), "{printed}");
+        }
+        assert_eq!(
+            url.expose(),
+            "postgres://signup:hunter2@db:5432/users?password=hunter3"
+        );
+        assert!(url.starts_with("postgres://"));
+        // The wire format is the plain string.
+        assert_eq!(
+            serde_json::to_value(&url).unwrap(),
+            serde_json::json!(url.expose())
+        );
     }
 
     #[test]

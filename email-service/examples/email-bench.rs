@@ -62,12 +62,13 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let namespace = format!("bench{}.", &Uuid::new_v4().simple().to_string()[..8]);
     let settings = Settings {
-        amqp_url: args.amqp_url.clone(),
+        amqp_url: args.amqp_url.clone().into(),
         amqp_namespace: namespace.clone(),
         database_url: args
             .database_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("inbox.db").display())),
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", dir.join("inbox.db").display()))
+            .into(),
         smtp_url: Some(SmtpUrl(sink.url())),
         smtp_pool_size: args.pool,
         max_concurrent_sends: args.concurrency,

@@ -4,8 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use common::{
     settings::{
-        LogFormat, SettingsError, Validate, deserialize_durations, ensure, ensure_amqp_url,
-        ensure_database_url, ensure_public_base_url, redact_url, serialize_durations,
+        ConnectionUrl, LogFormat, SettingsError, Validate, deserialize_durations, ensure,
+        ensure_amqp_url, ensure_database_url, ensure_public_base_url, redact_url,
+        serialize_durations,
     },
     topology::Topology,
 };
@@ -37,14 +38,15 @@ impl std::fmt::Debug for SmtpUrl {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// `AMQP_URL`: the RabbitMQ broker.
-    pub amqp_url: String,
+    /// `AMQP_URL`: the RabbitMQ broker (printed without its password).
+    pub amqp_url: ConnectionUrl,
     /// `AMQP_NAMESPACE`: prefix of every exchange and queue name (isolates side-by-side stacks).
     pub amqp_namespace: String,
     /// `AMQP_CONNECTION_NAME`: the connection name shown by the broker (`rabbitmqctl`, UI).
     pub amqp_connection_name: String,
-    /// `DATABASE_URL`: the inbox database, `postgres://…` or `sqlite://file.db?mode=rwc`.
-    pub database_url: String,
+    /// `DATABASE_URL`: the inbox database, `postgres://…` or `sqlite://file.db?mode=rwc`
+    /// (printed without its password).
+    pub database_url: ConnectionUrl,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (SQLite always uses one connection).
     pub database_max_connections: u32,
     /// `SMTP_URL`: `smtp://host:port` (plain), `smtp://user:pass@host:587?tls=required`
@@ -361,5 +363,13 @@ mod tests {
     fn debug_output_hides_the_smtp_password() {
         let url = SmtpUrl("smtps://user:hunter2@smtp.example.com".into());
         assert!(!format!("{url:?}").contains("hunter2"));
+        let destination = crate::mailer::Destination::Smtp {
+            url: &url.0,
+            pool_size: 1,
+            timeout: Duration::from_secs(1),
+        };
+        let debug = format!("{destination:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("user:***@smtp.example.com"), "{debug}");
     }
 }

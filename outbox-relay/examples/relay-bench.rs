@@ -210,8 +210,8 @@ async fn reset_backlog(db: &DatabaseConnection) -> anyhow::Result<()> {
 
 fn relay_settings(db_url: &str, namespace: &str, o: &Options) -> anyhow::Result<Settings> {
     let settings = Settings {
-        database_url: db_url.to_owned(),
-        amqp_url: common::testing::amqp_url(),
+        database_url: db_url.into(),
+        amqp_url: common::testing::amqp_url().into(),
         amqp_namespace: namespace.to_owned(),
         amqp_connection_name: "relay-bench-relay".into(),
         relay_batch_size: o.batch,

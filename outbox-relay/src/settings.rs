@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use common::settings::{
-    LogFormat, SettingsError, Validate, ensure, ensure_amqp_url, ensure_database_url,
+    ConnectionUrl, LogFormat, SettingsError, Validate, ensure, ensure_amqp_url, ensure_database_url,
 };
 use serde::{Deserialize, Serialize};
 
@@ -15,10 +15,11 @@ pub(crate) const SPARE_PIPELINES: u32 = 2;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// `DATABASE_URL`: the user-service database (`postgres://…` or `sqlite://…`).
-    pub database_url: String,
-    /// `AMQP_URL`: the RabbitMQ broker.
-    pub amqp_url: String,
+    /// `DATABASE_URL`: the user-service database (`postgres://…` or `sqlite://…`; printed
+    /// without its password).
+    pub database_url: ConnectionUrl,
+    /// `AMQP_URL`: the RabbitMQ broker (printed without its password).
+    pub amqp_url: ConnectionUrl,
     /// `AMQP_NAMESPACE`: prefix for every exchange and queue name (tests, side-by-side stacks).
     pub amqp_namespace: String,
     /// `AMQP_CONNECTION_NAME`: the connection name shown by the broker (`rabbitmqctl`, UI).

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 
-/// An outbox row.
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+/// An outbox row. `Debug` leaves out the payload: it may carry a verification link and code.
+#[derive(Clone, PartialEq, DeriveEntityModel)]
 #[sea_orm(table_name = "outbox")]
 pub(crate) struct Model {
     /// Monotonic sequence; publication order.
@@ -40,3 +40,19 @@ pub(crate) struct Model {
 pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("seq", &self.seq)
+            .field("id", &self.id)
+            .field("aggregate_id", &self.aggregate_id)
+            .field("event_type", &self.event_type)
+            .field("routing_key", &self.routing_key)
+            .field("payload", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("published_at", &self.published_at)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
 use uuid::Uuid;
 
-/// One pending outbox row, as published.
-#[derive(Debug, Clone, PartialEq)]
+/// One pending outbox row, as published. `Debug` shows the payload's size only: it may carry a
+/// verification link and code.
+#[derive(Clone, PartialEq)]
 pub struct OutboxRow {
     /// Outbox sequence: publication order.
     pub seq: i64,
@@ -30,6 +31,22 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
     /// Failed publish attempts so far.
     pub attempts: i32,
+}
+
+impl std::fmt::Debug for OutboxRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxRow")
+            .field("seq", &self.seq)
+            .field("id", &self.id)
+            .field("aggregate_id", &self.aggregate_id)
+            .field("event_type", &self.event_type)
+            .field("routing_key", &self.routing_key)
+            .field("payload_bytes", &self.payload.len())
+            .field("headers", &self.headers)
+            .field("created_at", &self.created_at)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
 }
 
 /// Rows in sequence order whose aggregate has no earlier pending row, locked by this
@@ -288,4 +305,31 @@ pub async fn purge_published(
 pub fn is_missing_table(error: &DbErr) -> bool {
     let text = error.to_string();
     text.contains("relation \"outbox\" does not exist") || text.contains("no such table: outbox")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_leaves_out_the_payload() {
+        let row = OutboxRow {
+            seq: 7,
+            id: Uuid::nil(),
+            aggregate_id: Uuid::nil(),
+            event_type: "UserRegisteredV1".into(),
+            routing_key: "user.registered.v1".into(),
+            payload: r#"{"verification":{"link":"http://x/verify?token=tok3n","code":"424242"}}"#
+                .into(),
+            headers: "{}".into(),
+            created_at: Utc::now(),
+            attempts: 0,
+        };
+        let debug = format!("{row:?}");
+        assert!(
+            !debug.contains("tok3n") && !debug.contains("424242"),
+            "{debug}"
+        );
+        assert!(debug.contains("payload_bytes"), "{debug}");
+    }
 }

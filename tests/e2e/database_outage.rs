@@ -18,7 +18,7 @@ async fn register_answers_503_with_retry_after_while_the_database_is_unreachable
     // postgres://postgres@127.0.0.1:5432/<db> → the same database through the proxy.
     let through_proxy = direct.replace("127.0.0.1:5432", &proxy.addr().to_string());
     let app = user_service::Application::build(user_service::Settings {
-        database_url: through_proxy,
+        database_url: through_proxy.into(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,

@@ -1,4 +1,5 @@
-//! `.env.template` lists every variable the services read.
+//! `.env.template` lists every variable the services read; `docker-compose.yml` passes them all,
+//! and takes every password from `.env`.
 
 use std::collections::BTreeSet;
 
@@ -69,7 +70,7 @@ fn docker_compose_passes_every_setting_and_only_real_ones() {
             continue;
         }
         let is_service_setting = known.contains(name);
-        let is_infrastructure = name.starts_with("POSTGRES_");
+        let is_infrastructure = name.starts_with("POSTGRES_") || name.starts_with("RABBITMQ_");
         assert!(
             is_service_setting || is_infrastructure,
             "docker-compose sets unknown {name}"
@@ -82,4 +83,88 @@ fn docker_compose_passes_every_setting_and_only_real_ones() {
         not_passed.is_empty(),
         "settings docker-compose does not pass to the services: {not_passed:?}"
     );
+}
+
+fn compose() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml")).unwrap()
+}
+
+/// The `NAME`s of every `${NAME:?…}` (required) substitution in `text`.
+fn required_variables(text: &str) -> BTreeSet<String> {
+    text.split("${")
+        .skip(1)
+        .filter_map(|rest| rest.split_once(":?").map(|(name, _)| name))
+        .filter(|name| name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn docker_compose_takes_every_password_from_env_and_publishes_only_the_api() {
+    let compose = compose();
+    for line in compose.lines().map(str::trim) {
+        // A password as a setting: `POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?…}`.
+        if let Some((name, value)) = line.split_once(':')
+            && name.ends_with("PASSWORD")
+        {
+            assert!(
+                value.trim().starts_with(&format!("${{{name}:?")),
+                "{name} must be required from .env: {line}"
+            );
+        }
+        // A password in a URL: `scheme://user:${…:?…}@host`.
+        for (_, rest) in line.match_indices("://").map(|(i, _)| line.split_at(i + 3)) {
+            let Some((userinfo, _)) = rest.split_once('@') else {
+                continue;
+            };
+            if let Some((_, password)) = userinfo.split_once(':') {
+                assert!(
+                    password.starts_with("${") && password.contains(":?"),
+                    "literal password in docker-compose.yml: {line}"
+                );
+            }
+        }
+        // Published ports: the API on every interface, anything else on loopback only.
+        if let Some(ports) = line.strip_prefix("ports:") {
+            for port in ports.trim_matches([' ', '[', ']']).split(',') {
+                let port = port.trim().trim_matches('"');
+                assert!(
+                    port == "8080:8080" || port.starts_with("127.0.0.1:"),
+                    "docker-compose.yml publishes {port} beyond this machine"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        compose.matches("ports:").count(),
+        3,
+        "API, mail UI and RabbitMQ UI only"
+    );
+
+    // scripts/init-env.sh generates exactly the passwords compose requires, and .env.template
+    // documents each of them.
+    let required = required_variables(&compose);
+    assert!(required.len() >= 7, "{required:?}");
+    let init_env =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/init-env.sh"))
+            .unwrap();
+    let generated: BTreeSet<String> = init_env
+        .split_once("secrets=(")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(list, _)| list.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        generated, required,
+        "scripts/init-env.sh vs docker-compose.yml"
+    );
+    let template =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.template")).unwrap();
+    for name in &required {
+        assert!(
+            template
+                .lines()
+                .any(|l| l.starts_with(&format!("# {name}="))),
+            "{name} missing from .env.template"
+        );
+    }
 }

@@ -46,7 +46,7 @@ pub(crate) async fn stack_settings(
     let retry_delays = vec![Duration::from_millis(200), Duration::from_millis(400)];
     StackSettings {
         user: user_service::Settings {
-            database_url: user_db.clone(),
+            database_url: user_db.clone().into(),
             http_addr: any_port,
             admin_addr: any_port,
             argon2_memory_kib: 1024,
@@ -60,17 +60,17 @@ pub(crate) async fn stack_settings(
             ..Default::default()
         },
         relay: outbox_relay::Settings {
-            database_url: user_db,
-            amqp_url: amqp_url.clone(),
+            database_url: user_db.into(),
+            amqp_url: amqp_url.clone().into(),
             amqp_namespace: namespace.clone(),
             relay_poll_interval: Duration::from_millis(200),
             admin_addr: any_port,
             ..Default::default()
         },
         email: email_service::Settings {
-            amqp_url,
+            amqp_url: amqp_url.into(),
             amqp_namespace: namespace,
-            database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()),
+            database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()).into(),
             smtp_url: Some(email_service::SmtpUrl(sink.url())),
             retry_delays,
             admin_addr: any_port,

@@ -9,6 +9,7 @@ mod env_template;
 mod helpers;
 mod proxy;
 mod readiness;
+mod redaction;
 mod reminders;
 mod runner;
 mod secrets;

@@ -23,8 +23,8 @@ async fn readiness_reports_the_broker_and_recovers_after_it_returns() {
     let proxy = Proxy::start("127.0.0.1:5672".parse().unwrap()).await;
     let url = proxy.amqp_url();
     let stack = spawn_stack_with("e2e_readiness", |s| {
-        s.relay.amqp_url = url.clone();
-        s.email.amqp_url = url;
+        s.relay.amqp_url = url.clone().into();
+        s.email.amqp_url = url.into();
     })
     .await;
     let client = &stack.client;

@@ -320,7 +320,7 @@ fn the_runner_says_in_one_line_how_to_start_rabbitmq_when_it_is_unreachable() {
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(lines[0].contains("cannot connect to RabbitMQ"), "{stderr}");
     assert!(
-        lines[0].contains("rabbitmq-server") && lines[0].contains("docker compose up"),
+        lines[0].contains("rabbitmq-server") && lines[0].contains("scripts/services.sh"),
         "{stderr}"
     );
 }

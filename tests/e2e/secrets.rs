@@ -69,9 +69,9 @@ async fn no_code_or_token_stays_in_the_outbox_after_publishing() {
 #[tokio::test]
 async fn the_stack_runs_on_postgresql_with_sslmode_require() {
     let stack = spawn_stack_with("e2e_postgres_tls", |settings| {
-        let url = format!("{}?sslmode=require", settings.user.database_url);
-        settings.user.database_url.clone_from(&url);
-        settings.relay.database_url = url;
+        let url = format!("{}?sslmode=require", settings.user.database_url.expose());
+        settings.user.database_url = url.as_str().into();
+        settings.relay.database_url = url.into();
     })
     .await;
     let body = json!({"email": "tess@example.com", "password": "correct horse"});

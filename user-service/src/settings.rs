@@ -4,7 +4,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use common::http::HttpLimits;
 use common::settings::{
-    LogFormat, SettingsError, Validate, ensure, ensure_database_url, ensure_public_base_url,
+    ConnectionUrl, LogFormat, SettingsError, Validate, ensure, ensure_database_url,
+    ensure_public_base_url,
 };
 use serde::{Deserialize, Serialize};
 
@@ -17,8 +18,9 @@ use crate::{
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
-    /// `DATABASE_URL`: `postgres://…` or `sqlite://file.db?mode=rwc`.
-    pub database_url: String,
+    /// `DATABASE_URL`: `postgres://…` or `sqlite://file.db?mode=rwc` (printed without its
+    /// password).
+    pub database_url: ConnectionUrl,
     /// `DATABASE_MAX_CONNECTIONS`: pool size (SQLite always uses one connection).
     pub database_max_connections: u32,
     /// `HTTP_ADDR`: where the HTTP API listens.

@@ -61,8 +61,7 @@ pub(crate) trait MailTransport: Send + Sync + std::fmt::Debug {
 }
 
 /// Where mails go: SMTP (`SMTP_URL`, with its pool size and timeout), else `.eml` files in
-/// `MAIL_DIR`.
-#[derive(Debug)]
+/// `MAIL_DIR`. `Debug` prints the SMTP URL without its password.
 pub(crate) enum Destination<'a> {
     /// `SMTP_URL`, `SMTP_POOL_SIZE`, `SMTP_TIMEOUT`.
     Smtp {
@@ -72,6 +71,24 @@ pub(crate) enum Destination<'a> {
     },
     /// `MAIL_DIR`.
     Folder(PathBuf),
+}
+
+impl std::fmt::Debug for Destination<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp {
+                url,
+                pool_size,
+                timeout,
+            } => f
+                .debug_struct("Smtp")
+                .field("url", &common::settings::redact_url(url))
+                .field("pool_size", pool_size)
+                .field("timeout", timeout)
+                .finish(),
+            Self::Folder(dir) => f.debug_tuple("Folder").field(dir).finish(),
+        }
+    }
 }
 
 /// The transport for `destination`.

@@ -48,7 +48,7 @@ async fn the_eleventh_mail_to_one_address_in_a_day_is_not_sent_but_the_welcome_m
     let database_url = common::testing::fresh_postgres_database("email_cap")
         .await
         .unwrap();
-    let app = spawn_app_with(|s| s.database_url = database_url).await;
+    let app = spawn_app_with(|s| s.database_url = database_url.into()).await;
     assert_eq!(
         format!("{:?}", app.settings.max_mails_per_address_per_day),
         "10",
@@ -185,7 +185,7 @@ async fn a_burst_of_forty_mails_to_one_address_sends_exactly_the_cap() {
     let database_url = common::testing::fresh_postgres_database("email_cap_burst")
         .await
         .unwrap();
-    let app = spawn_app_with(|s| s.database_url = database_url).await;
+    let app = spawn_app_with(|s| s.database_url = database_url.into()).await;
     let burst: Vec<_> = (0..40)
         .map(|_| registered("burst@example.com", None))
         .collect();

@@ -61,7 +61,7 @@ async fn the_same_event_delivered_twice_sends_one_mail_on_postgres() {
     let database_url = common::testing::fresh_postgres_database("email_dup")
         .await
         .unwrap();
-    let app = spawn_app_with(|s| s.database_url = database_url).await;
+    let app = spawn_app_with(|s| s.database_url = database_url.into()).await;
     let event = registered("bob@example.com", None);
     // Back to back: the copies are handled concurrently.
     for _ in 0..5 {

@@ -29,9 +29,9 @@ pub(crate) const TEST_DELAYS: [Duration; 3] = [
 
 pub(crate) fn test_settings(namespace: &str, database_url: String, sink: &SmtpSink) -> Settings {
     Settings {
-        amqp_url: common::testing::amqp_url(),
+        amqp_url: common::testing::amqp_url().into(),
         amqp_namespace: namespace.to_owned(),
-        database_url,
+        database_url: database_url.into(),
         smtp_url: Some(SmtpUrl(sink.url())),
         smtp_timeout: Duration::from_secs(2),
         retry_delays: TEST_DELAYS.to_vec(),

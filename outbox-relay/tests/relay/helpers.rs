@@ -77,8 +77,8 @@ impl TestContext {
     /// Relay settings for this test: its database, namespace and a unique connection name.
     pub(crate) fn settings(&self) -> Settings {
         Settings {
-            database_url: self.db_url.clone(),
-            amqp_url: common::testing::amqp_url(),
+            database_url: self.db_url.clone().into(),
+            amqp_url: common::testing::amqp_url().into(),
             amqp_namespace: self.namespace.clone(),
             amqp_connection_name: format!("relay-{}", Uuid::new_v4().simple()),
             relay_batch_size: 100,

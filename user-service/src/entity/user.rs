@@ -16,7 +16,8 @@ pub(crate) enum UserStatus {
     Verified,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// `Debug` leaves out the password hash (an offline-crackable secret) and the names.
+#[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "users")]
 pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -57,3 +58,46 @@ pub(crate) struct Model {
 pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("created_at", &self.created_at)
+            .field("verified_at", &self.verified_at)
+            .field("password_hash", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_password_hash() {
+        let user = Model {
+            id: Uuid::nil(),
+            email: "ann@example.com".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+            first_name: Some("Ann".into()),
+            last_name: None,
+            status: UserStatus::PendingVerification,
+            created_at: Utc::now(),
+            verified_at: None,
+            reminders_sent: 0,
+            next_reminder_at: None,
+            last_resend_at: None,
+            wrong_codes: 0,
+            wrong_codes_since: None,
+            resends: 0,
+            resends_since: None,
+            last_attempt_notice_at: None,
+        };
+        let debug = format!("{user:?}");
+        assert!(!debug.contains("argon2id"), "{debug}");
+        assert!(!debug.contains("aGFzaGhhc2hoYXNo"), "{debug}");
+        assert!(debug.contains("PendingVerification"), "{debug}");
+    }
+}

@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// `Debug` leaves out the hashes: a six-digit code's hash is brute-forced in a second.
+#[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "verifications")]
 pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
@@ -74,6 +75,23 @@ pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
 
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("token_hash", &"[redacted]")
+            .field("code_hash", &"[redacted]")
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("code_expires_at", &self.code_expires_at)
+            .field("attempts", &self.attempts)
+            .field("consumed_at", &self.consumed_at)
+            .field("superseded_at", &self.superseded_at)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +109,19 @@ mod tests {
             consumed_at: None,
             superseded_at: None,
         }
+    }
+
+    #[test]
+    fn debug_output_hides_the_hashes() {
+        let verification = Model {
+            token_hash: "aaaa1111token".into(),
+            code_hash: "bbbb2222code".into(),
+            ..issued(Utc::now())
+        };
+        let debug = format!("{verification:?}");
+        assert!(!debug.contains("aaaa1111token"), "{debug}");
+        assert!(!debug.contains("bbbb2222code"), "{debug}");
+        assert!(debug.contains("attempts: 0"), "{debug}");
     }
 
     #[test]

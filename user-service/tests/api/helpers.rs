@@ -29,7 +29,7 @@ impl Drop for TestApp {
 /// Settings for tests: random port, cheap argon2 (the policy, not the cost, is under test).
 pub(crate) fn test_settings(database_url: String) -> Settings {
     Settings {
-        database_url,
+        database_url: database_url.into(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         argon2_memory_kib: 1024,
@@ -70,7 +70,7 @@ pub(crate) async fn spawn_sqlite_app() -> TestApp {
 
 pub(crate) async fn spawn_with(settings: Settings, dir: Option<tempfile::TempDir>) -> TestApp {
     common::testing::init_tracing();
-    let database_url = settings.database_url.clone();
+    let database_url = settings.database_url.expose().to_owned();
     let kept = settings.clone();
     let app = Application::build(settings).await.unwrap();
     let addr = app.local_addr().unwrap();

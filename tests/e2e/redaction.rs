@@ -1,0 +1,64 @@
+//! Settings hold connection URLs with passwords (and the user-service its code key); printing
+//! them (`{:?}`, as a start-up log or an error report would) must not reveal the secrets, while
+//! the services still get them whole.
+
+use common::testing::env_vars;
+
+const DATABASE_URL: &str = "postgres://user_service:db-pw-4711@postgres:5432/users";
+const AMQP_URL: &str = "amqps://outbox-relay:amqp-pw-4712@rabbitmq:5671/%2f";
+const SMTP_URL: &str = "smtps://mailer:smtp-pw-4713@smtp.example.com:465";
+const CODE_HMAC_KEY: &str = "code-key-4715-0123456789abcdef0123456789";
+const EMAIL_DATABASE_URL: &str =
+    "postgres://email_service@postgres:5432/email?sslmode=require&password=email-pw-4714";
+
+fn environment() -> std::collections::HashMap<String, String> {
+    env_vars(&[
+        ("DATABASE_URL", DATABASE_URL),
+        ("AMQP_URL", AMQP_URL),
+        ("SMTP_URL", SMTP_URL),
+        ("EMAIL_DATABASE_URL", EMAIL_DATABASE_URL),
+        ("CODE_HMAC_KEY", CODE_HMAC_KEY),
+    ])
+}
+
+fn assert_redacted(what: &str, printed: &str) {
+    for password in [
+        "db-pw-4711",
+        "amqp-pw-4712",
+        "smtp-pw-4713",
+        "email-pw-4714",
+        "code-key-4715",
+    ] {
+        assert!(
+            !printed.contains(password),
+            "{what} prints {password}: {printed}"
+        );
+    }
+}
+
+#[test]
+fn debug_output_of_every_settings_struct_hides_the_passwords() {
+    let user: user_service::Settings = common::settings::load_from(environment()).unwrap();
+    let relay: outbox_relay::Settings = common::settings::load_from(environment()).unwrap();
+    let email: email_service::Settings = common::settings::load_from(environment()).unwrap();
+    let runner: signup_outbox::RunnerSettings = common::settings::load_from(environment()).unwrap();
+
+    // The same variables still reach the services in full.
+    assert_eq!(user.database_url.expose(), DATABASE_URL);
+    assert_eq!(relay.amqp_url.expose(), AMQP_URL);
+    assert_eq!(email.smtp_url.as_ref().unwrap().0, SMTP_URL);
+    assert_eq!(runner.email_database_url.expose(), EMAIL_DATABASE_URL);
+
+    assert_redacted("user-service Settings", &format!("{user:?}"));
+    assert_redacted("outbox-relay Settings", &format!("{relay:?}"));
+    assert_redacted("email-service Settings", &format!("{email:#?}"));
+    assert_redacted("RunnerSettings", &format!("{runner:?}"));
+    let stack = signup_outbox::StackSettings { user, relay, email };
+    let printed = format!("{stack:?}");
+    assert_redacted("StackSettings", &printed);
+    // Still useful for debugging: user and host stay.
+    assert!(
+        printed.contains("user_service:***@postgres:5432/users"),
+        "{printed}"
+    );
+}
