@@ -15,6 +15,7 @@
 //!   and their header names.
 //! - [`shutdown`]: the Ctrl-C / SIGTERM token every `main` hands its application, and
 //!   `sleep_or_cancel`.
+//! - [`names`]: what a person's name may contain (checked at registration and before mailing).
 //! - [`backoff`]: the exponential backoff with jitter every retry loop uses.
 //! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings, migrating
 //!   under an advisory lock (concurrent first starts), the migration-script runner and the
@@ -31,6 +32,7 @@ pub mod backoff;
 pub mod database;
 pub mod events;
 pub mod http;
+pub mod names;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -15,6 +15,9 @@ pub(crate) enum RefusedContent {
     /// The code is not six ASCII digits.
     #[error("verification code is not exactly 6 ASCII digits")]
     MalformedCode,
+    /// A first or last name with characters a name does not have (a URL, digits, controls).
+    #[error("a name holds characters a name does not have")]
+    UnusualName,
 }
 
 impl RefusedContent {
@@ -23,6 +26,7 @@ impl RefusedContent {
         match self {
             Self::ForeignLink => "link",
             Self::MalformedCode => "code",
+            Self::UnusualName => "name",
         }
     }
 }
@@ -47,14 +51,31 @@ impl ContentPolicy {
     /// # Errors
     /// [`RefusedContent`] naming the first bad field.
     pub(crate) fn check(&self, event: &SignupEvent) -> Result<(), RefusedContent> {
-        let verification = match event {
-            SignupEvent::UserRegistered(e) => &e.data.verification,
-            SignupEvent::VerificationReminder(e) => &e.data.verification,
-            SignupEvent::VerificationResent(e) => &e.data.verification,
-            // No link or code to check: the notice has none, the welcome mail neither.
-            SignupEvent::UserVerified(_) | SignupEvent::SignupAttempted(_) => return Ok(()),
+        let (verification, names) = match event {
+            SignupEvent::UserRegistered(e) => (
+                Some(&e.data.verification),
+                [&e.data.first_name, &e.data.last_name],
+            ),
+            SignupEvent::VerificationReminder(e) => (
+                Some(&e.data.verification),
+                [&e.data.first_name, &e.data.last_name],
+            ),
+            SignupEvent::VerificationResent(e) => (
+                Some(&e.data.verification),
+                [&e.data.first_name, &e.data.last_name],
+            ),
+            SignupEvent::UserVerified(e) => (None, [&e.data.first_name, &e.data.last_name]),
+            // No link, code or name: nothing to check.
+            SignupEvent::SignupAttempted(_) => return Ok(()),
         };
-        self.check_verification(verification)
+        // Names are printed in the greeting: the user-service's rule, again.
+        if names.iter().any(|name| {
+            name.as_deref()
+                .is_some_and(|n| !common::names::is_plain_name(n))
+        }) {
+            return Err(RefusedContent::UnusualName);
+        }
+        verification.map_or(Ok(()), |verification| self.check_verification(verification))
     }
 
     fn check_verification(&self, verification: &VerificationDetails) -> Result<(), RefusedContent> {

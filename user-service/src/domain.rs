@@ -60,17 +60,7 @@ pub(crate) fn email_domain(email: &UserEmail) -> Result<(), ValidationError> {
 /// control or bidirectional-override characters: names are printed in mails, which must not
 /// carry someone else's message.
 pub(crate) fn name_characters(name: &str) -> Result<(), ValidationError> {
-    let chars: Vec<char> = name.chars().collect();
-    let allowed = chars.iter().enumerate().all(|(i, &c)| match c {
-        ' ' | '-' | '\'' | '\u{2019}' => true,
-        // An initial's period: after a letter, before a space or the end ("J. R.", "St.").
-        '.' => {
-            i > 0
-                && chars[i - 1].is_alphabetic()
-                && chars.get(i + 1).is_none_or(|next| *next == ' ')
-        }
-        c => c.is_alphabetic() || unicode_normalization::char::is_combining_mark(c),
-    });
+    let allowed = common::names::is_plain_name(name);
     if allowed {
         Ok(())
     } else {

@@ -82,6 +82,10 @@ pub(crate) enum ApiError {
     /// with `Retry-After`, at once, instead of a queue that grows until the request times out.
     #[error("the service is overloaded; retry later")]
     Overloaded,
+    /// The request body did not arrive within `HTTP_HEADER_READ_TIMEOUT` (a client trickling
+    /// it would hold a connection slot).
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The database cannot be reached (or went away mid-request, e.g. a restart): 503 with
     /// `Retry-After`. The request was most likely not applied; a connection lost during the
     /// commit leaves that open, which is what `Idempotency-Key` on registration is for.
@@ -181,6 +185,7 @@ impl ApiError {
             Self::VerificationExpired => StatusCode::GONE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -201,6 +206,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Overloaded => "overloaded",
+            Self::BodyTimeout => "request_timeout",
             Self::Internal(_) => "internal_error",
         }
     }

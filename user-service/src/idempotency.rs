@@ -18,7 +18,8 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, SqlErr,
+    Statement,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -121,11 +122,20 @@ pub(crate) async fn store<T: Serialize>(
     now: DateTime<Utc>,
     ttl: Duration,
 ) -> Result<(), ApiError> {
-    // Also replaces an expired row of this very key.
+    // Also replaces an expired row of this very key. Rows another registration is purging are
+    // skipped, so concurrent registrations never wait on (or deadlock over) each other's purge.
+    let backend = conn.get_database_backend();
+    let lock = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
     conn.execute_raw(Statement::from_sql_and_values(
-        conn.get_database_backend(),
-        "DELETE FROM idempotency_keys WHERE key IN \
-         (SELECT key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2)",
+        backend,
+        format!(
+            "DELETE FROM idempotency_keys WHERE key IN \
+             (SELECT key FROM idempotency_keys WHERE expires_at <= $1 LIMIT $2{lock})"
+        ),
         [now.into(), i64::from(PURGE_BATCH).into()],
     ))
     .await?;

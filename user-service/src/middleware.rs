@@ -8,10 +8,10 @@ use std::time::Instant;
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, MatchedPath, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tower::{
     BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer,
@@ -44,6 +44,7 @@ pub(crate) fn api(routes: Router<AppState>, state: AppState) -> Router {
         ));
     routes
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), read_body_in_time))
         // Inside the metrics layer: a refused request is counted as a 429 like any other.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -137,6 +138,27 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Reads the whole request body within `HTTP_HEADER_READ_TIMEOUT` (408 `request_timeout`
+/// otherwise) and at most `MAX_BODY_BYTES` (413): a body trickled in byte by byte would hold a
+/// connection slot until `REQUEST_TIMEOUT`. (tower-http's body timeout restarts with every
+/// frame, so it does not bound a trickle.)
+async fn read_body_in_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, state.settings.max_body_bytes);
+    match tokio::time::timeout(state.settings.http_header_read_timeout, read).await {
+        Err(_) => ApiError::BodyTimeout.into_response(),
+        Ok(Err(_)) => ApiError::PayloadTooLarge.into_response(),
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

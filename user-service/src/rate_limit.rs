@@ -150,7 +150,8 @@ impl RateLimits {
     fn for_route(&self, method: &Method, route: &str) -> Option<&Limiter> {
         match (method.as_str(), route) {
             ("POST", "/user/register") => self.register.as_ref(),
-            ("POST" | "GET", "/user/verify") => self.verify.as_ref(),
+            // HEAD is answered by the GET handler: it does the same lookup.
+            ("POST" | "GET" | "HEAD", "/user/verify") => self.verify.as_ref(),
             ("POST", "/user/verification/resend") => self.resend.as_ref(),
             _ => None,
         }

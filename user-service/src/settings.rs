@@ -29,7 +29,8 @@ pub struct Settings {
     /// counters would tell a client which addresses have accounts). Keep it off the internet.
     pub admin_addr: SocketAddr,
     /// `HTTP_HEADER_READ_TIMEOUT`: an HTTP/1 request's headers must arrive within this long
-    /// (also bounds the wait for the next request on a keep-alive connection). Both listeners.
+    /// (also bounds the wait for the next request on a keep-alive connection), and on the API a
+    /// request body within as long again. Both listeners.
     #[serde(with = "humantime_serde")]
     pub http_header_read_timeout: Duration,
     /// `HTTP_IDLE_TIMEOUT`: a connection with no request in progress for this long is closed.

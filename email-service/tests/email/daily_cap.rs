@@ -5,25 +5,11 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use common::events::{Envelope, SignupAttemptedV1, UserVerifiedV1};
+use common::events::{Envelope, SignupAttemptedV1};
 use email_service::{SendState, find_inbox_entry};
 use uuid::Uuid;
 
 use crate::helpers::*;
-
-fn welcome(email: &str) -> Envelope<UserVerifiedV1> {
-    Envelope::new(
-        Uuid::new_v4(),
-        Utc::now(),
-        UserVerifiedV1 {
-            user_id: Uuid::new_v4(),
-            email: email.into(),
-            first_name: None,
-            last_name: None,
-            verified_at: Utc::now(),
-        },
-    )
-}
 
 /// The final inbox state of each event, once every one has one.
 async fn final_states(app: &TestApp, ids: &[Uuid]) -> Vec<SendState> {

@@ -21,11 +21,15 @@ async fn a_forged_link_or_code_is_dead_lettered_and_never_mailed() {
     for event in [&foreign, &lookalike, &bad_code, &genuine] {
         app.publish(event).await;
     }
+    // A welcome mail has no link or code, but its greeting prints the name.
+    let mut spam_welcome = welcome("victim4@example.com");
+    spam_welcome.data.first_name = Some("Win big at casino.evil.test".into());
+    app.publish(&spam_welcome).await;
 
     let dlq = app.dlq().await;
-    let letters = eventually(Duration::from_secs(15), "three dead letters", || async {
+    let letters = eventually(Duration::from_secs(15), "four dead letters", || async {
         let letters = dlq.list().await.unwrap();
-        (letters.len() >= 3).then_some(letters)
+        (letters.len() >= 4).then_some(letters)
     })
     .await;
     let mut ids: Vec<String> = letters
@@ -33,7 +37,10 @@ async fn a_forged_link_or_code_is_dead_lettered_and_never_mailed() {
         .filter_map(|l| l.message_id.clone())
         .collect();
     ids.sort();
-    let mut forged = [&foreign, &lookalike, &bad_code].map(|e| e.event_id.to_string());
+    let mut forged = [&foreign, &lookalike, &bad_code]
+        .map(|e| e.event_id.to_string())
+        .to_vec();
+    forged.push(spam_welcome.event_id.to_string());
     forged.sort();
     assert_eq!(ids, forged);
     for letter in &letters {
@@ -61,6 +68,10 @@ async fn a_forged_link_or_code_is_dead_lettered_and_never_mailed() {
     );
     assert!(
         metrics.contains("email_refused_content_total{field=\"code\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("email_refused_content_total{field=\"name\"} 1"),
         "{metrics}"
     );
     dlq.close().await;

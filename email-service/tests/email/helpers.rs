@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use chrono::Utc;
 use common::{
-    events::{Envelope, Event, UserRegisteredV1, VerificationDetails},
+    events::{Envelope, Event, UserRegisteredV1, UserVerifiedV1, VerificationDetails},
     topology::Topology,
 };
 use email_service::{Application, DlqClient, ReceivedMail, Settings, SmtpSink, SmtpUrl};
@@ -270,4 +270,19 @@ pub(crate) fn event_ids(mails: &[ReceivedMail]) -> Vec<String> {
                 .to_owned()
         })
         .collect()
+}
+
+/// A `UserVerifiedV1` (the welcome mail) for `email`.
+pub(crate) fn welcome(email: &str) -> Envelope<UserVerifiedV1> {
+    Envelope::new(
+        Uuid::new_v4(),
+        Utc::now(),
+        UserVerifiedV1 {
+            user_id: Uuid::new_v4(),
+            email: email.into(),
+            first_name: None,
+            last_name: None,
+            verified_at: Utc::now(),
+        },
+    )
 }

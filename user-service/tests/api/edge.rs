@@ -1,24 +1,12 @@
-//! The HTTP edge: slow or silent clients cannot hold connections, the connection cap, metrics
+//! The HTTP edge: slow or silent clients (headers or body) cannot hold connections, the connection cap, metrics
 //! only on the admin port, and what the middleware does to every request and answer.
 
 use std::time::Duration;
 
 use common::testing::{http_get, slow_header_clients};
-use user_service::Settings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{spawn_with, test_settings};
-
-async fn spawn_with_settings(
-    label: &str,
-    tweak: impl FnOnce(&mut Settings),
-) -> crate::helpers::TestApp {
-    let url = common::testing::fresh_postgres_database(label)
-        .await
-        .unwrap();
-    let mut settings = test_settings(url);
-    tweak(&mut settings);
-    spawn_with(settings, None).await
-}
+use crate::helpers::spawn_tuned;
 
 /// How many of the slow-header clients the server has not closed within the allowed time.
 fn still_open(closed: &[Option<Duration>], within: Duration) -> usize {
@@ -30,7 +18,7 @@ fn still_open(closed: &[Option<Duration>], within: Duration) -> usize {
 
 #[tokio::test]
 async fn a_thousand_slow_header_clients_are_cut_off_while_health_answers() {
-    let app = spawn_with_settings("slowloris", |s| {
+    let app = spawn_tuned("slowloris", |s| {
         s.http_header_read_timeout = Duration::from_secs(1);
         // Long enough that only the header timeout can close them.
         s.http_idle_timeout = Duration::from_secs(600);
@@ -74,7 +62,7 @@ async fn a_thousand_slow_header_clients_are_cut_off_while_health_answers() {
 
 #[tokio::test]
 async fn the_admin_port_cuts_off_slow_header_clients_too() {
-    let app = spawn_with_settings("slowloris_admin", |s| {
+    let app = spawn_tuned("slowloris_admin", |s| {
         s.http_header_read_timeout = Duration::from_secs(1);
         s.http_idle_timeout = Duration::from_secs(600);
     })
@@ -93,7 +81,7 @@ async fn the_admin_port_cuts_off_slow_header_clients_too() {
 
 #[tokio::test]
 async fn silent_connections_are_closed_when_idle_and_the_cap_makes_new_clients_wait() {
-    let app = spawn_with_settings("idle_cap", |s| {
+    let app = spawn_tuned("idle_cap", |s| {
         s.http_idle_timeout = Duration::from_secs(1);
         s.http_max_connections = 5;
     })
@@ -128,7 +116,7 @@ async fn silent_connections_are_closed_when_idle_and_the_cap_makes_new_clients_w
 
 #[tokio::test]
 async fn metrics_are_served_on_the_admin_port_only() {
-    let app = spawn_with_settings("metrics_port", |_| {}).await;
+    let app = spawn_tuned("metrics_port", |_| {}).await;
     assert_eq!(app.get("/health/live").await.status(), 200);
     assert_eq!(app.get("/metrics").await.status(), 404);
     let metrics = app.admin_metrics().await;
@@ -139,7 +127,7 @@ async fn metrics_are_served_on_the_admin_port_only() {
 
 #[tokio::test]
 async fn unknown_methods_are_counted_as_other() {
-    let app = spawn_with_settings("method_label", |_| {}).await;
+    let app = spawn_tuned("method_label", |_| {}).await;
     let method = reqwest::Method::from_bytes(b"XYZZYPLUGH").unwrap();
     let response = app
         .client
@@ -158,7 +146,7 @@ async fn unknown_methods_are_counted_as_other() {
 
 #[tokio::test]
 async fn a_client_request_id_is_kept_only_when_short_and_well_formed() {
-    let app = spawn_with_settings("request_id", |_| {}).await;
+    let app = spawn_tuned("request_id", |_| {}).await;
     let echoed = |id: String| {
         let request = app
             .client
@@ -190,7 +178,7 @@ async fn a_client_request_id_is_kept_only_when_short_and_well_formed() {
 
 #[tokio::test]
 async fn answers_carry_security_headers_and_the_verify_page_keeps_its_own() {
-    let app = spawn_with_settings("security_headers", |_| {}).await;
+    let app = spawn_tuned("security_headers", |_| {}).await;
     let register = app.register(&crate::helpers::ann()).await;
     let page = app.get("/user/verify?token=nope").await;
     let error = app.get("/nowhere").await;
@@ -208,4 +196,43 @@ async fn answers_carry_security_headers_and_the_verify_page_keeps_its_own() {
             .contains("frame-ancestors 'none'")
     );
     assert_eq!(register.status(), 201);
+}
+
+#[tokio::test]
+async fn a_body_trickled_slowly_is_cut_off_after_the_header_timeout() {
+    let app = spawn_tuned("slow_body", |s| {
+        s.http_header_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket
+        .write_all(
+            b"POST /user/register HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 200 ms: the body would take over three minutes.
+    let mut reply = [0u8; 512];
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                read = socket.read(&mut reply) => return read.unwrap_or(0),
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if socket.write_all(b" ").await.is_err() {
+                        return 0;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the server neither answered nor closed within 10 s");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "cut off after {took:?}");
+    let head = String::from_utf8_lossy(&reply[..answered]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(head.contains("request_timeout"), "{head}");
+    assert_eq!(app.count("users").await, 0);
 }

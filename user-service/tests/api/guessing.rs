@@ -248,3 +248,25 @@ async fn code_verification_and_resend_answer_alike_and_in_the_same_time_for_ever
     }
     assert_eq!(app.events("VerificationResentV1").await.len(), 1);
 }
+
+#[tokio::test]
+async fn guessing_a_verified_accounts_code_counts_against_the_daily_cap() {
+    let app = spawn_tuned("guess_verified", |s| s.max_wrong_codes_per_day = 3).await;
+    assert_eq!(app.register(&ann()).await.status(), 201);
+    let (token, code) = app.latest_secrets().await;
+    assert_eq!(app.verify_token(&token).await.0, 200);
+    // The holder of the code learns "already verified" ...
+    let (status, body) = app.verify_code("ann@example.com", &code).await;
+    assert_eq!((status, body), (200, json!({"status": "already_verified"})));
+    // ... but guessing it is bounded like any code: after 3 wrong guesses even the right code
+    // gets the answer every other address gets.
+    for _ in 0..3 {
+        let (status, _) = app.verify_code("ann@example.com", wrong_for(&code)).await;
+        assert_eq!(status, 400);
+    }
+    let (status, body) = app.verify_code("ann@example.com", &code).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_code"))
+    );
+}

@@ -177,20 +177,28 @@ async fn verify_by_code(
         return Err(code_refused("unknown_address"));
     };
     tracing::Span::current().record("user_id", tracing::field::display(user.id));
+    if wrong_codes_today(&user, now) >= settings.max_wrong_codes_per_day {
+        return Err(code_refused("daily_limit"));
+    }
     if user.status == UserStatus::Verified {
-        // Only the holder of the code that verified the address learns that it is verified.
+        // Only the holder of the code that verified the address learns that it is verified, and
+        // only while that code would still be valid; guesses count like any wrong code, so the
+        // answer cannot be used to find verified accounts by guessing either.
         let used = verification::Entity::find()
             .filter(verification::Column::UserId.eq(user.id))
             .filter(verification::Column::ConsumedAt.is_not_null())
             .one(&txn)
-            .await?;
-        return match used {
-            Some(used) if code_matches(state, &used, code) => Ok(VerifyOutcome::AlreadyVerified),
-            _ => Err(code_refused("already_verified")),
+            .await?
+            .filter(|used| used.code_expires_at.is_none_or(|at| now < at));
+        let Some(used) = used else {
+            return Err(code_refused("already_verified"));
         };
-    }
-    if wrong_codes_today(&user, now) >= settings.max_wrong_codes_per_day {
-        return Err(code_refused("daily_limit"));
+        if code_matches(state, &used, code) {
+            return Ok(VerifyOutcome::AlreadyVerified);
+        }
+        count_wrong_code(&txn, &user, used.id, now).await?;
+        txn.commit().await?;
+        return Err(code_refused("already_verified"));
     }
     let Some(current) = current_verification(&txn, &user).await? else {
         return Err(code_refused("no_verification"));
