@@ -134,33 +134,9 @@ mod tests {
     }
 
     #[test]
-    fn names_allow_letters_of_any_script_and_nothing_that_carries_a_message() {
-        for good in [
-            "Ann",
-            "Jean-Luc",
-            "O'Brien",
-            "D\u{2019}Angelo",
-            "J. R. R.",
-            "Zoë",
-            "Zoe\u{308}",
-            "山田",
-            "Ólafur Ragnar",
-        ] {
-            assert!(name_characters(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "http://spam.example",
-            "spam.example",
-            "www.x.com",
-            "Call 555 1234",
-            "a@b",
-            "Ann\u{202e}nnA",
-            "Ann\u{0007}",
-            "Ann\nBob",
-            "<b>Ann</b>",
-            "Ann!",
-        ] {
-            assert!(name_characters(bad).is_err(), "{bad:?}");
-        }
+    fn the_name_rule_is_commons_with_its_own_error_code() {
+        assert!(name_characters("Jean-Luc").is_ok());
+        let error = name_characters("http://spam.example").unwrap_err();
+        assert_eq!(error.code, "invalid_characters");
     }
 }
