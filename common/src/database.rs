@@ -149,6 +149,17 @@ pub async fn connect_and_migrate<M: MigratorTrait>(
     Ok(db)
 }
 
+/// `" FOR UPDATE SKIP LOCKED"` on PostgreSQL, nothing on SQLite (one writer, no row locks): the
+/// suffix of a claim subquery that several instances run at once, so each takes other rows
+/// instead of waiting on (or deadlocking over) the rows another holds.
+pub fn skip_locked(backend: DbBackend) -> &'static str {
+    if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    }
+}
+
 /// `retention` ago: rows last touched before it are due for deletion (saturates instead of
 /// overflowing for absurd retentions).
 pub fn retention_cutoff(retention: Duration) -> chrono::DateTime<chrono::Utc> {

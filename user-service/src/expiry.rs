@@ -16,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use common::{backoff::Backoff, shutdown::sleep_or_cancel};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::{entity::user::UserStatus, settings::Settings};
@@ -78,11 +78,7 @@ pub async fn delete_expired_pending_accounts(
 ) -> anyhow::Result<u64> {
     let cutoff = now - chrono::Duration::from_std(ttl)?;
     let backend = db.get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
+    let lock = common::database::skip_locked(backend);
     let deleted = db
         .execute_raw(Statement::from_sql_and_values(
             backend,

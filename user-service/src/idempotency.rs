@@ -18,8 +18,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, SqlErr,
-    Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, SqlErr, Statement,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -125,11 +124,7 @@ pub(crate) async fn store<T: Serialize>(
     // Also replaces an expired row of this very key. Rows another registration is purging are
     // skipped, so concurrent registrations never wait on (or deadlock over) each other's purge.
     let backend = conn.get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
+    let lock = common::database::skip_locked(backend);
     conn.execute_raw(Statement::from_sql_and_values(
         backend,
         format!(

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::events::VerificationReminderV1;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TransactionTrait};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -102,11 +100,7 @@ async fn send_one_reminder(
 ) -> anyhow::Result<bool> {
     let txn = db.begin().await?;
     let backend = txn.get_database_backend();
-    let lock = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
+    let lock = common::database::skip_locked(backend);
     let claim = Statement::from_sql_and_values(
         backend,
         format!(
