@@ -3,30 +3,18 @@
 
 use std::time::Duration;
 
-use outbox_relay::Application;
-use tokio_util::sync::CancellationToken;
-
-use crate::helpers::{TestContext, eventually, http_get};
+use crate::helpers::{TestContext, http_get, spawn_live_relay};
 
 #[tokio::test]
 async fn slow_header_clients_are_cut_off_on_the_admin_port() {
     let ctx = TestContext::new("admin_slowloris").await;
-    let app = Application::build(outbox_relay::Settings {
+    let (admin, _stop) = spawn_live_relay(outbox_relay::Settings {
         http_header_read_timeout: Duration::from_secs(1),
         http_idle_timeout: Duration::from_secs(600),
         ..ctx.settings()
     })
-    .await
-    .unwrap();
-    let admin = app.admin_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    tokio::spawn(app.run(shutdown));
-    let live = format!("{admin}/health/live");
-    eventually(Duration::from_secs(10), "live", || async {
-        http_get(&live).await.0 == 200
-    })
     .await;
+    let live = format!("{admin}/health/live");
     let clients = tokio::spawn(common::testing::slow_header_clients(
         admin,
         200,

@@ -276,3 +276,21 @@ pub(crate) fn assert_per_aggregate_order(
         );
     }
 }
+
+/// Builds and runs a relay with `settings`, waits until its admin port answers live, and returns
+/// that port's address with a guard that stops the relay when dropped.
+pub(crate) async fn spawn_live_relay(
+    settings: Settings,
+) -> (std::net::SocketAddr, tokio_util::sync::DropGuard) {
+    let app = outbox_relay::Application::build(settings).await.unwrap();
+    let admin = app.admin_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let stop = shutdown.clone().drop_guard();
+    tokio::spawn(app.run(shutdown));
+    let live = format!("{admin}/health/live");
+    eventually(Duration::from_secs(10), "live", || async {
+        http_get(&live).await.0 == 200
+    })
+    .await;
+    (admin, stop)
+}

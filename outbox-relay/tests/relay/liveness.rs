@@ -4,33 +4,22 @@
 
 use std::time::Duration;
 
-use outbox_relay::Application;
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::helpers::{TestContext, eventually, http_get};
+use crate::helpers::{TestContext, eventually, http_get, spawn_live_relay};
 
 #[tokio::test]
 async fn a_relay_stuck_in_a_batch_is_not_live_until_the_batch_can_finish() {
     let ctx = TestContext::new("liveness").await;
     let mut consumer = ctx.bind_test_queue().await;
-    let app = Application::build(outbox_relay::Settings {
+    let (admin, _stop) = spawn_live_relay(outbox_relay::Settings {
         relay_confirm_timeout: Duration::from_secs(1),
         relay_stall_timeout: Some(Duration::from_secs(2)),
         ..ctx.settings()
     })
-    .await
-    .unwrap();
-    let admin = app.admin_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    tokio::spawn(app.run(shutdown));
-    let live = || async { http_get(&format!("{admin}/health/live")).await.0 };
-    eventually(Duration::from_secs(10), "live", || async {
-        live().await == 200
-    })
     .await;
+    let live = || async { http_get(&format!("{admin}/health/live")).await.0 };
 
     // Another session holds the outbox in ACCESS EXCLUSIVE mode: the next claim blocks.
     let blocker = ctx.db.begin().await.unwrap();
