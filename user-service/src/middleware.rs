@@ -8,7 +8,7 @@ use std::time::Instant;
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -32,7 +32,6 @@ const MAX_REQUEST_ID_LEN: usize = 64;
 pub(crate) fn api(routes: Router<AppState>, state: AppState) -> Router {
     let request_id = HeaderName::from_static(common::trace::headers::REQUEST_ID);
     let timeout = state.settings.request_timeout;
-    let body_limit = state.settings.max_body_bytes;
     // One semaphore shared by every route (`Router::layer` applies the layer per route).
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async {
@@ -43,7 +42,7 @@ pub(crate) fn api(routes: Router<AppState>, state: AppState) -> Router {
             state.settings.max_concurrent_requests,
         ));
     routes
-        .layer(DefaultBodyLimit::max(body_limit))
+        // The one body limit (size and time): extractors then read the buffered body.
         .layer(middleware::from_fn_with_state(state.clone(), read_body_in_time))
         // Inside the metrics layer: a refused request is counted as a 429 like any other.
         .layer(middleware::from_fn_with_state(
