@@ -1,0 +1,45 @@
+//! The webhook-service: every outbound HTTP call of the system, durably.
+//!
+//! Each call is a row in `deliveries` with its state, attempt count and `next_attempt_at`;
+//! workers claim due rows and send them through the SSRF-guarded egress client, record each
+//! attempt, and reschedule by the retry policy. Three kinds of calls share that engine:
+//! - signed webhooks (Standard Webhooks) to the endpoints subscribed to public sign-up events,
+//!   fanned out from the events this service consumes from its quorum queue;
+//! - scheduled requests posted to `POST /v1/jobs` (`execute_at`, retry policy), and the signed
+//!   report of each job's outcome to its `notify` URL;
+//! - later, the SMS gateway call.
+//!
+//! The modules are private; what the binary, the all-in-one runner and the tests use is
+//! re-exported here.
+//!
+//! - `settings`: [`Settings`] (`DATABASE_URL`, `AMQP_URL`, `HTTP_ADDR`, `WEBHOOK_*`, …).
+//! - `startup`: [`Application`]: build it from [`Settings`], run it until a shutdown token.
+//! - `api`: the management and job API (`/v1/…`, bearer token), health, metrics, OpenAPI.
+//! - `engine`: claiming due deliveries, sending, recording attempts, retrying, endpoint health.
+//! - `retry`: the retry policy: schedule, jitter, which outcomes retry, `Retry-After`.
+//! - `egress`: the outbound HTTP client: SSRF guard at connect time, no redirects, no proxies,
+//!   bounded sizes and timeouts, the error kinds.
+//! - `signing`: Standard Webhooks secrets (`whsec_…`) and signatures.
+//! - `consumer`: sign-up events from the broker → public webhook events → deliveries.
+//! - `public_events`: the public, versioned, secret-free webhook event schemas.
+//! - `store`: inserting deliveries (one function every producer uses) and the due signal.
+//! - `entity`, `migration`: the database.
+
+#![allow(dead_code, reason = "skeleton: the modules are being filled in")]
+
+mod api;
+mod consumer;
+mod egress;
+mod engine;
+mod entity;
+mod migration;
+mod public_events;
+mod retry;
+mod settings;
+mod signing;
+mod startup;
+mod state;
+mod store;
+
+pub use settings::Settings;
+pub use startup::Application;
