@@ -41,5 +41,5 @@ mod startup;
 mod state;
 mod store;
 
-pub use settings::Settings;
+pub use settings::{ApiToken, Settings};
 pub use startup::Application;

@@ -201,7 +201,10 @@ impl Validate for Settings {
         for (name, value) in [
             ("WEBHOOK_CONNECT_TIMEOUT", self.webhook_connect_timeout),
             ("WEBHOOK_REQUEST_TIMEOUT", self.webhook_request_timeout),
-            ("WEBHOOK_MAX_REQUEST_TIMEOUT", self.webhook_max_request_timeout),
+            (
+                "WEBHOOK_MAX_REQUEST_TIMEOUT",
+                self.webhook_max_request_timeout,
+            ),
             ("WEBHOOK_DISABLE_AFTER", self.webhook_disable_after),
         ] {
             ensure(!value.is_zero(), || format!("{name} must be positive"))?;
@@ -248,9 +251,7 @@ fn deserialize_nets<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Er
         .map(|item| {
             item.parse::<IpNet>()
                 .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!("{item:?} is not a CIDR network"))
-                })
+                .map_err(|_| serde::de::Error::custom(format!("{item:?} is not a CIDR network")))
         })
         .collect()
 }
@@ -307,9 +308,12 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let error = load(&[("WEBHOOK_ALLOWED_NETS", "10.0.0.0/8,localhost")])
-            .expect_err("not a network");
-        assert!(error.to_string().contains("\"localhost\" is not a CIDR"), "{error}");
+        let error =
+            load(&[("WEBHOOK_ALLOWED_NETS", "10.0.0.0/8,localhost")]).expect_err("not a network");
+        assert!(
+            error.to_string().contains("\"localhost\" is not a CIDR"),
+            "{error}"
+        );
         let error = load(&[("WEBHOOK_FAIL_STATUSES", "500")]).expect_err("not 4xx");
         assert!(error.to_string().contains("500 is not a 4xx"), "{error}");
         let error = load(&[("HTTP_ADDR", "0.0.0.0:8090")]).expect_err("open API");

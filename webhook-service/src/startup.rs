@@ -107,7 +107,9 @@ impl Application {
         let served = server.await;
         state.broker.close().await;
         tracing::info!("webhook-service stopped");
-        served.context("API server task")?.context("API server failed")?;
+        served
+            .context("API server task")?
+            .context("API server failed")?;
         Ok(())
     }
 }

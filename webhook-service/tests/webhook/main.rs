@@ -1,0 +1,4 @@
+//! webhook-service integration tests: real PostgreSQL and RabbitMQ, local receivers.
+
+#[allow(dead_code, reason = "shared by the test modules; each uses a part")]
+mod helpers;
