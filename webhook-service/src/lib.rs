@@ -22,6 +22,7 @@
 //! - `signing`: Standard Webhooks secrets (`whsec_…`) and signatures.
 //! - `consumer`: sign-up events from the broker → public webhook events → deliveries.
 //! - `public_events`: the public, versioned, secret-free webhook event schemas.
+//! - `jobs`: scheduled requests: parsing a job, its delivery, the outcome report to `notify`.
 //! - `store`: inserting deliveries (one function every producer uses) and the due signal.
 //! - `entity`, `migration`: the database.
 
@@ -32,6 +33,7 @@ mod consumer;
 mod egress;
 mod engine;
 mod entity;
+mod jobs;
 mod migration;
 mod public_events;
 mod retry;
