@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh postgres rabbitmq
+# The reference verifiers the interop tests check our output against; fail (not skip) without.
+scripts/install-test-tools.sh
+export REQUIRE_INTEROP=1
 
 # Each test creates its own database (t_<label>_<12 hex>); drop the ones earlier runs left.
 psql -h 127.0.0.1 -U postgres -d postgres -Atc \
