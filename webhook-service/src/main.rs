@@ -49,6 +49,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // reqwest is built without a default TLS provider (the workspace uses ring); the operator
+    // commands' client needs one. An error only means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let settings: Settings = common::settings::load()?;
     let api = Api::new(&settings);
     match cli.command.unwrap_or(Command::Run) {
@@ -111,10 +114,13 @@ impl Api {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("calling the webhook-service at {}: {e}", self.base))?;
+        let response = request.send().await.map_err(|e| {
+            anyhow::anyhow!(
+                "calling the webhook-service at {}: {}",
+                self.base,
+                common::telemetry::error_chain(&e)
+            )
+        })?;
         let status = response.status();
         let text = response.text().await?;
         let shown = serde_json::from_str::<serde_json::Value>(&text)
