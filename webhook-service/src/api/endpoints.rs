@@ -70,6 +70,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub(crate) struct EndpointOut {
     id: Uuid,
+    /// A password in the URL is shown as `***`.
     url: String,
     description: String,
     /// null: every type.
@@ -93,7 +94,7 @@ impl From<endpoint::Model> for EndpointOut {
         let pairs: Vec<(String, String)> = headers.into_iter().collect();
         Self {
             id: row.id,
-            url: row.url,
+            url: fields::shown_url(&row.url),
             description: row.description,
             event_types: row
                 .event_types

@@ -38,6 +38,18 @@ pub(crate) fn checked_url(
     }
 }
 
+/// `url` with its userinfo password shown as `***`: answers never echo a credential. (The query
+/// is shown: it is how many receivers tell their senders apart.)
+pub(crate) fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.into()
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Event types to subscribe to, each one of the public catalogue, without duplicates. `None`
 /// (absent or null) subscribes to every type; an empty list subscribes to none and is refused.
 pub(crate) fn event_types(
@@ -121,6 +133,15 @@ mod tests {
         let details = errors.to_value();
         assert_eq!(details["event_types.0"][0]["code"], "unknown_event_type");
         assert_eq!(details["event_types"][0]["code"], "empty");
+    }
+
+    #[test]
+    fn shown_urls_hide_only_the_password() {
+        assert_eq!(
+            shown_url("https://user:pw@example.com/in?token=a"),
+            "https://user:***@example.com/in?token=a"
+        );
+        assert_eq!(shown_url("https://example.com/x"), "https://example.com/x");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::{
     error::{ApiError, ApiJson, ApiPath, ErrorBody, is_unique_violation},
+    fields,
     headers::redacted,
     messages::{AttemptOut, attempts_of},
 };
@@ -57,7 +58,8 @@ pub(crate) struct JobOut {
     next_attempt_at: Option<DateTime<Utc>>,
     deadline: Option<DateTime<Utc>>,
     attempts_count: i32,
-    /// The request, header values that look like credentials shown as `***`.
+    /// The request; header values that look like credentials, and a password in the URL, are
+    /// shown as `***`.
     #[schema(value_type = Object)]
     request: Value,
     #[schema(value_type = Object)]
@@ -234,6 +236,7 @@ pub(crate) async fn get(
         }
     };
     let mut request = stored.request;
+    request.url = fields::shown_url(&request.url);
     request.headers = redacted(&request.headers);
     let pending = call.status == delivery::status::PENDING;
     Ok(Json(JobOut {

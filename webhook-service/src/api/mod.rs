@@ -3,7 +3,7 @@
 //! `utoipa_axum::routes!()`, which documents it in the same call.
 //!
 //! - `endpoints`, `secrets`: endpoints and their signing secrets;
-//! - `messages`: an endpoint's messages, their attempts, replay and recovery;
+//! - `messages`, `replay`: an endpoint's messages and their attempts; sending them again;
 //! - `jobs`: scheduled requests (the domain is `crate::jobs`);
 //! - `health`, `openapi`: operations;
 //! - `auth`, `layers`: the token check, the body bound, metrics, response headers;
@@ -19,6 +19,7 @@ mod jobs;
 mod layers;
 mod messages;
 mod openapi;
+mod replay;
 mod secrets;
 
 use std::sync::Arc;
@@ -53,8 +54,8 @@ fn documented_routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::Op
         .routes(routes!(secrets::get))
         .routes(routes!(messages::list))
         .routes(routes!(messages::attempts))
-        .routes(routes!(messages::retry))
-        .routes(routes!(messages::recover))
+        .routes(routes!(replay::retry))
+        .routes(routes!(replay::recover))
         .routes(routes!(jobs::create))
         .routes(routes!(jobs::get))
         .routes(routes!(jobs::cancel))
