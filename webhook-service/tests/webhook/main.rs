@@ -1,6 +1,8 @@
-//! webhook-service integration tests: real PostgreSQL and RabbitMQ, local receivers; one
-//! module per area.
+//! webhook-service integration tests: real PostgreSQL and RabbitMQ, local receivers. One
+//! binary, one module per area.
 
+mod api;
 #[allow(dead_code, reason = "shared by the test modules; each uses a part")]
 mod helpers;
+mod jobs;
 mod signing_interop;
