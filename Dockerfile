@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# One image with the three service binaries; docker-compose.yml picks one per container.
+# One image with the four service binaries; docker-compose.yml picks one per container.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -8,8 +8,10 @@ COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin user-service --bin outbox-relay --bin email-service \
+      --bin webhook-service \
  && mkdir -p /out \
- && cp target/release/user-service target/release/outbox-relay target/release/email-service /out/
+ && cp target/release/user-service target/release/outbox-relay target/release/email-service \
+      target/release/webhook-service /out/
 
 FROM debian:bookworm-slim AS runtime
 # curl only for the compose health checks; ca-certificates for smtps:// and amqps://.

@@ -9,12 +9,13 @@
 #                  not exist yet: the user-service's migration creates it, and an event trigger
 #                  grants these rights the moment it does.
 #   email_service  owns the `email` database (its inbox).
-# Nobody else may connect to either database. The superuser (POSTGRES_PASSWORD) is for the
+#   webhook_service owns the `webhooks` database (endpoints, messages, jobs, deliveries).
+# Nobody else may connect to any of these databases. The superuser (POSTGRES_PASSWORD) is for the
 # operator only; no service uses it.
 set -eu
 
 for variable in POSTGRES_USER_SERVICE_PASSWORD POSTGRES_OUTBOX_RELAY_PASSWORD \
-  POSTGRES_EMAIL_SERVICE_PASSWORD; do
+  POSTGRES_EMAIL_SERVICE_PASSWORD POSTGRES_WEBHOOK_SERVICE_PASSWORD; do
   eval "value=\${$variable:-}"
   if [ -z "$value" ]; then
     echo "postgres-init: $variable is not set (see .env.template)" >&2
@@ -26,15 +27,19 @@ done
 psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" \
   -v user_service_password="$POSTGRES_USER_SERVICE_PASSWORD" \
   -v outbox_relay_password="$POSTGRES_OUTBOX_RELAY_PASSWORD" \
-  -v email_service_password="$POSTGRES_EMAIL_SERVICE_PASSWORD" <<'SQL'
+  -v email_service_password="$POSTGRES_EMAIL_SERVICE_PASSWORD" \
+  -v webhook_service_password="$POSTGRES_WEBHOOK_SERVICE_PASSWORD" <<'SQL'
 CREATE ROLE user_service LOGIN PASSWORD :'user_service_password';
 CREATE ROLE outbox_relay LOGIN PASSWORD :'outbox_relay_password';
 CREATE ROLE email_service LOGIN PASSWORD :'email_service_password';
+CREATE ROLE webhook_service LOGIN PASSWORD :'webhook_service_password';
 
 CREATE DATABASE users OWNER user_service;
 CREATE DATABASE email OWNER email_service;
+CREATE DATABASE webhooks OWNER webhook_service;
 REVOKE ALL ON DATABASE users FROM PUBLIC;
 REVOKE ALL ON DATABASE email FROM PUBLIC;
+REVOKE ALL ON DATABASE webhooks FROM PUBLIC;
 GRANT CONNECT ON DATABASE users TO outbox_relay;
 
 \connect users

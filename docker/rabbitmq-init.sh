@@ -12,6 +12,10 @@
 #                  those too; it could read the mails' events, which it publishes anyway.
 #   email-service  declares and reads its queues, publishes to them through the default exchange
 #                  (retries, deferrals, dead letters) and binds its queue to the exchange.
+#   webhook-service declares the exchange, its work queue (bound to the exchange) and its
+#                  dead-letter queue, and reads its work queue; nothing of the email-service's.
+#                  Like the relay it holds write on `amq.default` and read on its queue because
+#                  the queue has a dead-letter target; the broker itself dead-letters to the DLQ.
 # AMQP's permissions are three regexes over resource names (configure: declare/delete,
 # write: publish/bind-to, read: consume/get/bind-from); the default exchange is `amq.default`.
 # `print-definitions` as the first argument prints the definitions instead (for checking them).
@@ -19,7 +23,7 @@ set -eu
 
 fail() { echo "rabbitmq-init: $*" >&2; exit 1; }
 for variable in RABBITMQ_ADMIN_PASSWORD RABBITMQ_OUTBOX_RELAY_PASSWORD \
-  RABBITMQ_EMAIL_SERVICE_PASSWORD; do
+  RABBITMQ_EMAIL_SERVICE_PASSWORD RABBITMQ_WEBHOOK_SERVICE_PASSWORD; do
   eval "value=\${$variable:-}"
   [ -n "$value" ] || fail "$variable is not set (see .env.template)"
   # The services put theirs in an amqp:// URL, and it goes into JSON here: keep it simple.
@@ -34,6 +38,7 @@ ns=$(printf '%s' "${AMQP_NAMESPACE:-}" | sed 's/[][\\.^$*+?(){}|]/\\&/g')
 exchange="${ns}signup\\.events"
 queue="${ns}email-service"
 email_queues="${queue}(\\.dlq|\\.defer|\\.retry\\.[0-9]+ms)?"
+webhook_queue="${ns}webhook-service"
 json() { printf '%s' "$1" | sed 's/\\/\\\\/g'; }
 
 definitions() {
@@ -43,7 +48,8 @@ definitions() {
   "users": [
     {"name": "admin", "password": "$RABBITMQ_ADMIN_PASSWORD", "tags": ["administrator"]},
     {"name": "outbox-relay", "password": "$RABBITMQ_OUTBOX_RELAY_PASSWORD", "tags": []},
-    {"name": "email-service", "password": "$RABBITMQ_EMAIL_SERVICE_PASSWORD", "tags": []}
+    {"name": "email-service", "password": "$RABBITMQ_EMAIL_SERVICE_PASSWORD", "tags": []},
+    {"name": "webhook-service", "password": "$RABBITMQ_WEBHOOK_SERVICE_PASSWORD", "tags": []}
   ],
   "permissions": [
     {"user": "admin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"},
@@ -54,7 +60,11 @@ definitions() {
     {"user": "email-service", "vhost": "/",
      "configure": "$(json "^($exchange|$email_queues)\$")",
      "write": "$(json "^(amq\\.default|$email_queues)\$")",
-     "read": "$(json "^($exchange|$email_queues)\$")"}
+     "read": "$(json "^($exchange|$email_queues)\$")"},
+    {"user": "webhook-service", "vhost": "/",
+     "configure": "$(json "^($exchange|$webhook_queue|$webhook_queue\\.dlq)\$")",
+     "write": "$(json "^(amq\\.default|$webhook_queue)\$")",
+     "read": "$(json "^($exchange|$webhook_queue)\$")"}
   ]
 }
 JSON

@@ -64,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         "e2e-bench: {} registrations, concurrency {}, argon2id m={} KiB t={}",
         args.registrations, args.concurrency, args.argon2_memory_kib, args.argon2_iterations
     );
+    common::testing::install_crypto_provider();
     let client = reqwest::Client::new();
     let started = Instant::now();
     let results: Vec<(String, Instant, Duration, bool)> =
@@ -188,10 +189,18 @@ async fn bench_settings(
         },
         email: email_service::Settings {
             amqp_url: common::testing::amqp_url().into(),
-            amqp_namespace: namespace,
+            amqp_namespace: namespace.clone(),
             database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()).into(),
             smtp_url: Some(SmtpUrl(sink.url())),
             admin_addr: any_port,
+            ..Default::default()
+        },
+        // No endpoint is subscribed: it stores each public event and sends nothing.
+        webhook: webhook_service::Settings {
+            amqp_url: common::testing::amqp_url().into(),
+            amqp_namespace: namespace,
+            database_url: format!("sqlite://{}/webhook.db?mode=rwc", dir.path().display()).into(),
+            http_addr: any_port,
             ..Default::default()
         },
     })

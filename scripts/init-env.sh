@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes the passwords and keys docker-compose.yml needs into .env: a random one (32 hex digits) for each
+# Writes the passwords, keys and tokens docker-compose.yml needs into .env: a random one (32 hex digits) for each
 # that .env does not set yet. Existing values and the rest of .env are kept, so it is safe to run
 # again (scripts/compose.sh runs it before every `docker compose`).
 #   scripts/init-env.sh            # .env at the repository root
@@ -14,10 +14,13 @@ secrets=(
   POSTGRES_USER_SERVICE_PASSWORD
   POSTGRES_OUTBOX_RELAY_PASSWORD
   POSTGRES_EMAIL_SERVICE_PASSWORD
+  POSTGRES_WEBHOOK_SERVICE_PASSWORD
   RABBITMQ_ADMIN_PASSWORD
   RABBITMQ_OUTBOX_RELAY_PASSWORD
   RABBITMQ_EMAIL_SERVICE_PASSWORD
+  RABBITMQ_WEBHOOK_SERVICE_PASSWORD
   CODE_HMAC_KEY
+  WEBHOOK_API_TOKEN
 )
 
 random_password() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }

@@ -1,16 +1,26 @@
-//! signup-outbox in one process: the user-service, the outbox-relay and the email-service built
-//! from their libraries and run side by side, for developers (`cargo run` at the workspace root), the
-//! end-to-end tests and the end-to-end benchmark.
+//! signup-outbox in one process: the user-service, the outbox-relay, the email-service and the
+//! webhook-service built from their libraries and run side by side, for developers (`cargo run`
+//! at the workspace root), the end-to-end tests and the end-to-end benchmark.
 //!
 //! It is deliberately thin: each service is configured exactly as its own binary would be (the
 //! same environment variables), and only the names two services would otherwise share are split:
-//! `EMAIL_DATABASE_URL` (the email-service inbox), `USER_ADMIN_ADDR`, `RELAY_ADMIN_ADDR` and
-//! `EMAIL_ADMIN_ADDR`.
+//! `EMAIL_DATABASE_URL` (the email-service inbox), `WEBHOOK_DATABASE_URL` and
+//! `WEBHOOK_HTTP_ADDR` (the webhook-service's database and API), `USER_ADMIN_ADDR`,
+//! `RELAY_ADMIN_ADDR` and `EMAIL_ADMIN_ADDR`.
 //! `DATABASE_URL` is the user-service database, which the relay reads too.
+//!
+//! One development default differs from the webhook-service binary's: unless
+//! `WEBHOOK_ALLOWED_NETS` is set, the runner's webhook-service may call loopback addresses
+//! ([`DEV_WEBHOOK_ALLOWED_NETS`]), so a receiver on the developer's machine gets its webhooks.
+//! The binary (and docker compose) refuses them.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+/// `WEBHOOK_ALLOWED_NETS` of the runner's webhook-service when the variable is unset: loopback
+/// only (a development default, so local receivers work; never for a deployment).
+pub const DEV_WEBHOOK_ALLOWED_NETS: &str = "127.0.0.0/8,::1/128";
 
 /// Settings only the all-in-one runner reads.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -24,11 +34,16 @@ pub struct RunnerSettings {
     pub relay_admin_addr: std::net::SocketAddr,
     /// `EMAIL_ADMIN_ADDR`: health and metrics of the email-service.
     pub email_admin_addr: std::net::SocketAddr,
+    /// `WEBHOOK_DATABASE_URL`: the webhook-service database (printed without its password).
+    pub webhook_database_url: common::settings::ConnectionUrl,
+    /// `WEBHOOK_HTTP_ADDR`: the webhook-service API (endpoints, jobs), health and metrics.
+    pub webhook_http_addr: std::net::SocketAddr,
 }
 
 impl common::settings::Validate for RunnerSettings {
     fn validate(&self) -> Result<(), common::settings::SettingsError> {
-        common::settings::ensure_database_url("EMAIL_DATABASE_URL", &self.email_database_url)
+        common::settings::ensure_database_url("EMAIL_DATABASE_URL", &self.email_database_url)?;
+        common::settings::ensure_database_url("WEBHOOK_DATABASE_URL", &self.webhook_database_url)
     }
 }
 
@@ -39,11 +54,13 @@ impl Default for RunnerSettings {
             user_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9100)),
             relay_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9101)),
             email_admin_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 9102)),
+            webhook_database_url: "sqlite://webhook.db?mode=rwc".into(),
+            webhook_http_addr: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
         }
     }
 }
 
-/// The settings of the three services as the runner uses them.
+/// The settings of the four services as the runner uses them.
 #[derive(Debug, Clone)]
 pub struct StackSettings {
     /// user-service settings.
@@ -52,6 +69,9 @@ pub struct StackSettings {
     pub relay: outbox_relay::Settings,
     /// email-service settings.
     pub email: email_service::Settings,
+    /// webhook-service settings (its `DATABASE_URL` and `HTTP_ADDR` are the runner's
+    /// `WEBHOOK_DATABASE_URL` and `WEBHOOK_HTTP_ADDR`).
+    pub webhook: webhook_service::Settings,
 }
 
 impl StackSettings {
@@ -67,13 +87,41 @@ impl StackSettings {
         user.admin_addr = runner.user_admin_addr;
         relay.database_url = user.database_url.clone();
         relay.admin_addr = runner.relay_admin_addr;
+        let webhook = webhook_settings(&runner)?;
         email.database_url = runner.email_database_url;
         email.admin_addr = runner.email_admin_addr;
-        Ok(Self { user, relay, email })
+        Ok(Self {
+            user,
+            relay,
+            email,
+            webhook,
+        })
     }
 }
 
-/// The three services, built and bound, ready to [`run`](Stack::run).
+/// The webhook-service's settings from the environment, with `DATABASE_URL` and `HTTP_ADDR`
+/// replaced by the runner's `WEBHOOK_*` ones before they are validated, and loopback allowed
+/// when `WEBHOOK_ALLOWED_NETS` is unset.
+fn webhook_settings(
+    runner: &RunnerSettings,
+) -> Result<webhook_service::Settings, common::settings::SettingsError> {
+    let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let allowed_nets_set = env.contains_key("WEBHOOK_ALLOWED_NETS");
+    env.insert(
+        "DATABASE_URL".into(),
+        runner.webhook_database_url.expose().to_owned(),
+    );
+    env.insert("HTTP_ADDR".into(), runner.webhook_http_addr.to_string());
+    if !allowed_nets_set {
+        env.insert(
+            "WEBHOOK_ALLOWED_NETS".into(),
+            DEV_WEBHOOK_ALLOWED_NETS.into(),
+        );
+    }
+    common::settings::load_from(env)
+}
+
+/// The four services, built and bound, ready to [`run`](Stack::run).
 pub struct Stack {
     /// The user-service (HTTP API).
     pub user: user_service::Application,
@@ -81,11 +129,13 @@ pub struct Stack {
     pub relay: outbox_relay::Application,
     /// The email-service.
     pub email: email_service::Application,
+    /// The webhook-service (its API on `WEBHOOK_HTTP_ADDR`).
+    pub webhook: webhook_service::Application,
 }
 
 impl Stack {
     /// Checks that RabbitMQ answers (one clear error if not), migrates the user database and
-    /// builds the three services. The relay shares the user-service's connection pool and is
+    /// builds the four services. The relay shares the user-service's connection pool and is
     /// woken in-process after each outbox commit (SQLite has no `NOTIFY`).
     ///
     /// # Errors
@@ -113,10 +163,18 @@ impl Stack {
         let email = email_service::Application::build(settings.email)
             .await
             .context("building the email-service")?;
-        Ok(Self { user, relay, email })
+        let webhook = webhook_service::Application::build(settings.webhook)
+            .await
+            .context("building the webhook-service")?;
+        Ok(Self {
+            user,
+            relay,
+            email,
+            webhook,
+        })
     }
 
-    /// Runs the three services until `shutdown`; if one fails, the others are stopped too.
+    /// Runs the four services until `shutdown`; if one fails, the others are stopped too.
     ///
     /// # Errors
     /// The first service failure.
@@ -129,7 +187,7 @@ impl Stack {
                 result.with_context(|| format!("{name} failed"))
             }
         };
-        let (user, relay, email) = tokio::join!(
+        let (user, relay, email, webhook) = tokio::join!(
             async {
                 guard("user-service", shutdown.clone())(self.user.run(shutdown.clone()).await)
             },
@@ -139,7 +197,10 @@ impl Stack {
             async {
                 guard("email-service", shutdown.clone())(self.email.run(shutdown.clone()).await)
             },
+            async {
+                guard("webhook-service", shutdown.clone())(self.webhook.run(shutdown.clone()).await)
+            },
         );
-        user.and(relay).and(email)
+        user.and(relay).and(email).and(webhook)
     }
 }

@@ -1,7 +1,8 @@
 //! `signup-outbox`: the whole pipeline in one process for development.
 //!
-//! Defaults: users in `./signup.db`, the inbox in `./email.db`, mails as `.eml` files in `./mail`
-//! (or over SMTP when `SMTP_URL` is set), RabbitMQ at `amqp://127.0.0.1:5672`.
+//! Defaults: users in `./signup.db`, the inbox in `./email.db`, webhooks and jobs in
+//! `./webhook.db`, mails as `.eml` files in `./mail` (or over SMTP when `SMTP_URL` is set), the
+//! webhook API on `127.0.0.1:8090`, RabbitMQ at `amqp://127.0.0.1:5672`.
 
 use std::process::ExitCode;
 
@@ -30,7 +31,9 @@ async fn run() -> anyhow::Result<()> {
     let api = stack.user.local_addr()?;
     tracing::info!(
         "signup-outbox is running: API http://{api} (try POST /user/register), mails {mail}, \
-         metrics http://{}/metrics, http://{}/metrics and http://{}/metrics. Ctrl-C stops.",
+         webhook API http://{}/v1/endpoints, metrics http://{}/metrics, http://{}/metrics and \
+         http://{}/metrics. Ctrl-C stops.",
+        stack.webhook.http_addr()?,
         stack.user.admin_addr()?,
         stack.relay.admin_addr()?,
         stack.email.admin_addr()?,

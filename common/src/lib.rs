@@ -6,8 +6,9 @@
 //!
 //! - [`events`]: the versioned event contracts (`UserRegisteredV1`, …) and their envelope.
 //! - [`topology`]: exchange, queue and routing-key names, and the idempotent declaration of the
-//!   RabbitMQ topology: the routes, declared by the relay and the email-service at start-up, and
-//!   the email-service's own retry queues. (The user-service never connects to the broker.)
+//!   RabbitMQ topology: the routes, declared by the relay and the email-service at start-up, the
+//!   email-service's own retry queues, and the webhook-service's own queue. (The user-service
+//!   never connects to the broker.)
 //! - [`settings`]: layered configuration loading (defaults → optional file → environment) with
 //!   errors that name the offending variable.
 //! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and the Prometheus recorder.
@@ -26,9 +27,12 @@
 //!   connection cap, graceful shutdown ([`http::serve`], [`http::HttpLimits`]).
 //! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable, and the
 //!   `Broker` every service keeps its connection in (reconnect, re-declare, readiness).
+//! - [`consumer`]: the consume-and-reconnect loop of the email-service and the webhook-service,
+//!   and the consumer health their liveness reads.
 
 pub mod amqp;
 pub mod backoff;
+pub mod consumer;
 pub mod database;
 pub mod events;
 pub mod http;

@@ -226,10 +226,22 @@ pub async fn scalar(db: &impl ConnectionTrait, sql: &str) -> i64 {
         .unwrap_or_else(|error| panic!("{sql}: {error}"))
 }
 
+/// Makes ring the process's default rustls provider (once; later calls do nothing).
+///
+/// The webhook-service builds reqwest with `rustls-no-provider` (its egress client brings its
+/// own ring provider), and cargo unifies features: every test binary built together with it
+/// (`cargo test --workspace`, the root package) gets a reqwest whose `Client::new()` panics
+/// without a default provider, even for plain `http://`. [`init_tracing`] calls this too.
+pub fn install_crypto_provider() {
+    // An error only says a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Installs a log subscriber for the test process once: with `TEST_LOG` set, logs at
 /// `RUST_LOG` (default `info`) go to the test's captured output; without it, nothing is
-/// printed. Call it from every `spawn_app`-style helper.
+/// printed. Also [`install_crypto_provider`]. Call it from every `spawn_app`-style helper.
 pub fn init_tracing() {
+    install_crypto_provider();
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         if std::env::var_os("TEST_LOG").is_none() {

@@ -5,17 +5,26 @@
 //!                          / user.signup_attempted.v1──▶ email-service (quorum)
 //!        email-service.retry.<delay> (TTL = delay) ──dead-letter──▶ email-service
 //!        email-service.dlq (quorum)  ◀── permanent failures, exhausted retries, delivery-limit overflow
+//!                       ──user.registered.v1 / …reminder.v1 / …resent.v1 / user.verified.v1
+//!                          ──▶ webhook-service (quorum)
+//!        webhook-service.dlq (quorum) ◀── undecodable events, delivery-limit overflow
 //! ```
 //!
-//! The topology has two parts, declared by different services:
-//! - the *routes* ([`Topology::declare`]): the exchange, the work queues with their bindings and
-//!   the dead-letter queue. Every service that talks to the broker declares them at start-up,
-//!   the publisher (outbox-relay) as well as the consumer (email-service): declaring is
-//!   idempotent, and an event published before the email-service ever started is kept in its
-//!   queue instead of being dropped as unroutable.
+//! The topology has three parts, declared by different services:
+//! - the *routes* ([`Topology::declare`]): the exchange, the email-service's work queue with its
+//!   bindings and its dead-letter queue. The publisher (outbox-relay) declares them at start-up
+//!   as well as the consumer (email-service): declaring is idempotent, and an event published
+//!   before the email-service ever started is kept in its queue instead of being dropped as
+//!   unroutable.
 //! - the email-service's *retry queues* ([`Topology::declare_retry_queues`]), one per delay of
 //!   its retry ladder. Only the email-service declares them: it owns the ladder, so no other
 //!   service has to be configured with the same delays.
+//! - the webhook-service's queue and its dead-letter queue ([`Topology::webhook_service`]).
+//!   Only the webhook-service declares them, at start-up and at every reconnect: a deployment
+//!   without a webhook-service has no such queue, so nothing accumulates in one nobody reads. The
+//!   flip side: events published before the webhook-service's first start are not turned into
+//!   webhooks (there was no queue to keep them). The webhook-service declares the exchange and
+//!   its own queues only, not the email routes, so its broker user needs no rights on them.
 //!
 //! The user-service never connects to the broker: it writes events to its outbox table.
 //!
@@ -45,6 +54,11 @@ pub const EMAIL_RETRY_QUEUE_PREFIX: &str = "email-service.retry";
 /// another instance may still be sending it), then goes back to the work queue.
 pub const EMAIL_DEFER_QUEUE: &str = "email-service.defer";
 
+/// The webhook-service work queue.
+pub const WEBHOOK_QUEUE: &str = "webhook-service";
+/// The webhook-service dead-letter queue (undecodable events, delivery-limit overflow).
+pub const WEBHOOK_DLQ: &str = "webhook-service.dlq";
+
 /// Routing keys on [`EXCHANGE`].
 pub mod routing_keys {
     /// [`crate::events::UserRegisteredV1`].
@@ -66,12 +80,24 @@ pub mod routing_keys {
         USER_VERIFIED_V1,
         SIGNUP_ATTEMPTED_V1,
     ];
+    /// Every key the webhook-service queue is bound to: the events it turns into public
+    /// webhooks. Not [`SIGNUP_ATTEMPTED_V1`]: that someone tried to register an address that
+    /// has an account is never published.
+    pub const WEBHOOK_SERVICE_BINDINGS: [&str; 4] = [
+        USER_REGISTERED_V1,
+        VERIFICATION_REMINDER_V1,
+        VERIFICATION_RESENT_V1,
+        USER_VERIFIED_V1,
+    ];
 }
 
 /// Redeliveries of one message (e.g. a process crash while handling it, again and again) after
 /// which the broker dead-letters it instead of delivering it again: a poison message that kills
 /// the consumer can never block the queue.
 pub const EMAIL_QUEUE_DELIVERY_LIMIT: i64 = 20;
+
+/// The same bound for the webhook-service queue.
+pub const WEBHOOK_QUEUE_DELIVERY_LIMIT: i64 = 20;
 
 /// Delivery limit of the dead-letter queue: high enough that listing it never drops anything.
 pub const DLQ_DELIVERY_LIMIT: i64 = 1_000_000;
@@ -90,7 +116,16 @@ pub struct Topology {
     /// The email-service's retry ladder, one retry queue per delay (see
     /// [`with_retry_delays`](Self::with_retry_delays)); empty in a publisher's topology.
     pub retry_delays: Vec<Duration>,
+    /// Webhook-service work queue (declared only by a topology
+    /// [`with_webhook_queue`](Self::with_webhook_queue)).
+    pub webhook_queue: String,
+    /// Webhook-service dead-letter queue, declared with the work queue.
+    pub webhook_dlq: String,
     retry_queue_prefix: String,
+    /// Whether this topology includes the webhook-service's queues.
+    webhook: bool,
+    /// Whether this topology includes the email routes (all but the webhook-service's view).
+    email_routes: bool,
 }
 
 impl Default for Topology {
@@ -110,7 +145,31 @@ impl Topology {
             email_dlq: name(EMAIL_DLQ),
             email_defer: name(EMAIL_DEFER_QUEUE),
             retry_delays: Vec::new(),
+            webhook_queue: name(WEBHOOK_QUEUE),
+            webhook_dlq: name(WEBHOOK_DLQ),
             retry_queue_prefix: name(EMAIL_RETRY_QUEUE_PREFIX),
+            webhook: false,
+            email_routes: true,
+        }
+    }
+
+    /// The webhook-service's view: the exchange, and its own work queue (bound to
+    /// [`routing_keys::WEBHOOK_SERVICE_BINDINGS`]) and dead-letter queue; not the email routes.
+    pub fn webhook_service(namespace: &str) -> Self {
+        Self {
+            email_routes: false,
+            ..Self::new(namespace).with_webhook_queue()
+        }
+    }
+
+    /// This topology plus the webhook-service's queues: [`queues`](Self::queues),
+    /// [`delete`](Self::delete) and [`declare_all`](Self::declare_all) cover them too (what a
+    /// test of the whole stack cleans up).
+    #[must_use]
+    pub fn with_webhook_queue(self) -> Self {
+        Self {
+            webhook: true,
+            ..self
         }
     }
 
@@ -129,13 +188,19 @@ impl Topology {
         format!("{}.{}ms", self.retry_queue_prefix, delay.as_millis())
     }
 
-    /// Every queue of the topology: work queue, dead-letter queue and retry queues.
+    /// Every queue of the topology: work queues, dead-letter queues and retry queues.
     pub fn queues(&self) -> Vec<String> {
-        let mut queues = vec![self.email_queue.clone(), self.email_dlq.clone()];
+        let mut queues = Vec::new();
+        if self.email_routes {
+            queues.extend([self.email_queue.clone(), self.email_dlq.clone()]);
+        }
         if !self.retry_delays.is_empty() {
             queues.push(self.email_defer.clone());
         }
         queues.extend(self.retry_delays.iter().map(|d| self.retry_queue(*d)));
+        if self.webhook {
+            queues.extend([self.webhook_queue.clone(), self.webhook_dlq.clone()]);
+        }
         queues
     }
 
@@ -165,6 +230,20 @@ impl Topology {
     /// # Errors
     /// Any AMQP error, e.g. a queue that exists with different arguments.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        self.declare_exchange(channel).await?;
+        declare_work_queue(
+            channel,
+            &self.exchange,
+            &self.email_queue,
+            &self.email_dlq,
+            EMAIL_QUEUE_DELIVERY_LIMIT,
+            &routing_keys::EMAIL_SERVICE_BINDINGS,
+        )
+        .await
+    }
+
+    /// Declares the exchange (durable topic).
+    async fn declare_exchange(&self, channel: &Channel) -> lapin::Result<()> {
         channel
             .exchange_declare(
                 self.exchange.as_str().into(),
@@ -175,55 +254,45 @@ impl Topology {
                 },
                 FieldTable::default(),
             )
-            .await?;
-
-        let mut dlq_args = FieldTable::default();
-        dlq_args.insert("x-queue-type".into(), string("quorum"));
-        // `dlq list` reads by get-and-requeue, which counts as a delivery. RabbitMQ 4 gives
-        // quorum queues a default delivery limit of 20 (then drops the message, as the DLQ has
-        // no dead-letter target), so set one that listing can never reach.
-        dlq_args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(DLQ_DELIVERY_LIMIT),
-        );
-        channel
-            .queue_declare(self.email_dlq.as_str().into(), durable(), dlq_args)
-            .await?;
-
-        let mut work_args = FieldTable::default();
-        work_args.insert("x-queue-type".into(), string("quorum"));
-        work_args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(EMAIL_QUEUE_DELIVERY_LIMIT),
-        );
-        work_args.insert("x-dead-letter-exchange".into(), string(""));
-        work_args.insert("x-dead-letter-routing-key".into(), string(&self.email_dlq));
-        channel
-            .queue_declare(self.email_queue.as_str().into(), durable(), work_args)
-            .await?;
-        for key in routing_keys::EMAIL_SERVICE_BINDINGS {
-            channel
-                .queue_bind(
-                    self.email_queue.as_str().into(),
-                    self.exchange.as_str().into(),
-                    key.into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-        Ok(())
+            .await
     }
 
-    /// Declares everything this topology names: the routes, and the retry queues when it has
-    /// retry delays (the email-service's view). What a service's broker connection runs at
-    /// every (re)connect.
+    /// Declares the webhook-service's work queue with its bindings and its dead-letter queue,
+    /// when this topology includes them. Idempotent; only the webhook-service calls it (through
+    /// [`declare_all`](Self::declare_all)).
+    ///
+    /// # Errors
+    /// Any AMQP error, e.g. a queue that exists with different arguments.
+    pub async fn declare_webhook_queue(&self, channel: &Channel) -> lapin::Result<()> {
+        if !self.webhook {
+            return Ok(());
+        }
+        declare_work_queue(
+            channel,
+            &self.exchange,
+            &self.webhook_queue,
+            &self.webhook_dlq,
+            WEBHOOK_QUEUE_DELIVERY_LIMIT,
+            &routing_keys::WEBHOOK_SERVICE_BINDINGS,
+        )
+        .await
+    }
+
+    /// Declares everything this topology names: the routes (only the exchange in the
+    /// webhook-service's view), the retry queues when it has retry delays (the email-service's
+    /// view) and the webhook-service's queues when it has them. What a service's broker
+    /// connection runs at every (re)connect.
     ///
     /// # Errors
     /// Any AMQP error, e.g. a queue that exists with different arguments.
     pub async fn declare_all(&self, channel: &Channel) -> lapin::Result<()> {
-        self.declare(channel).await?;
-        self.declare_retry_queues(channel).await
+        if self.email_routes {
+            self.declare(channel).await?;
+        } else {
+            self.declare_exchange(channel).await?;
+        }
+        self.declare_retry_queues(channel).await?;
+        self.declare_webhook_queue(channel).await
     }
 
     /// Declares one retry queue per [`retry_delays`](Self::retry_delays) entry: a message waits
@@ -265,6 +334,54 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+/// A quorum work queue dead-lettering to `dlq` (declared first, a quorum queue too) after
+/// `delivery_limit` deliveries or a reject without requeue, bound to `exchange` by `keys`.
+async fn declare_work_queue(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    dlq: &str,
+    delivery_limit: i64,
+    keys: &[&str],
+) -> lapin::Result<()> {
+    let mut dlq_args = FieldTable::default();
+    dlq_args.insert("x-queue-type".into(), string("quorum"));
+    // `dlq list` reads by get-and-requeue, which counts as a delivery. RabbitMQ 4 gives
+    // quorum queues a default delivery limit of 20 (then drops the message, as the DLQ has
+    // no dead-letter target), so set one that listing can never reach.
+    dlq_args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(DLQ_DELIVERY_LIMIT),
+    );
+    channel
+        .queue_declare(dlq.into(), durable(), dlq_args)
+        .await?;
+
+    let mut work_args = FieldTable::default();
+    work_args.insert("x-queue-type".into(), string("quorum"));
+    work_args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(delivery_limit),
+    );
+    work_args.insert("x-dead-letter-exchange".into(), string(""));
+    work_args.insert("x-dead-letter-routing-key".into(), string(dlq));
+    channel
+        .queue_declare(queue.into(), durable(), work_args)
+        .await?;
+    for key in keys {
+        channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                (*key).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 fn durable() -> QueueDeclareOptions {
@@ -331,6 +448,55 @@ mod tests {
             Topology::new("t1.").queues(),
             ["t1.email-service", "t1.email-service.dlq"],
             "a publisher's view has neither"
+        );
+    }
+
+    #[test]
+    fn the_webhook_queue_is_bound_to_every_public_event_but_not_to_signup_attempts() {
+        use crate::events::{
+            Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
+            VerificationResentV1,
+        };
+        for key in [
+            UserRegisteredV1::ROUTING_KEY,
+            VerificationReminderV1::ROUTING_KEY,
+            VerificationResentV1::ROUTING_KEY,
+            UserVerifiedV1::ROUTING_KEY,
+        ] {
+            assert!(
+                routing_keys::WEBHOOK_SERVICE_BINDINGS.contains(&key),
+                "{key}"
+            );
+        }
+        assert!(!routing_keys::WEBHOOK_SERVICE_BINDINGS.contains(&SignupAttemptedV1::ROUTING_KEY));
+    }
+
+    #[test]
+    fn only_the_webhook_services_view_and_a_cleanup_list_the_webhook_queues() {
+        assert_eq!(
+            Topology::webhook_service("t1.").queues(),
+            ["t1.webhook-service", "t1.webhook-service.dlq"],
+            "the webhook-service declares no email queue"
+        );
+        assert_eq!(
+            Topology::new("t1.")
+                .with_retry_delays(vec![Duration::from_secs(1)])
+                .with_webhook_queue()
+                .queues(),
+            [
+                "t1.email-service",
+                "t1.email-service.dlq",
+                "t1.email-service.defer",
+                "t1.email-service.retry.1000ms",
+                "t1.webhook-service",
+                "t1.webhook-service.dlq"
+            ]
+        );
+        assert!(
+            !Topology::new("t1.")
+                .queues()
+                .contains(&"t1.webhook-service".to_owned()),
+            "the relay and the email-service never declare it"
         );
     }
 

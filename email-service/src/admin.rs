@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use common::amqp::Broker;
+use common::{amqp::Broker, consumer::ConsumerHealth};
 
-use crate::{consumer::ConsumerHealth, mailer::Breaker};
+use crate::mailer::Breaker;
 use sea_orm::DatabaseConnection;
 use serde_json::json;
 

@@ -5,13 +5,9 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use common::{
-    amqp::{Broker, BrokerError},
-    backoff::Backoff,
-    settings::Validate as _,
-    shutdown::sleep_or_cancel,
+    amqp::Broker, consumer::ConsumerHealth, settings::Validate as _, shutdown::sleep_or_cancel,
     topology::Topology,
 };
-use lapin::Connection;
 use sea_orm::DatabaseConnection;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -108,9 +104,10 @@ impl Application {
     ///
     /// A lost broker connection is not fatal: in-flight sends finish (their unacked deliveries
     /// come back and the inbox recognises them), readiness reports the broker down, and the
-    /// service reconnects with backoff (100 ms doubling to 2 s, jittered: [`Backoff`]'s default)
-    /// and consumes again. A consumer loop stuck for longer than `CONSUMER_STALL_TIMEOUT` makes
-    /// `GET /health/live` answer 503, so an orchestrator restarts the process.
+    /// service reconnects with backoff and consumes again
+    /// ([`common::consumer::consume_with_reconnect`]). A consumer loop stuck for longer than
+    /// `CONSUMER_STALL_TIMEOUT` makes `GET /health/live` answer 503, so an orchestrator
+    /// restarts the process.
     ///
     /// # Errors
     /// When the admin server fails.
@@ -125,7 +122,7 @@ impl Application {
         } = self;
         let stop = shutdown.child_token();
         let admin_addr = admin.local_addr()?;
-        let health = Arc::new(consumer::ConsumerHealth::default());
+        let health = Arc::new(ConsumerHealth::default());
         let breaker = Arc::new(Breaker::new(
             settings.smtp_breaker_threshold,
             settings.smtp_breaker_cooldown,
@@ -159,7 +156,19 @@ impl Application {
             settings.clone(),
             breaker.clone(),
         ));
-        consume_with_reconnect(&broker, &handler, &health, &stop).await;
+        // A lost connection: in-flight sends finish, then a fresh connection and channels.
+        common::consumer::consume_with_reconnect(&broker, &health, &stop, |connection| {
+            let (handler, health, stop) = (handler.clone(), health.clone(), stop.clone());
+            async move {
+                // For the consumer's retry and dead-letter publishes.
+                let publisher_channel = connection
+                    .create_channel()
+                    .await
+                    .context("opening the publisher channel")?;
+                consumer::run(&connection, publisher_channel, handler, &health, stop).await
+            }
+        })
+        .await;
         stop.cancel();
         let _ = purger.await;
         let served = admin_server.await;
@@ -170,80 +179,6 @@ impl Application {
             .context("admin server failed")?;
         Ok(())
     }
-}
-
-/// Consumes on the broker connection; whenever it is lost, reconnects with backoff and goes on,
-/// until `stop`.
-async fn consume_with_reconnect(
-    broker: &Broker,
-    handler: &Arc<consumer::Handler>,
-    health: &consumer::ConsumerHealth,
-    stop: &CancellationToken,
-) {
-    // A connection that consumed at least this long was healthy: the next loss starts the
-    // backoff afresh. A consumer that fails at once keeps doubling a slower backoff (to 30 s),
-    // so a broker that accepts connections but refuses the consumer is not hammered; an
-    // unreachable broker is retried quickly (to 2 s), so consuming resumes soon after it returns.
-    const HEALTHY_RUN: Duration = Duration::from_secs(30);
-    let mut unreachable = Backoff::default();
-    let mut failing_consumer = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
-    while !stop.is_cancelled() {
-        health.beat();
-        let opened = tokio::select! {
-            biased;
-            () = stop.cancelled() => return,
-            opened = open(broker) => opened,
-        };
-        let (connection, publisher_channel) = match opened {
-            Ok(opened) => {
-                unreachable.reset();
-                opened
-            }
-            Err(error) => {
-                // Once when the outage starts; the broker logs when it is back.
-                let error = common::telemetry::error_chain(&error);
-                if unreachable.is_failing() {
-                    tracing::debug!(error, "RabbitMQ still unreachable");
-                } else {
-                    tracing::warn!(error, "RabbitMQ unreachable; retrying until it is back");
-                }
-                sleep_or_cancel(unreachable.next_delay(), stop).await;
-                continue;
-            }
-        };
-        let started = std::time::Instant::now();
-        let consumed = consumer::run(
-            &connection,
-            publisher_channel,
-            handler.clone(),
-            health,
-            stop.clone(),
-        )
-        .await;
-        if stop.is_cancelled() {
-            return;
-        }
-        if started.elapsed() >= HEALTHY_RUN {
-            failing_consumer.reset();
-        }
-        let delay = failing_consumer.next_delay();
-        let error = consumed.err().map(|e| format!("{e:#}")).unwrap_or_default();
-        tracing::warn!(error, retry_in = ?delay, "lost the RabbitMQ connection; reconnecting");
-        broker.disconnect("reconnecting").await;
-        health.beat();
-        sleep_or_cancel(delay, stop).await;
-    }
-}
-
-/// The connection (re-opened and re-declared if it was lost) and a channel on it for the
-/// consumer's retry and dead-letter publishes.
-async fn open(broker: &Broker) -> Result<(Arc<Connection>, lapin::Channel), BrokerError> {
-    let connection = broker.connection().await?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(BrokerError::Channel)?;
-    Ok((connection, channel))
 }
 
 /// Deletes inbox rows older than the retention, in batches, until `stop`.

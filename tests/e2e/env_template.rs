@@ -21,12 +21,15 @@ fn every_setting_of_every_service_is_in_the_env_template() {
     variables.extend(variables_of(&user_service::Settings::default()));
     variables.extend(variables_of(&outbox_relay::Settings::default()));
     variables.extend(variables_of(&email_service::Settings::default()));
+    variables.extend(variables_of(&webhook_service::Settings::default()));
     variables.extend(variables_of(&signup_outbox::RunnerSettings::default()));
     variables.extend([
         "RUST_LOG".to_owned(),
         common::settings::CONFIG_FILE_VAR.to_owned(),
     ]);
     assert!(variables.len() > 40, "{variables:?}");
+    assert!(variables.contains("WEBHOOK_ALLOWED_NETS"), "{variables:?}");
+    assert!(variables.contains("WEBHOOK_HTTP_ADDR"), "{variables:?}");
     let missing: Vec<&String> = variables
         .iter()
         .filter(|var| {
@@ -51,6 +54,7 @@ fn docker_compose_passes_every_setting_and_only_real_ones() {
     known.extend(variables_of(&user_service::Settings::default()));
     known.extend(variables_of(&outbox_relay::Settings::default()));
     known.extend(variables_of(&email_service::Settings::default()));
+    known.extend(variables_of(&webhook_service::Settings::default()));
     known.extend([
         "RUST_LOG".to_owned(),
         common::settings::CONFIG_FILE_VAR.to_owned(),

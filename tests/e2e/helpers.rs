@@ -17,6 +17,8 @@ pub(crate) struct TestStack {
     pub(crate) relay_admin: SocketAddr,
     pub(crate) email_admin: SocketAddr,
     pub(crate) user_db: DatabaseConnection,
+    /// The webhook-service database (SQLite in the stack's folder).
+    pub(crate) webhook_db: DatabaseConnection,
     pub(crate) settings: StackSettings,
     pub(crate) sink: SmtpSink,
     pub(crate) client: reqwest::Client,
@@ -44,6 +46,7 @@ pub(crate) async fn stack_settings(
     let amqp_url = common::testing::amqp_url();
     let any_port: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let retry_delays = vec![Duration::from_millis(200), Duration::from_millis(400)];
+    let sqlite = |name: &str| format!("sqlite://{}/{name}?mode=rwc", dir.path().display());
     StackSettings {
         user: user_service::Settings {
             database_url: user_db.clone().into(),
@@ -68,12 +71,22 @@ pub(crate) async fn stack_settings(
             ..Default::default()
         },
         email: email_service::Settings {
-            amqp_url: amqp_url.into(),
-            amqp_namespace: namespace,
-            database_url: format!("sqlite://{}/email.db?mode=rwc", dir.path().display()).into(),
+            amqp_url: amqp_url.clone().into(),
+            amqp_namespace: namespace.clone(),
+            database_url: sqlite("email.db").into(),
             smtp_url: Some(email_service::SmtpUrl(sink.url())),
             retry_delays,
             admin_addr: any_port,
+            ..Default::default()
+        },
+        webhook: webhook_service::Settings {
+            amqp_url: amqp_url.into(),
+            amqp_namespace: namespace,
+            database_url: sqlite("webhook.db").into(),
+            http_addr: any_port,
+            // Receivers of the tests listen on loopback.
+            webhook_allowed_nets: vec!["127.0.0.0/8".parse().unwrap()],
+            webhook_retry_schedule: vec![Duration::from_millis(200), Duration::from_millis(400)],
             ..Default::default()
         },
     }
@@ -97,17 +110,21 @@ pub(crate) async fn spawn_stack_with(
     let relay_admin = stack.relay.admin_addr().unwrap();
     let email_admin = stack.email.admin_addr().unwrap();
     let user_db = stack.user.db().clone();
+    let webhook_db = stack.webhook.db().clone();
     let shutdown = CancellationToken::new();
     tokio::spawn(stack.run(shutdown.clone()));
-    // The email-service's view of the namespace, so its retry queues are deleted too.
+    // Every queue of the namespace: the email-service's retry queues and the webhook-service's
+    // queues too.
     let topology = common::topology::Topology::new(&settings.email.amqp_namespace)
-        .with_retry_delays(settings.email.retry_delays.clone());
+        .with_retry_delays(settings.email.retry_delays.clone())
+        .with_webhook_queue();
     TestStack {
         _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
         api,
         relay_admin,
         email_admin,
         user_db,
+        webhook_db,
         settings,
         sink,
         client: reqwest::Client::new(),

@@ -1,4 +1,4 @@
-//! End-to-end tests: the three services together against real PostgreSQL, RabbitMQ and an SMTP
+//! End-to-end tests: the four services together against real PostgreSQL, RabbitMQ and an SMTP
 //! sink, in-process (`Stack`) and as the all-in-one binary. Each test has its own database,
 //! AMQP namespace, sink and ports, so the suite runs in parallel.
 
@@ -15,3 +15,4 @@ mod runner;
 mod secrets;
 mod signup;
 mod squatting;
+mod webhooks;

@@ -10,6 +10,8 @@ const SMTP_URL: &str = "smtps://mailer:smtp-pw-4713@smtp.example.com:465";
 const CODE_HMAC_KEY: &str = "code-key-4715-0123456789abcdef0123456789";
 const EMAIL_DATABASE_URL: &str =
     "postgres://email_service@postgres:5432/email?sslmode=require&password=email-pw-4714";
+const WEBHOOK_DATABASE_URL: &str = "postgres://webhook_service:webhook-pw-4716@postgres/webhooks";
+const WEBHOOK_API_TOKEN: &str = "api-token-4717-0123456789abcdef";
 
 fn environment() -> std::collections::HashMap<String, String> {
     env_vars(&[
@@ -17,6 +19,8 @@ fn environment() -> std::collections::HashMap<String, String> {
         ("AMQP_URL", AMQP_URL),
         ("SMTP_URL", SMTP_URL),
         ("EMAIL_DATABASE_URL", EMAIL_DATABASE_URL),
+        ("WEBHOOK_DATABASE_URL", WEBHOOK_DATABASE_URL),
+        ("WEBHOOK_API_TOKEN", WEBHOOK_API_TOKEN),
         ("CODE_HMAC_KEY", CODE_HMAC_KEY),
     ])
 }
@@ -28,6 +32,8 @@ fn assert_redacted(what: &str, printed: &str) {
         "smtp-pw-4713",
         "email-pw-4714",
         "code-key-4715",
+        "webhook-pw-4716",
+        "api-token-4717",
     ] {
         assert!(
             !printed.contains(password),
@@ -41,6 +47,7 @@ fn debug_output_of_every_settings_struct_hides_the_passwords() {
     let user: user_service::Settings = common::settings::load_from(environment()).unwrap();
     let relay: outbox_relay::Settings = common::settings::load_from(environment()).unwrap();
     let email: email_service::Settings = common::settings::load_from(environment()).unwrap();
+    let webhook: webhook_service::Settings = common::settings::load_from(environment()).unwrap();
     let runner: signup_outbox::RunnerSettings = common::settings::load_from(environment()).unwrap();
 
     // The same variables still reach the services in full.
@@ -48,12 +55,23 @@ fn debug_output_of_every_settings_struct_hides_the_passwords() {
     assert_eq!(relay.amqp_url.expose(), AMQP_URL);
     assert_eq!(email.smtp_url.as_ref().unwrap().0, SMTP_URL);
     assert_eq!(runner.email_database_url.expose(), EMAIL_DATABASE_URL);
+    assert_eq!(runner.webhook_database_url.expose(), WEBHOOK_DATABASE_URL);
+    assert_eq!(
+        webhook.webhook_api_token,
+        Some(webhook_service::ApiToken(WEBHOOK_API_TOKEN.into()))
+    );
 
     assert_redacted("user-service Settings", &format!("{user:?}"));
     assert_redacted("outbox-relay Settings", &format!("{relay:?}"));
     assert_redacted("email-service Settings", &format!("{email:#?}"));
+    assert_redacted("webhook-service Settings", &format!("{webhook:#?}"));
     assert_redacted("RunnerSettings", &format!("{runner:?}"));
-    let stack = signup_outbox::StackSettings { user, relay, email };
+    let stack = signup_outbox::StackSettings {
+        user,
+        relay,
+        email,
+        webhook,
+    };
     let printed = format!("{stack:?}");
     assert_redacted("StackSettings", &printed);
     // Still useful for debugging: user and host stay.

@@ -1,5 +1,5 @@
 //! The all-in-one binary, as a newcomer runs it: register → the verification `.eml` appears in
-//! the mail folder with a working link → verify → the welcome `.eml` appears. Its logs (all three
+//! the mail folder with a working link → verify → the welcome `.eml` appears. Its logs (all four
 //! services) carry the request's correlation id and never a token, code or password.
 
 use std::{
@@ -32,10 +32,13 @@ impl Drop for Runner {
 impl Runner {
     /// The binary on `http_port`; mails go to `smtp_url` if given, else to `dir/mail`.
     fn start(dir: &Path, http_port: u16, rust_log: &str, smtp_url: Option<&str>) -> Self {
+        common::testing::install_crypto_provider();
         let namespace = common::testing::unique_namespace();
-        // The email-service's view of the namespace, so its retry queues are deleted too.
+        // Every queue of the namespace: the email-service's retry queues and the
+        // webhook-service's queues too.
         let topology = common::topology::Topology::new(&namespace)
-            .with_retry_delays(email_service::Settings::default().retry_delays);
+            .with_retry_delays(email_service::Settings::default().retry_delays)
+            .with_webhook_queue();
         let mut command = Command::new(BIN);
         if let Some(url) = smtp_url {
             command.env("SMTP_URL", url);
@@ -49,6 +52,14 @@ impl Runner {
             .env(
                 "EMAIL_DATABASE_URL",
                 format!("sqlite://{}/email.db?mode=rwc", dir.display()),
+            )
+            .env(
+                "WEBHOOK_DATABASE_URL",
+                format!("sqlite://{}/webhook.db?mode=rwc", dir.display()),
+            )
+            .env(
+                "WEBHOOK_HTTP_ADDR",
+                format!("127.0.0.1:{}", common::testing::free_port()),
             )
             .env("MAIL_DIR", dir.join("mail"))
             .env("AMQP_URL", common::testing::amqp_url())
@@ -191,14 +202,33 @@ async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() 
     let mails = wait_for_mails(&mail_dir, 2).await;
     assert!(mails.iter().any(|m| m.contains("Subject: Welcome!")));
 
-    // The correlation id follows the sign-up through the three services' logs.
+    // The correlation id follows the sign-up through the four services' logs (the
+    // webhook-service stores its public event concurrently with the mails: wait for it).
     runner.wait_for_log("event published").await;
+    let lines = runner.lines.clone();
+    eventually(
+        Duration::from_secs(30),
+        "the webhook-service's log line",
+        || {
+            let found =
+                lines.lock().unwrap().iter().any(|l| {
+                    l.contains(&correlation_id) && l.contains("\"target\":\"webhook_service")
+                });
+            async move { found }
+        },
+    )
+    .await;
     let logs = runner.logs();
     let with_id: Vec<&String> = logs
         .iter()
         .filter(|l| l.contains(&correlation_id))
         .collect();
-    for service in ["user_service", "outbox_relay", "email_service"] {
+    for service in [
+        "user_service",
+        "outbox_relay",
+        "email_service",
+        "webhook_service",
+    ] {
         assert!(
             with_id
                 .iter()
@@ -312,6 +342,7 @@ fn the_runner_says_in_one_line_how_to_start_rabbitmq_when_it_is_unreachable() {
         .env("USER_ADMIN_ADDR", "127.0.0.1:0")
         .env("RELAY_ADMIN_ADDR", "127.0.0.1:0")
         .env("EMAIL_ADMIN_ADDR", "127.0.0.1:0")
+        .env("WEBHOOK_HTTP_ADDR", "127.0.0.1:0")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

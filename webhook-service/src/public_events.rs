@@ -1,9 +1,356 @@
-//! The public webhook events: documented, versioned, secret-free. STUB: the catalogue only.
+//! The public webhook events: documented, versioned, secret-free.
+//!
+//! Every webhook body has the Standard Webhooks payload structure:
+//!
+//! ```json
+//! {"type": "user.registered", "timestamp": "2026-12-07T10:00:00Z", "data": {"version": 1, …}}
+//! ```
+//!
+//! `type` is one of [`EVENT_TYPES`], `timestamp` (RFC 3339) is when the state change happened
+//! (the internal event's `occurred_at`), and `data` is the type's schema below.
+//!
+//! **Versioning.** The type names are stable; the schema version is `data.version` (1 for
+//! every type today). Adding a field is compatible and keeps the version: receivers must ignore
+//! fields they do not know. Removing, renaming or retyping a field is a new version number; the
+//! old one keeps being sent until every endpoint has moved (there is only version 1 so far).
+//!
+//! **No secrets.** Internal events carry the verification link and code for the mail that
+//! delivers them ([`common::events::VerificationDetails`]); a public schema never has a field
+//! for them, nor for a password or hash: the structs below are built field by field from the
+//! internal events, never copied from them. `user.signup_attempted.v1` has no public event:
+//! it would tell a subscriber that someone tried to register an address that has an account.
+
+use chrono::{DateTime, Utc};
+use common::events::{
+    Envelope, SignupEvent, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
+    VerificationResentV1,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 /// Every public event type an endpoint may subscribe to.
 pub(crate) const EVENT_TYPES: &[&str] = &[
-    "user.registered",
-    "user.verification_reminder_sent",
-    "user.verification_resent",
-    "user.verified",
+    UserRegistered::TYPE,
+    UserVerificationReminderSent::TYPE,
+    UserVerificationResent::TYPE,
+    UserVerified::TYPE,
 ];
+
+/// The schema version every public event has today (`data.version`).
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// A webhook body: `{type, timestamp, data}` (Standard Webhooks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct Payload<T> {
+    /// The public event type, e.g. `user.registered`.
+    #[serde(rename = "type")]
+    pub(crate) event_type: String,
+    /// When it happened (RFC 3339, UTC).
+    pub(crate) timestamp: DateTime<Utc>,
+    /// The event's data, by its type's schema.
+    pub(crate) data: T,
+}
+
+/// The `data` of one public event type.
+pub(crate) trait PublicData: Serialize {
+    /// Its public type name.
+    const TYPE: &'static str;
+}
+
+/// `user.registered`: an account was created (its address is not verified yet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UserRegistered {
+    /// Schema version, 1.
+    pub(crate) version: u32,
+    pub(crate) user_id: Uuid,
+    /// Normalised (lower-case) email address.
+    pub(crate) email: String,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    /// When the account was created.
+    pub(crate) registered_at: DateTime<Utc>,
+}
+
+impl PublicData for UserRegistered {
+    const TYPE: &'static str = "user.registered";
+}
+
+/// `user.verification_reminder_sent`: a still-unverified user was reminded to verify.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UserVerificationReminderSent {
+    /// Schema version, 1.
+    pub(crate) version: u32,
+    pub(crate) user_id: Uuid,
+    pub(crate) email: String,
+    /// 1 for the first reminder, 2 for the second, …
+    pub(crate) reminder_number: u32,
+    /// When the reminder was issued (the mail follows within seconds).
+    pub(crate) sent_at: DateTime<Utc>,
+}
+
+impl PublicData for UserVerificationReminderSent {
+    const TYPE: &'static str = "user.verification_reminder_sent";
+}
+
+/// `user.verification_resent`: the user asked for a new verification mail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UserVerificationResent {
+    /// Schema version, 1.
+    pub(crate) version: u32,
+    pub(crate) user_id: Uuid,
+    pub(crate) email: String,
+    /// When the new verification was issued (the mail follows within seconds).
+    pub(crate) sent_at: DateTime<Utc>,
+}
+
+impl PublicData for UserVerificationResent {
+    const TYPE: &'static str = "user.verification_resent";
+}
+
+/// `user.verified`: the user proved the address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UserVerified {
+    /// Schema version, 1.
+    pub(crate) version: u32,
+    pub(crate) user_id: Uuid,
+    pub(crate) email: String,
+    pub(crate) verified_at: DateTime<Utc>,
+}
+
+impl PublicData for UserVerified {
+    const TYPE: &'static str = "user.verified";
+}
+
+/// A public event ready to store as a `messages` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PublicEvent {
+    /// One of [`EVENT_TYPES`].
+    pub(crate) event_type: &'static str,
+    /// The JSON webhook body.
+    pub(crate) payload: String,
+}
+
+/// The public event announcing `event`, or `None` for an event that is never published.
+///
+/// # Errors
+/// When the payload cannot be serialised (it always can: plain strings, ids and times).
+pub(crate) fn public_event(event: &SignupEvent) -> Result<Option<PublicEvent>, serde_json::Error> {
+    match event {
+        SignupEvent::UserRegistered(e) => encode(e, registered(&e.data, e.occurred_at)),
+        SignupEvent::VerificationReminder(e) => encode(e, reminder(&e.data, e.occurred_at)),
+        SignupEvent::VerificationResent(e) => encode(e, resent(&e.data, e.occurred_at)),
+        SignupEvent::UserVerified(e) => encode(e, verified(&e.data)),
+        SignupEvent::SignupAttempted(_) => Ok(None),
+    }
+}
+
+fn encode<E, T: PublicData>(
+    envelope: &Envelope<E>,
+    data: T,
+) -> Result<Option<PublicEvent>, serde_json::Error> {
+    let payload = Payload {
+        event_type: T::TYPE.to_owned(),
+        timestamp: envelope.occurred_at,
+        data,
+    };
+    Ok(Some(PublicEvent {
+        event_type: T::TYPE,
+        payload: serde_json::to_string(&payload)?,
+    }))
+}
+
+fn registered(event: &UserRegisteredV1, occurred_at: DateTime<Utc>) -> UserRegistered {
+    UserRegistered {
+        version: SCHEMA_VERSION,
+        user_id: event.user_id,
+        email: event.email.clone(),
+        first_name: event.first_name.clone(),
+        last_name: event.last_name.clone(),
+        // Events written before `registered_at` existed: the registration's own time.
+        registered_at: event.registered_at.unwrap_or(occurred_at),
+    }
+}
+
+fn reminder(
+    event: &VerificationReminderV1,
+    occurred_at: DateTime<Utc>,
+) -> UserVerificationReminderSent {
+    UserVerificationReminderSent {
+        version: SCHEMA_VERSION,
+        user_id: event.user_id,
+        email: event.email.clone(),
+        reminder_number: event.reminder_number,
+        sent_at: occurred_at,
+    }
+}
+
+fn resent(event: &VerificationResentV1, occurred_at: DateTime<Utc>) -> UserVerificationResent {
+    UserVerificationResent {
+        version: SCHEMA_VERSION,
+        user_id: event.user_id,
+        email: event.email.clone(),
+        sent_at: occurred_at,
+    }
+}
+
+fn verified(event: &UserVerifiedV1) -> UserVerified {
+    UserVerified {
+        version: SCHEMA_VERSION,
+        user_id: event.user_id,
+        email: event.email.clone(),
+        verified_at: event.verified_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use common::events::{Event, SignupAttemptedV1, VerificationDetails};
+
+    use super::*;
+
+    const TOKEN: &str = "tok3nS3cr3tV4lue";
+    const CODE: &str = "482913";
+    const LINK: &str = "http://127.0.0.1:8080/user/verify?token=tok3nS3cr3tV4lue";
+
+    /// A fixed time and id, so no digit of a timestamp or id can match the code by chance.
+    fn at() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-12-07T10:00:00Z")
+            .expect("a time")
+            .to_utc()
+    }
+
+    fn verification() -> VerificationDetails {
+        VerificationDetails {
+            link: LINK.into(),
+            code: CODE.into(),
+            expires_at: at(),
+            code_expires_at: Some(at()),
+        }
+    }
+
+    fn envelope<T: Event>(data: T) -> Envelope<T> {
+        Envelope::new(Uuid::new_v4(), at(), data)
+    }
+
+    /// One internal event of every type, the verification events with known secrets.
+    fn every_internal_event() -> Vec<SignupEvent> {
+        let user_id = Uuid::from_u128(0x0123_4567_89ab_cdef);
+        let email = "ann@example.com".to_owned();
+        let (first_name, last_name) = (Some("Ann".to_owned()), Some("Lee".to_owned()));
+        vec![
+            SignupEvent::UserRegistered(envelope(UserRegisteredV1 {
+                user_id,
+                email: email.clone(),
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                verification: verification(),
+                registered_at: Some(at()),
+            })),
+            SignupEvent::VerificationReminder(envelope(VerificationReminderV1 {
+                user_id,
+                email: email.clone(),
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                verification: verification(),
+                reminder_number: 2,
+                registered_at: Some(at()),
+            })),
+            SignupEvent::VerificationResent(envelope(VerificationResentV1 {
+                user_id,
+                email: email.clone(),
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                verification: verification(),
+                registered_at: None,
+            })),
+            SignupEvent::UserVerified(envelope(UserVerifiedV1 {
+                user_id,
+                email: email.clone(),
+                first_name,
+                last_name,
+                verified_at: at(),
+            })),
+            SignupEvent::SignupAttempted(envelope(SignupAttemptedV1 {
+                user_id,
+                email,
+                attempted_at: at(),
+                account_verified: true,
+            })),
+        ]
+    }
+
+    fn mapped() -> Vec<PublicEvent> {
+        every_internal_event()
+            .iter()
+            .filter_map(|event| public_event(event).expect("serialisable"))
+            .collect()
+    }
+
+    #[test]
+    fn no_public_payload_carries_a_verification_secret() {
+        let mapped = mapped();
+        assert_eq!(mapped.len(), 4);
+        for event in &mapped {
+            for secret in [TOKEN, CODE, LINK, "verify?", "\"code", "\"link"] {
+                assert!(
+                    !event.payload.contains(secret),
+                    "{secret:?} in {}: {}",
+                    event.event_type,
+                    event.payload
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_public_type_has_a_mapping_and_signup_attempts_have_none() {
+        let mapped: BTreeSet<&str> = mapped().iter().map(|e| e.event_type).collect();
+        let catalogue: BTreeSet<&str> = EVENT_TYPES.iter().copied().collect();
+        assert_eq!(mapped, catalogue);
+        let attempt = every_internal_event().pop().expect("a signup attempt");
+        assert!(matches!(attempt, SignupEvent::SignupAttempted(_)));
+        assert_eq!(public_event(&attempt).expect("serialisable"), None);
+    }
+
+    #[test]
+    fn payloads_have_the_standard_webhooks_shape_and_a_version() {
+        for event in mapped() {
+            let json: serde_json::Value = serde_json::from_str(&event.payload).expect("JSON");
+            let fields: BTreeSet<&str> = json
+                .as_object()
+                .expect("object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(fields, BTreeSet::from(["type", "timestamp", "data"]));
+            assert_eq!(json["type"], event.event_type);
+            assert_eq!(json["data"]["version"], SCHEMA_VERSION);
+            assert!(json["data"]["user_id"].is_string());
+            assert_eq!(json["data"]["email"], "ann@example.com");
+            let timestamp = json["timestamp"].as_str().expect("timestamp");
+            DateTime::parse_from_rfc3339(timestamp).expect("RFC 3339");
+        }
+    }
+
+    #[test]
+    fn a_registration_carries_the_names_and_falls_back_to_occurred_at() {
+        let mut events = every_internal_event();
+        let SignupEvent::UserRegistered(mut registration) = events.remove(0) else {
+            panic!("the first event is a registration");
+        };
+        registration.data.registered_at = None;
+        registration.occurred_at = at() + chrono::Duration::seconds(5);
+        let event = public_event(&SignupEvent::UserRegistered(registration.clone()))
+            .expect("serialisable")
+            .expect("public");
+        let payload: Payload<UserRegistered> =
+            serde_json::from_str(&event.payload).expect("the documented schema");
+        assert_eq!(payload.data.first_name.as_deref(), Some("Ann"));
+        assert_eq!(payload.data.last_name.as_deref(), Some("Lee"));
+        assert_eq!(payload.data.registered_at, registration.occurred_at);
+        assert_eq!(payload.timestamp, registration.occurred_at);
+    }
+}

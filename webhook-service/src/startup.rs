@@ -52,7 +52,9 @@ impl Application {
         let broker = Arc::new(Broker::new(
             settings.amqp_url.clone(),
             settings.amqp_connection_name.clone(),
-            Topology::new(&settings.amqp_namespace),
+            // The exchange and the webhook-service's own queue and dead-letter queue, declared
+            // now and at every reconnect.
+            Topology::webhook_service(&settings.amqp_namespace),
         ));
         broker.connection().await?;
         let egress = Arc::new(Egress::new(&settings)?);
@@ -66,6 +68,7 @@ impl Application {
                 egress,
                 due: DueSignal::default(),
                 broker,
+                consumer: Arc::default(),
             },
             listener,
         })

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use common::amqp::Broker;
+use common::{amqp::Broker, consumer::ConsumerHealth};
 use sea_orm::DatabaseConnection;
 
 use crate::{egress::Egress, settings::Settings, store::DueSignal};
@@ -19,4 +19,7 @@ pub(crate) struct AppState {
     pub(crate) due: DueSignal,
     /// The broker connection the consumer uses (readiness).
     pub(crate) broker: Arc<Broker>,
+    /// The consumer loop's progress: liveness fails when it is stalled for longer than
+    /// [`crate::consumer::CONSUMER_STALL_TIMEOUT`].
+    pub(crate) consumer: Arc<ConsumerHealth>,
 }

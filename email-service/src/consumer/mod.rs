@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::Context;
-use common::topology::Topology;
+use common::{consumer::ConsumerHealth, topology::Topology};
 use futures::StreamExt;
 use lapin::{
     Connection,
@@ -33,9 +33,6 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 mod delivery;
-mod health;
-
-pub(crate) use health::ConsumerHealth;
 
 use crate::{
     content::ContentPolicy,

@@ -160,6 +160,7 @@ async fn register_and_disconnect(api: std::net::SocketAddr, n: usize) {
 /// The real binary with the OWASP argon2 memory cost, so memory is measured as deployed.
 #[tokio::test]
 async fn clients_that_disconnect_mid_hash_never_run_more_hashes_than_the_cap() {
+    common::testing::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
     let (api_port, admin_port) = (free_port(), free_port());
     let mut child = tokio::process::Command::from({

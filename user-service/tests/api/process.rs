@@ -51,6 +51,7 @@ struct Running {
 
 impl Running {
     fn start(envs: &[(&str, &str)]) -> Self {
+        common::testing::install_crypto_provider();
         let port = common::testing::free_port();
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)

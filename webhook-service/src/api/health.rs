@@ -5,11 +5,25 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// Liveness: the process serves requests.
-#[utoipa::path(get, path = "/health/live", tag = "operations",
-    responses((status = 200, description = "Alive", body = Object)))]
-pub(crate) async fn live() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+/// Liveness: 503 when the event consumer loop has been neither consuming nor reconnecting for
+/// longer than its stall timeout: it is stuck, and restarting the process is the remedy (the
+/// broker redelivers what it held; the message table recognises what was stored).
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses(
+    (status = 200, description = "Alive", body = Object),
+    (status = 503, description = "The event consumer is stuck", body = Object),
+))]
+pub(crate) async fn live(State(state): State<AppState>) -> impl IntoResponse {
+    let now = tokio::time::Instant::now();
+    match state
+        .consumer
+        .stalled_for(now, crate::consumer::CONSUMER_STALL_TIMEOUT)
+    {
+        None => (StatusCode::OK, Json(json!({ "status": "ok" }))),
+        Some(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "stalled", "stalled_for_seconds": stalled.as_secs() })),
+        ),
+    }
 }
 
 /// Readiness: the database answers and the broker connection is up; else 503 naming what is

@@ -1,11 +1,352 @@
-//! The event consumer. STUB.
+//! The event consumer: sign-up events from the webhook-service's quorum queue → public events
+//! ([`crate::public_events`]) → a `messages` row and one `webhook` delivery per subscribed
+//! endpoint, in one transaction ([`fanout`]) → wake the engine → ack.
+//!
+//! Every delivery ends in exactly one of:
+//! - ack after the commit (the broker forgets the event only once its deliveries are durable);
+//! - ack of a duplicate: the event's message row exists (a redelivery), nothing is added;
+//! - ack of an event that has no public counterpart (`user.signup_attempted.v1`), nothing stored;
+//! - reject without requeue of an undecodable body: the broker dead-letters it to
+//!   `webhook-service.dlq`;
+//! - nack with requeue when storing keeps failing although the database answers (the broker's
+//!   delivery limit then dead-letters a message that never succeeds). Before that the
+//!   delivery is retried in place with backoff for [`IN_PLACE_RETRY`], and for as long as the
+//!   database is unreachable: every requeue counts towards the delivery limit, so an outage
+//!   must not turn into requeues, or it would dead-letter every event.
+//!
+//! Up to `PREFETCH` deliveries are unacked at once, and half the database pool is handled
+//! concurrently (the engine and the API keep the other half). The loop reconnects with backoff
+//! when the broker connection is lost ([`common::consumer::consume_with_reconnect`]); the
+//! broker redelivers what was unacked, and the message row makes that harmless. Shutdown: no
+//! new delivery is taken, those in progress finish (bounded), prefetched ones go back to the
+//! queue.
 
-use tokio_util::sync::CancellationToken;
+use std::{sync::Arc, time::Duration};
 
-use crate::state::AppState;
+use anyhow::Context;
+use common::{backoff::Backoff, events::SignupEvent, shutdown::sleep_or_cancel};
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Connection,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicQosOptions, BasicRejectOptions,
+    },
+    types::{AMQPValue, FieldTable},
+};
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::Instrument;
 
-/// Consumes sign-up events until `shutdown`.
+mod fanout;
+
+use crate::{public_events, state::AppState};
+use fanout::Stored;
+
+/// The consumer loop neither consuming nor reconnecting for longer than this is stuck:
+/// liveness (`GET /health/live`) should then fail, so an orchestrator restarts the process.
+/// Draining a lost connection takes at most [`DRAIN_TIMEOUT`] + 2 × [`CHANNEL_TIMEOUT`].
+pub(crate) const CONSUMER_STALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Longest wait for the broker on a channel operation (ack, nack, cancel, close): a live broker
+/// answers in milliseconds; longer means the channel died without telling, and the broker
+/// redelivers the message anyway.
+const CHANNEL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long deliveries in progress may take to finish when the consumer stops; whatever runs
+/// longer is abandoned to the broker (it redelivers, the message row deduplicates).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a delivery whose storing fails is retried in place (backoff 200 ms doubling to 5 s)
+/// before it is given back to the broker, while the database answers.
+const IN_PLACE_RETRY: Duration = Duration::from_secs(60);
+
+/// Consumes sign-up events until `shutdown`, reconnecting whenever the broker connection is
+/// lost.
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
-    let _ = state;
-    shutdown.cancelled().await;
+    let (broker, health) = (state.broker.clone(), state.consumer.clone());
+    common::consumer::consume_with_reconnect(&broker, &health, &shutdown, |connection| {
+        consume(connection, state.clone(), shutdown.clone())
+    })
+    .await;
+}
+
+/// Consumes on one connection until `shutdown` or the channel fails.
+async fn consume(
+    connection: Arc<Connection>,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let queue = state.broker.topology().webhook_queue.clone();
+    let channel = connection
+        .create_channel()
+        .await
+        .context("opening the consumer channel")?;
+    channel
+        .basic_qos(state.settings.prefetch, BasicQosOptions::default())
+        .await
+        .context("setting the prefetch")?;
+    let tag = format!("webhook-service-{}", uuid::Uuid::new_v4());
+    let mut deliveries = channel
+        .basic_consume(
+            queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming {queue}"))?;
+    tracing::info!(%queue, "webhook-service consuming");
+    state.consumer.set_consuming(true);
+    // Cancelled when this connection is done: a delivery waiting for the database gives up, as
+    // its ack could no longer reach the broker (which redelivers it on the next connection).
+    let connection_done = shutdown.child_token();
+    let concurrency = usize::try_from(state.settings.database_max_connections / 2)
+        .unwrap_or(1)
+        .max(1);
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let tasks = TaskTracker::new();
+    let result = loop {
+        // `biased`: once shutdown is requested, no further delivery is started.
+        let permit = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
+        };
+        let delivery = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break Ok(()),
+            delivery = deliveries.next() => delivery,
+        };
+        let delivery = match delivery {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => break Err(error).context("consuming deliveries"),
+            None => break Err(anyhow::anyhow!("the broker ended the consumer")),
+        };
+        let span = delivery_span(&delivery);
+        let (state, done) = (state.clone(), connection_done.clone());
+        tasks.spawn(
+            async move {
+                handle(&state, delivery, &done).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    };
+    state.consumer.set_consuming(false);
+    if result.is_err() {
+        connection_done.cancel();
+    }
+    tracing::info!(in_flight = tasks.len(), "webhook-service stops consuming");
+    // Best effort and bounded: the channel may already be gone with the connection.
+    let _ = tokio::time::timeout(
+        CHANNEL_TIMEOUT,
+        channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()),
+    )
+    .await;
+    tasks.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            abandoned = tasks.len(),
+            "deliveries still running after {}s; abandoning them to the broker",
+            DRAIN_TIMEOUT.as_secs()
+        );
+        connection_done.cancel();
+    }
+    drop(deliveries);
+    // Closing returns the prefetched deliveries never started to the queue.
+    match tokio::time::timeout(CHANNEL_TIMEOUT, channel.close(200, "shutdown".into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "closing the consumer channel"),
+        Err(_) => tracing::warn!("closing the consumer channel timed out"),
+    }
+    result
+}
+
+/// Handles one delivery to its end (see the module docs); `done` cancels a wait for the
+/// database.
+async fn handle(state: &AppState, delivery: Delivery, done: &CancellationToken) {
+    let outcome = process(state, &delivery, done).await;
+    tracing::Span::current().record("outcome", outcome.as_str());
+    metrics::counter!("webhook_events_consumed_total", "outcome" => outcome.as_str()).increment(1);
+    let settled = match outcome {
+        Outcome::Stored | Outcome::Duplicate | Outcome::Unpublished => {
+            bounded(delivery.ack(BasicAckOptions::default())).await
+        }
+        Outcome::DeadLettered => {
+            bounded(delivery.reject(BasicRejectOptions { requeue: false })).await
+        }
+        Outcome::Requeued => {
+            let options = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            bounded(delivery.nack(options)).await
+        }
+    };
+    if let Err(error) = settled {
+        // The broker redelivers the message; its message row (if committed) deduplicates it.
+        tracing::warn!(error, "settling the delivery failed");
+    }
+}
+
+/// How a delivery is settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    /// Message and deliveries committed: ack.
+    Stored,
+    /// Stored before: ack.
+    Duplicate,
+    /// No public event for this type: ack, nothing stored.
+    Unpublished,
+    /// Undecodable: reject without requeue (the broker dead-letters it).
+    DeadLettered,
+    /// The database failed: nack with requeue.
+    Requeued,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Duplicate => "duplicate",
+            Self::Unpublished => "unpublished",
+            Self::DeadLettered => "dead_lettered",
+            Self::Requeued => "requeued",
+        }
+    }
+}
+
+async fn process(state: &AppState, delivery: &Delivery, done: &CancellationToken) -> Outcome {
+    let event = match SignupEvent::decode(&delivery.data) {
+        Ok(event) => event,
+        Err(error) => {
+            // The error never quotes the body (it may hold a verification code).
+            tracing::warn!(%error, "undecodable event; dead-lettering");
+            return Outcome::DeadLettered;
+        }
+    };
+    let public = match public_events::public_event(&event) {
+        Ok(Some(public)) => public,
+        Ok(None) => {
+            tracing::debug!(
+                event_type = event.event_type(),
+                "no public event for this type; acking"
+            );
+            return Outcome::Unpublished;
+        }
+        Err(error) => {
+            tracing::error!(%error, "the public event cannot be serialised; dead-lettering");
+            return Outcome::DeadLettered;
+        }
+    };
+    let event_id = event.event_id();
+    let traceparent = traceparent(&delivery.properties);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let started = std::time::Instant::now();
+    loop {
+        let stored = fanout::store_message(
+            &state.db,
+            event_id,
+            &public,
+            traceparent.clone(),
+            state.settings.webhook_request_timeout,
+        )
+        .await;
+        let error = match stored {
+            Ok(Stored::Fresh { deliveries }) => {
+                if deliveries > 0 {
+                    state.due.wake();
+                }
+                tracing::info!(%event_id, event_type = public.event_type, deliveries, "event stored");
+                return Outcome::Stored;
+            }
+            Ok(Stored::Duplicate) => {
+                tracing::info!(%event_id, "stored before; acking the duplicate");
+                return Outcome::Duplicate;
+            }
+            Err(error) => error,
+        };
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, retry_in = ?delay, "storing the event failed");
+        if !sleep_or_cancel(delay, done).await {
+            return Outcome::Requeued;
+        }
+        if started.elapsed() >= IN_PLACE_RETRY && state.db.ping().await.is_ok() {
+            // The database answers, so the failure may be this event's: give it back (the
+            // delivery limit dead-letters a message that keeps failing).
+            return Outcome::Requeued;
+        }
+    }
+}
+
+/// An ack, nack or reject, bounded by [`CHANNEL_TIMEOUT`]: on a channel that died without
+/// telling, the future may never finish, and the broker redelivers the message anyway.
+async fn bounded<T>(settle: impl Future<Output = lapin::Result<T>>) -> Result<(), String> {
+    match tokio::time::timeout(CHANNEL_TIMEOUT, settle).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}s; the channel is gone and the broker will redeliver",
+            CHANNEL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// The W3C `traceparent` header of the message, if it looks like one (it is sent on as an HTTP
+/// header later, so nothing but hex digits and dashes).
+fn traceparent(properties: &BasicProperties) -> Option<String> {
+    header_text(properties, common::trace::headers::TRACEPARENT)
+        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+}
+
+fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    let p = &delivery.properties;
+    tracing::info_span!(
+        "event",
+        message_id = p
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+            .unwrap_or_default(),
+        event_type = p.kind().as_ref().map(|s| s.as_str()).unwrap_or_default(),
+        redelivered = delivery.redelivered,
+        correlation_id = header_text(p, common::trace::headers::CORRELATION_ID).unwrap_or_default(),
+        traceparent = header_text(p, common::trace::headers::TRACEPARENT).unwrap_or_default(),
+        outcome = tracing::field::Empty,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_traceparent(value: &str) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert("traceparent".into(), AMQPValue::LongString(value.into()));
+        BasicProperties::default().with_headers(headers)
+    }
+
+    #[test]
+    fn a_traceparent_is_taken_only_when_it_looks_like_one() {
+        let valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            traceparent(&with_traceparent(valid)).as_deref(),
+            Some(valid)
+        );
+        assert_eq!(traceparent(&with_traceparent("00-x\r\nEvil: 1")), None);
+        assert_eq!(traceparent(&BasicProperties::default()), None);
+    }
 }

@@ -62,8 +62,9 @@ impl TestService {
     /// Builds and runs the service with `settings`.
     pub(crate) async fn start(settings: Settings) -> Self {
         common::testing::init_tracing();
-        let cleanup =
-            common::testing::AmqpCleanup::for_topology(&Topology::new(&settings.amqp_namespace));
+        let cleanup = common::testing::AmqpCleanup::for_topology(&Topology::webhook_service(
+            &settings.amqp_namespace,
+        ));
         let app = Application::build(settings.clone())
             .await
             .expect("webhook-service builds");

@@ -2,6 +2,7 @@
 //! binary, one module per area.
 
 mod api;
+mod consumer;
 #[allow(dead_code, reason = "shared by the test modules; each uses a part")]
 mod helpers;
 mod jobs;
