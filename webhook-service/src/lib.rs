@@ -10,7 +10,8 @@
 //! - later, the SMS gateway call.
 //!
 //! The modules are private; what the binary, the all-in-one runner and the tests use is
-//! re-exported here.
+//! re-exported here. One is public: [`signing`], which receivers written in Rust can use to
+//! verify our webhooks.
 //!
 //! - `settings`: [`Settings`] (`DATABASE_URL`, `AMQP_URL`, `HTTP_ADDR`, `WEBHOOK_*`, …).
 //! - `startup`: [`Application`]: build it from [`Settings`], run it until a shutdown token.
@@ -19,7 +20,7 @@
 //! - `retry`: the retry policy: schedule, jitter, which outcomes retry, `Retry-After`.
 //! - `egress`: the outbound HTTP client: SSRF guard at connect time, no redirects, no proxies,
 //!   bounded sizes and timeouts, the error kinds.
-//! - `signing`: Standard Webhooks secrets (`whsec_…`) and signatures.
+//! - [`signing`]: Standard Webhooks secrets (`whsec_…`), signatures and their verification.
 //! - `consumer`: sign-up events from the broker → public webhook events → deliveries.
 //! - `public_events`: the public, versioned, secret-free webhook event schemas.
 //! - `jobs`: scheduled requests: parsing a job, its delivery, the outcome report to `notify`.
@@ -38,7 +39,7 @@ mod migration;
 mod public_events;
 mod retry;
 mod settings;
-mod signing;
+pub mod signing;
 mod startup;
 mod state;
 mod store;
