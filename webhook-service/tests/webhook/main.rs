@@ -1,6 +1,7 @@
 //! webhook-service integration tests: real PostgreSQL and RabbitMQ, local receivers. One binary,
 //! one module per area.
 
+mod engine;
 #[allow(dead_code, reason = "shared by the test modules; each uses a part")]
 mod helpers;
 mod signing_interop;
