@@ -1,5 +1,6 @@
-//! The rows the engine works on, written and read with SQL (PostgreSQL), as the API and the
-//! consumer will write them: endpoints, messages, deliveries; and what the engine recorded.
+//! The rows the engine works on, written and read with SQL, as the API and the consumer will
+//! write them: endpoints, messages, deliveries; and what the engine recorded. PostgreSQL, and
+//! SQLite for the statements that say so.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, FromQueryResult, Statement, Value};
@@ -61,7 +62,8 @@ const INSERT: &str = "INSERT INTO deliveries (id, kind, endpoint_id, message_id,
     next_attempt_at, deadline, traceparent, created_at, updated_at) VALUES \
     ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', 0, $12, $13, $14, $15, $15)";
 
-/// Inserts `rows` and sends the `NOTIFY` every producer sends; returns their ids.
+/// Inserts `rows` and sends the `NOTIFY` every producer sends (PostgreSQL; on SQLite the
+/// engine's poll finds them); returns their ids.
 pub(crate) async fn insert_many(db: &DatabaseConnection, rows: Vec<NewRow>) -> Vec<Uuid> {
     let mut ids = Vec::new();
     for row in rows {
@@ -84,7 +86,7 @@ pub(crate) async fn insert_many(db: &DatabaseConnection, rows: Vec<NewRow>) -> V
             Utc::now().into(),
         ];
         db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
+            db.get_database_backend(),
             INSERT,
             values,
         ))
@@ -92,7 +94,9 @@ pub(crate) async fn insert_many(db: &DatabaseConnection, rows: Vec<NewRow>) -> V
         .expect("insert delivery");
         ids.push(id);
     }
-    execute(db, "SELECT pg_notify('webhook_due', '')").await;
+    if db.get_database_backend() == DbBackend::Postgres {
+        execute(db, "SELECT pg_notify('webhook_due', '')").await;
+    }
     ids
 }
 
@@ -131,7 +135,7 @@ pub(crate) async fn insert_endpoint(db: &DatabaseConnection, endpoint: &Endpoint
     let id = Uuid::new_v4();
     let (previous, until) = endpoint.previous_secret.clone().unzip();
     db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
+        db.get_database_backend(),
         "INSERT INTO endpoints (id, url, headers, secret, previous_secret, \
          previous_secret_until, enabled, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, true, $7, $7)",
@@ -154,7 +158,7 @@ pub(crate) async fn insert_endpoint(db: &DatabaseConnection, endpoint: &Endpoint
 pub(crate) async fn insert_message(db: &DatabaseConnection, payload: &str) -> Uuid {
     let id = Uuid::new_v4();
     db.execute_raw(Statement::from_sql_and_values(
-        DbBackend::Postgres,
+        db.get_database_backend(),
         "INSERT INTO messages (id, event_type, payload, created_at) \
          VALUES ($1, 'user.registered', $2, $3)",
         [id.into(), payload.into(), Utc::now().into()],
@@ -176,7 +180,7 @@ pub(crate) struct DeliveryState {
 
 pub(crate) async fn delivery(db: &DatabaseConnection, id: Uuid) -> DeliveryState {
     DeliveryState::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
+        db.get_database_backend(),
         "SELECT status, attempts, last_status, last_error, completed_at \
          FROM deliveries WHERE id = $1",
         [id.into()],
@@ -199,7 +203,7 @@ pub(crate) struct AttemptState {
 
 pub(crate) async fn attempts(db: &DatabaseConnection, delivery_id: Uuid) -> Vec<AttemptState> {
     AttemptState::find_by_statement(Statement::from_sql_and_values(
-        DbBackend::Postgres,
+        db.get_database_backend(),
         "SELECT attempt, status, error_kind, url, duration_ms FROM attempts \
          WHERE delivery_id = $1 ORDER BY id",
         [delivery_id.into()],
