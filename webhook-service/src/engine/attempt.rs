@@ -88,16 +88,17 @@ fn skip<'a>(
 ) -> Change<'a> {
     tracing::info!(status, reason, "delivery ended without a call");
     metrics::skipped(reason);
+    let now = Utc::now();
     Change {
         claimed,
         attempt: None,
         status,
-        next_attempt_at: Utc::now(),
+        next_attempt_at: now,
         attempts: claimed.attempts - 1,
         last_status: claimed.last_status,
         last_error: Some(reason.to_owned()),
         health: None,
-        now: Utc::now(),
+        now,
     }
 }
 

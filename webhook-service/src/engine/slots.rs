@@ -29,7 +29,8 @@ pub(super) struct Slots {
 pub(super) struct Slot {
     slots: Arc<Slots>,
     endpoint: Option<Uuid>,
-    _global: OwnedSemaphorePermit,
+    /// Taken (released) in `drop`, before the loop is woken.
+    global: Option<OwnedSemaphorePermit>,
 }
 
 impl Slots {
@@ -78,7 +79,7 @@ impl Slots {
         Some(Slot {
             slots: self.clone(),
             endpoint,
-            _global: permit,
+            global: Some(permit),
         })
     }
 
@@ -107,8 +108,9 @@ impl Drop for Slot {
                 }
             }
         }
-        // The global permit is released after this body; the loop re-reads the counts when it
-        // runs, which is after this task yields.
+        // Released before the wake-up: the loop (maybe on another worker thread already) must
+        // see the slot free when it looks.
+        drop(self.global.take());
         self.slots.freed.notify_one();
     }
 }

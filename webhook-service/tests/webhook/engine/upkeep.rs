@@ -1,6 +1,6 @@
-//! Retention and metrics.
+//! Retention, metrics and shutdown.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
@@ -9,7 +9,7 @@ use super::{
     rows::{self, Endpoint, NewRow, delivery, insert, insert_endpoint, insert_message},
     start,
 };
-use crate::helpers::{Receiver, eventually, test_settings};
+use crate::helpers::{Receiver, Reply, eventually, test_settings};
 
 #[tokio::test]
 async fn retention_purges_finished_rows_and_keeps_pending_ones() {
@@ -84,4 +84,37 @@ async fn engine_metrics_exist_from_the_start() {
     ] {
         assert!(rendered.contains(series), "{series} missing:\n{rendered}");
     }
+}
+
+#[tokio::test]
+async fn shutdown_lets_the_call_in_flight_finish_and_records_it() {
+    let service = start(test_settings("engine_shutdown").await).await;
+    let receiver = Receiver::start().await;
+    receiver.reply([Reply::Hang]);
+    let db = service.db.clone();
+    let id = insert(
+        &db,
+        NewRow {
+            timeout_ms: 1000,
+            ..NewRow::job(receiver.url("/slow"))
+        },
+    )
+    .await;
+    receiver.wait_for(1, WAIT).await;
+
+    let stopping = Instant::now();
+    service.stop().await;
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+    let attempts = rows::attempts(&db, id).await;
+    assert_eq!(attempts.len(), 1, "the call in flight was recorded");
+    assert_eq!(attempts[0].error_kind.as_deref(), Some("timeout"));
+    let row = delivery(&db, id).await;
+    assert_eq!((row.status.as_str(), row.attempts), ("pending", 1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        receiver.requests().len(),
+        1,
+        "nothing claimed after the stop"
+    );
 }
