@@ -6,9 +6,15 @@ use std::time::Duration;
 use anyhow::Context;
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+    sqlx::{
+        postgres::PgListener,
+        sqlite::{SqliteJournalMode, SqliteSynchronous},
+    },
 };
 use sea_orm_migration::MigratorTrait;
+use tokio_util::sync::CancellationToken;
+
+use crate::{backoff::Backoff, shutdown::sleep_or_cancel};
 
 /// How a service's pool is opened; see [`connect`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +163,59 @@ pub fn skip_locked(backend: DbBackend) -> &'static str {
         " FOR UPDATE SKIP LOCKED"
     } else {
         ""
+    }
+}
+
+/// Listens on the PostgreSQL `NOTIFY` channel `channel` and calls `on_notify` for each
+/// notification, and after every (re)connect, since notifications sent while disconnected are
+/// lost. A notification is only a wake-up hint: the caller also polls. Reconnects with
+/// [`Backoff`]; returns at `shutdown`, or at once on SQLite (no `LISTEN`).
+///
+/// The listener holds one connection of `db`'s pool for as long as it runs: size the pool for it.
+pub async fn listen(
+    db: DatabaseConnection,
+    channel: &str,
+    on_notify: impl Fn() + Send,
+    shutdown: CancellationToken,
+) {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return;
+    }
+    let pool = db.get_postgres_connection_pool();
+    let mut backoff = Backoff::default();
+    loop {
+        let error = match PgListener::connect_with(pool).await {
+            Ok(mut listener) => match listener.listen(channel).await {
+                Ok(()) => {
+                    if backoff.is_failing() {
+                        tracing::info!(channel, "LISTEN re-established: notifications are back");
+                    } else {
+                        tracing::debug!(channel, "listening for notifications");
+                    }
+                    backoff.reset();
+                    on_notify();
+                    loop {
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            received = listener.try_recv() => match received {
+                                Ok(_) => on_notify(),
+                                Err(error) => break error,
+                            },
+                        }
+                    }
+                }
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        if backoff.is_failing() {
+            tracing::debug!(channel, %error, "LISTEN failed again");
+        } else {
+            tracing::warn!(channel, %error, "LISTEN failed; polling until it is re-established");
+        }
+        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+            return;
+        }
     }
 }
 

@@ -12,15 +12,15 @@
 //! - [`settings`]: layered configuration loading (defaults → optional file → environment) with
 //!   errors that name the offending variable.
 //! - [`telemetry`]: `tracing` subscriber setup (pretty or JSON) and the Prometheus recorder.
-//! - [`trace`]: the correlation id and `traceparent` carried from the HTTP request to the mail,
-//!   and their header names.
+//! - [`trace`]: the correlation id and `traceparent` carried from the HTTP request to the mail
+//!   (or the outbound webhook, as a child span), and their header names.
 //! - [`shutdown`]: the Ctrl-C / SIGTERM token every `main` hands its application, and
 //!   `sleep_or_cancel`.
 //! - [`names`]: what a person's name may contain (checked at registration and before mailing).
 //! - [`backoff`]: the exponential backoff with jitter every retry loop uses.
 //! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings, migrating
-//!   under an advisory lock (concurrent first starts), the migration-script runner and the
-//!   retention cutoff.
+//!   under an advisory lock (concurrent first starts), the migration-script runner, the
+//!   retention cutoff and the PostgreSQL `LISTEN` loop (`database::listen`).
 //! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes and
 //!   `TEST_LOG`-gated logs.
 //! - [`http`]: the HTTP server loop of every listener: header-read and idle timeouts, a

@@ -55,6 +55,20 @@ impl TraceContext {
     }
 }
 
+/// The `traceparent` of an outbound call made on behalf of `parent`: the same trace id and
+/// flags with a new span id, so the receiver's spans join the trace; a new trace when `parent`
+/// is absent or malformed.
+pub fn child_traceparent(parent: Option<&str>) -> String {
+    match parent.filter(|p| is_valid_traceparent(p)) {
+        Some(parent) => {
+            let span_id = uuid::Uuid::new_v4().as_u64_pair().0.max(1);
+            let (trace_id, flags) = (&parent[3..35], &parent[53..55]);
+            format!("00-{trace_id}-{span_id:016x}-{flags}")
+        }
+        None => new_traceparent(),
+    }
+}
+
 /// A new trace: version 00, random trace and parent ids, sampled.
 fn new_traceparent() -> String {
     // v4 UUIDs come from the OS CSPRNG; their fixed version bits do not matter here.
@@ -92,6 +106,20 @@ mod tests {
         let ctx = TraceContext::from_headers(&headers);
         assert_ne!(ctx.traceparent, "00-zz-00-01");
         assert!(is_valid_traceparent(&ctx.traceparent));
+    }
+
+    #[test]
+    fn a_child_keeps_the_trace_and_flags_with_a_new_span() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let child = child_traceparent(Some(parent));
+        assert!(is_valid_traceparent(&child), "{child}");
+        assert_eq!(&child[..36], &parent[..36]);
+        assert_ne!(&child[36..52], &parent[36..52]);
+        assert_eq!(&child[52..], "-00");
+        for orphan in [None, Some("garbage")] {
+            let root = child_traceparent(orphan);
+            assert!(is_valid_traceparent(&root), "{root}");
+        }
     }
 
     #[test]

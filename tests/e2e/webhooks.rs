@@ -163,7 +163,6 @@ async fn webhooks_of(received: &Received, event_type: &str) -> Vec<(HeaderMap, s
 }
 
 #[tokio::test]
-#[ignore = "needs the delivery engine (branch engine)"]
 async fn the_subscriber_receives_signed_user_registered_and_user_verified_webhooks() {
     let stack = spawn_stack("e2e_webhooks_receiver").await;
     let (base, received) = receiver().await;

@@ -6,7 +6,7 @@
 //!   and normalised into a [`NewJob`], every bad field named.
 //! - here: the stored form of a job (`jobs.request`, `jobs.notify`), its row and its delivery
 //!   (kind `job`, id = the job's id), and the job's public status.
-//! - `report`: [`notify_delivery`], the outcome report (`job.completed`) as a delivery of kind
+//! - `report`: [`notify_delivery_in`], the outcome report (`job.completed`) as a delivery of kind
 //!   `notify`.
 
 mod parse;
@@ -24,11 +24,6 @@ use uuid::Uuid;
 pub(crate) use parse::{JobInput, JobRefused, parse};
 pub(crate) use report::JobReport;
 pub(crate) use report::notify_delivery_in;
-#[allow(
-    unused_imports,
-    reason = "the engine's contract: it reports each job it makes terminal"
-)]
-pub(crate) use report::{notify_delivery, notify_delivery_after};
 
 use crate::{
     entity::{delivery, job},

@@ -1,11 +1,206 @@
-//! The delivery engine. STUB.
+//! The delivery engine: claims due deliveries, sends them, records each attempt and reschedules
+//! it by the retry policy ([`crate::retry`]).
+//!
+//! - `claim`: the claim statement (lease, per-endpoint cap, `SKIP LOCKED`), putting rows back,
+//!   the next due time.
+//! - `slots`: `WEBHOOK_MAX_IN_FLIGHT` and `WEBHOOK_ENDPOINT_CONCURRENCY`.
+//! - `request`: the request of an attempt, by delivery kind (signing included).
+//! - `attempt`: one claimed delivery from deadline check to recording.
+//! - `record`: the transaction of an attempt (attempt row, delivery state, endpoint health,
+//!   the job's `notify` delivery).
+//! - `retention`: purging old attempts, deliveries and messages.
+//! - `metrics`: the engine's Prometheus series.
+//!
+//! **Delivery guarantee.** A claim leases the row (its `next_attempt_at` moves past the attempt's
+//! timeout plus a margin) in the statement that counts the attempt; the outcome is recorded in
+//! one transaction. A crash between the two loses nothing: the lease ends, the row is due
+//! again, and it is sent again with the same `webhook-id` (at-least-once; duplicates bounded by
+//! the calls in flight). Several instances share the table: the claim skips rows another
+//! instance is claiming.
+//!
+//! **Wake-up.** The loop sleeps until the earliest `next_attempt_at` of a pending row (a due
+//! time or a lease end), at most [`BACKSTOP_POLL`], and wakes early on the in-process
+//! [`DueSignal`](crate::store::DueSignal), a PostgreSQL `NOTIFY` on
+//! [`NOTIFY_CHANNEL`](crate::store::NOTIFY_CHANNEL) (another instance inserted deliveries), or a
+//! freed call slot. Each wake claims as many rows as there are free slots; a claim that took
+//! rows is followed at once by another.
 
+mod attempt;
+mod claim;
+mod metrics;
+mod record;
+mod request;
+mod retention;
+mod slots;
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use common::{backoff::Backoff, shutdown::sleep_or_cancel};
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::state::AppState;
+use crate::{state::AppState, store::NOTIFY_CHANNEL};
+use claim::Claim;
+use slots::Slots;
 
-/// Claims due deliveries and sends them until `shutdown`, then lets in-flight calls finish.
+/// The longest the loop sleeps without looking: covers a lost `NOTIFY` and rows another
+/// instance put back.
+const BACKSTOP_POLL: Duration = Duration::from_secs(5);
+
+/// The most rows one claim statement takes.
+const CLAIM_BATCH: usize = 100;
+
+/// How often the backlog gauges are sampled.
+const BACKLOG_SAMPLE: Duration = Duration::from_secs(5);
+
+/// Claims due deliveries and sends them until `shutdown`, then lets in-flight calls finish
+/// (each is bounded by its timeout) and returns.
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
-    let _ = state;
-    shutdown.cancelled().await;
+    metrics::register();
+    let mut background = JoinSet::new();
+    let due = state.due.clone();
+    background.spawn(common::database::listen(
+        state.db.clone(),
+        NOTIFY_CHANNEL,
+        move || due.wake(),
+        shutdown.clone(),
+    ));
+    background.spawn(retention::run(
+        state.db.clone(),
+        state.settings.webhook_attempt_retention,
+        shutdown.clone(),
+    ));
+    background.spawn(sample_backlog(state.db.clone(), shutdown.clone()));
+
+    let slots = Slots::new(
+        state.settings.webhook_max_in_flight,
+        state.settings.webhook_endpoint_concurrency,
+    );
+    let mut calls = JoinSet::new();
+    let mut backoff = Backoff::default();
+    tracing::info!(
+        max_in_flight = state.settings.webhook_max_in_flight,
+        endpoint_concurrency = state.settings.webhook_endpoint_concurrency,
+        "delivery engine started"
+    );
+    while !shutdown.is_cancelled() {
+        while calls.try_join_next().is_some() {}
+        let wait = match claim_and_start(&state, &slots, &mut calls).await {
+            Ok(wait) => {
+                if backoff.is_failing() {
+                    tracing::info!("the delivery engine reaches its database again");
+                }
+                backoff.reset();
+                wait
+            }
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    error = %common::telemetry::error_chain(&error),
+                    retry_in_ms = delay.as_millis(),
+                    "claiming deliveries failed"
+                );
+                delay
+            }
+        };
+        if wait.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = state.due.notified() => {}
+            () = slots.freed() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    if !calls.is_empty() {
+        tracing::info!(in_flight = calls.len(), "waiting for the calls in flight");
+    }
+    while calls.join_next().await.is_some() {}
+    while background.join_next().await.is_some() {}
+    tracing::info!("delivery engine stopped");
+}
+
+/// Claims as many due rows as there are free slots and starts their calls. Returns how long to
+/// wait before looking again: zero after a claim that took rows (there may be more).
+async fn claim_and_start(
+    state: &AppState,
+    slots: &Arc<Slots>,
+    calls: &mut JoinSet<()>,
+) -> Result<Duration, DbErr> {
+    let limit = slots.free().min(CLAIM_BATCH);
+    if limit == 0 {
+        // Every slot is busy: a freed one wakes the loop.
+        return Ok(BACKSTOP_POLL);
+    }
+    let now = Utc::now();
+    let saturated = slots.saturated();
+    let claimed = claim::claim(
+        &state.db,
+        &Claim {
+            now,
+            limit,
+            per_endpoint: slots.per_endpoint(),
+            saturated: &saturated,
+            max_timeout: state.settings.webhook_max_request_timeout,
+        },
+    )
+    .await?;
+    if claimed.is_empty() {
+        // Nothing claimable is due at `now`; the next due time (or lease end) is after it.
+        let next = claim::next_due_after(&state.db, now).await?;
+        return Ok(next.map_or(BACKSTOP_POLL, |at| {
+            (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(BACKSTOP_POLL)
+        }));
+    }
+    let mut put_back = Vec::new();
+    for row in claimed {
+        match slots.try_take(row.endpoint_id) {
+            Some(slot) => {
+                calls.spawn(attempt::deliver(state.clone(), row, slot));
+            }
+            None => put_back.push(row),
+        }
+    }
+    if !put_back.is_empty() {
+        tracing::debug!(
+            rows = put_back.len(),
+            "endpoint at its limit: rows put back"
+        );
+        if let Err(error) = claim::put_back(&state.db, &put_back, now).await {
+            // They stay leased: due again when the lease ends.
+            tracing::warn!(
+                error = %common::telemetry::error_chain(&error),
+                "putting back rows failed; they are retried when their lease ends"
+            );
+        }
+    }
+    Ok(Duration::ZERO)
+}
+
+/// Samples `webhook_due_backlog` and `webhook_oldest_due_age_seconds` until `shutdown`.
+async fn sample_backlog(db: DatabaseConnection, shutdown: CancellationToken) {
+    loop {
+        let now = Utc::now();
+        match claim::due_backlog(&db, now).await {
+            Ok((due, oldest)) => {
+                let age = oldest
+                    .and_then(|oldest| (now - oldest).to_std().ok())
+                    .unwrap_or_default();
+                metrics::backlog(due, age);
+            }
+            Err(error) => tracing::debug!(
+                error = %common::telemetry::error_chain(&error),
+                "sampling the delivery backlog failed"
+            ),
+        }
+        if !sleep_or_cancel(BACKLOG_SAMPLE, &shutdown).await {
+            return;
+        }
+    }
 }

@@ -43,24 +43,10 @@ pub(crate) struct JobReport {
     pub(crate) completed_at: DateTime<Utc>,
 }
 
-/// The `notify` delivery reporting `delivery`'s terminal outcome (succeeded, failed, cancelled),
-/// or `None` when the job has no `notify` (or the delivery is not terminal). Called in the
-/// transaction that makes the job's delivery terminal (by the engine after an attempt, by the
-/// API on cancel), with the delivery as it is after that change.
-///
-/// Without the last attempt, the report has no `duration_ms`, `response` or `error_kind`: use
-/// [`notify_delivery_after`] with the attempt just recorded, or [`notify_delivery_in`], which
-/// reads it.
-pub(crate) fn notify_delivery(
-    job: &job::Model,
-    delivery: &delivery::Model,
-    now: DateTime<Utc>,
-) -> Option<NewDelivery> {
-    notify_delivery_after(job, delivery, None, now)
-}
-
-/// [`notify_delivery`] with the delivery's last attempt, whose duration, response and error
-/// kind the report carries.
+/// The `notify` delivery reporting `delivery`'s terminal outcome (succeeded, failed, cancelled)
+/// with its last attempt's duration, response and error kind, or `None` when the job has no
+/// `notify` (or the delivery is not terminal). Called in the transaction that makes the job's
+/// delivery terminal, with the delivery as it is after that change.
 pub(crate) fn notify_delivery_after(
     job: &job::Model,
     delivery: &delivery::Model,
@@ -217,7 +203,9 @@ mod tests {
     #[test]
     fn no_notify_no_report() {
         let now = Utc::now();
-        assert!(notify_delivery(&job(None), &delivery("failed", 1, None), now).is_none());
+        assert!(
+            notify_delivery_after(&job(None), &delivery("failed", 1, None), None, now).is_none()
+        );
     }
 
     #[test]
@@ -250,6 +238,6 @@ mod tests {
         assert_eq!(report.duration_ms, Some(42));
         let response = report.response.expect("response");
         assert!(response.len() <= MAX_REPORT_RESPONSE_BYTES && response.starts_with('é'));
-        assert!(notify_delivery(&job, &delivery("pending", 1, None), now).is_none());
+        assert!(notify_delivery_after(&job, &delivery("pending", 1, None), None, now).is_none());
     }
 }

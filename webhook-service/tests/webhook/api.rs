@@ -11,14 +11,6 @@ use serde_json::{Value, json};
 
 use crate::helpers::{Receiver, Reply, TOKEN, TestService, test_settings};
 
-/// [`TestService::start`] after making ring the default rustls provider: the service's crate
-/// builds reqwest with `rustls-no-provider`, and `reqwest::Client::new()` panics without a
-/// default provider, even for plain `http://`. (Later calls of `install_default` do nothing.)
-pub(crate) async fn start(settings: webhook_service::Settings) -> TestService {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    TestService::start(settings).await
-}
-
 /// Sends `request`: its status and JSON body (`Value::Null` when empty).
 pub(crate) async fn send(request: reqwest::RequestBuilder) -> (StatusCode, Value) {
     let response = request.send().await.expect("request sent");
@@ -74,7 +66,7 @@ async fn create_endpoint(service: &TestService, body: Value) -> Value {
 
 #[tokio::test]
 async fn endpoint_crud_round_trip() {
-    let service = start(test_settings("api_crud").await).await;
+    let service = TestService::start(test_settings("api_crud").await).await;
     let created = create_endpoint(
         &service,
         json!({
@@ -177,7 +169,7 @@ async fn endpoint_crud_round_trip() {
 
 #[tokio::test]
 async fn rotating_a_secret_keeps_the_previous_one_for_the_grace_period() {
-    let service = start(test_settings("api_rotate").await).await;
+    let service = TestService::start(test_settings("api_rotate").await).await;
     let created = create_endpoint(&service, json!({"url": "https://example.com/hook"})).await;
     let id = created["id"].as_str().expect("id");
     let old = created["secret"].as_str().expect("secret");
@@ -277,7 +269,7 @@ async fn delivery_status(db: &DatabaseConnection, message_id: uuid::Uuid) -> (St
 
 #[tokio::test]
 async fn deleting_an_endpoint_cancels_its_pending_deliveries() {
-    let service = start(test_settings("api_delete").await).await;
+    let service = TestService::start(test_settings("api_delete").await).await;
     let created = create_endpoint(&service, json!({"url": "https://example.com/hook"})).await;
     let id = created["id"].as_str().expect("id");
     let pending = insert_delivery(&service.db, id, "pending", Duration::ZERO).await;
@@ -298,7 +290,7 @@ async fn deleting_an_endpoint_cancels_its_pending_deliveries() {
 
 #[tokio::test]
 async fn endpoints_are_listed_in_pages() {
-    let service = start(test_settings("api_pages").await).await;
+    let service = TestService::start(test_settings("api_pages").await).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let created =
@@ -343,7 +335,7 @@ async fn bad_endpoints_are_refused_naming_each_field() {
     let mut settings = test_settings("api_refused").await;
     // Loopback NOT allowed: the production default.
     settings.webhook_allowed_nets = vec![];
-    let service = start(settings).await;
+    let service = TestService::start(settings).await;
     let post = |body: Value| send(service.api(Method::POST, "/v1/endpoints").json(&body));
     for url in [
         "not a url",
@@ -388,7 +380,7 @@ async fn bad_endpoints_are_refused_naming_each_field() {
 
 #[tokio::test]
 async fn v1_needs_the_bearer_token_and_operations_do_not() {
-    let service = start(test_settings("api_token").await).await;
+    let service = TestService::start(test_settings("api_token").await).await;
     let url = format!("{}/v1/endpoints", service.base);
     let missing = service.client.get(&url).send().await.expect("sent");
     let wrong = service
@@ -442,7 +434,7 @@ async fn v1_needs_the_bearer_token_and_operations_do_not() {
 
 #[tokio::test]
 async fn bodies_must_be_bounded_json() {
-    let service = start(test_settings("api_bodies").await).await;
+    let service = TestService::start(test_settings("api_bodies").await).await;
     let (status, body) = send(
         service
             .api(Method::POST, "/v1/endpoints")
@@ -475,7 +467,7 @@ async fn bodies_must_be_bounded_json() {
 
 #[tokio::test]
 async fn the_openapi_document_lists_every_route() {
-    let service = start(test_settings("api_openapi").await).await;
+    let service = TestService::start(test_settings("api_openapi").await).await;
     let (status, document) =
         send(service.client.get(format!("{}/openapi.json", service.base))).await;
     assert_eq!(status, StatusCode::OK);
@@ -521,7 +513,7 @@ async fn the_openapi_document_lists_every_route() {
 
 #[tokio::test]
 async fn messages_are_listed_replayed_and_recovered() {
-    let service = start(test_settings("api_messages").await).await;
+    let service = TestService::start(test_settings("api_messages").await).await;
     // A receiver that never answers: whatever an engine does with a replayed message, it stays
     // pending (in flight) while the test looks.
     let receiver = Receiver::start().await;

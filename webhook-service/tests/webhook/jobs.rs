@@ -8,7 +8,7 @@ use sea_orm::QueryResult;
 use serde_json::{Value, json};
 
 use crate::{
-    api::{assert_invalid, row, send, start},
+    api::{assert_invalid, row, send},
     helpers::{Receiver, TestService, test_settings},
 };
 
@@ -34,7 +34,7 @@ async fn count(service: &TestService, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn a_job_is_a_delivery_due_at_execute_at() {
-    let service = start(test_settings("jobs_create").await).await;
+    let service = TestService::start(test_settings("jobs_create").await).await;
     let execute_at = Utc::now() + Duration::hours(1);
     let (status, created) = send(service.api(Method::POST, "/v1/jobs").json(&json!({
         "execute_at": execute_at.to_rfc3339(),
@@ -127,7 +127,7 @@ async fn a_job_is_a_delivery_due_at_execute_at() {
 
 #[tokio::test]
 async fn the_seed_field_names_are_accepted() {
-    let service = start(test_settings("jobs_seed").await).await;
+    let service = TestService::start(test_settings("jobs_seed").await).await;
     let (status, created) = send(service.api(Method::POST, "/v1/jobs").json(&json!({
         "execute_at": in_an_hour(),
         "request": {
@@ -175,7 +175,7 @@ async fn the_seed_field_names_are_accepted() {
 
 #[tokio::test]
 async fn an_idempotency_key_creates_one_job() {
-    let service = start(test_settings("jobs_idempotency").await).await;
+    let service = TestService::start(test_settings("jobs_idempotency").await).await;
     let body = json!({
         "execute_at": in_an_hour(),
         "request": {"url": "https://example.com/once", "method": "POST", "body": "x"},
@@ -248,7 +248,7 @@ async fn an_idempotency_key_creates_one_job() {
 
 #[tokio::test]
 async fn cancelling_a_job_reports_it_to_notify_once() {
-    let service = start(test_settings("jobs_cancel").await).await;
+    let service = TestService::start(test_settings("jobs_cancel").await).await;
     let receiver = Receiver::start().await;
     let (status, created) = send(service.api(Method::POST, "/v1/jobs").json(&json!({
         "execute_at": in_an_hour(),
@@ -348,7 +348,7 @@ async fn cancelling_a_job_reports_it_to_notify_once() {
 async fn bad_jobs_are_refused_naming_each_field() {
     let mut settings = test_settings("jobs_refused").await;
     settings.webhook_allowed_nets = vec![];
-    let service = start(settings).await;
+    let service = TestService::start(settings).await;
     let post = |body: Value| send(service.api(Method::POST, "/v1/jobs").json(&body));
     let url = "https://example.com/";
     for (body, field) in [

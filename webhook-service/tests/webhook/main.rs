@@ -3,6 +3,7 @@
 
 mod api;
 mod consumer;
+mod engine;
 #[allow(dead_code, reason = "shared by the test modules; each uses a part")]
 mod helpers;
 mod jobs;
