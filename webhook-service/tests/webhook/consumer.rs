@@ -28,7 +28,7 @@ const WAIT: Duration = Duration::from_secs(20);
 const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// A confirm-mode channel to publish the test's events with.
-struct Publisher {
+pub(crate) struct Publisher {
     _connection: Connection,
     channel: Channel,
     exchange: String,
@@ -36,7 +36,12 @@ struct Publisher {
 
 impl Publisher {
     async fn new(service: &TestService) -> Self {
-        let connection = common::amqp::connect(&service.settings.amqp_url, "webhook-test")
+        Self::for_namespace(&service.settings.amqp_url, &service.settings.amqp_namespace).await
+    }
+
+    /// A publisher to the exchange of `namespace`.
+    pub(crate) async fn for_namespace(amqp_url: &str, namespace: &str) -> Self {
+        let connection = common::amqp::connect(amqp_url, "webhook-test")
             .await
             .expect("broker");
         let channel = connection.create_channel().await.expect("channel");
@@ -47,13 +52,12 @@ impl Publisher {
         Self {
             _connection: connection,
             channel,
-            exchange: common::topology::Topology::webhook_service(&service.settings.amqp_namespace)
-                .exchange,
+            exchange: common::topology::Topology::webhook_service(namespace).exchange,
         }
     }
 
     /// Publishes `envelope` to the exchange with its routing key; `true` if it was routed.
-    async fn publish<T: Event>(&self, envelope: &Envelope<T>) -> bool {
+    pub(crate) async fn publish<T: Event>(&self, envelope: &Envelope<T>) -> bool {
         let body = serde_json::to_vec(envelope).expect("JSON");
         self.publish_bytes(&self.exchange, T::ROUTING_KEY, &body)
             .await
@@ -145,7 +149,7 @@ async fn endpoint(
     id
 }
 
-fn registered(token: &str, code: &str) -> Envelope<UserRegisteredV1> {
+pub(crate) fn registered(token: &str, code: &str) -> Envelope<UserRegisteredV1> {
     Envelope::new(
         Uuid::new_v4(),
         Utc::now(),

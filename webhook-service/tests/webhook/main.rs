@@ -3,8 +3,10 @@
 
 mod api;
 mod consumer;
+mod crash;
 mod engine;
 #[allow(dead_code, reason = "shared by the test modules; each uses a part")]
 mod helpers;
 mod jobs;
+mod scheduled;
 mod signing_interop;
