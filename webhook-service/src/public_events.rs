@@ -35,7 +35,12 @@ pub(crate) const EVENT_TYPES: &[&str] = &[
     UserVerificationReminderSent::TYPE,
     UserVerificationResent::TYPE,
     UserVerified::TYPE,
+    EndpointDisabled::TYPE,
 ];
+
+/// The operational types among [`EVENT_TYPES`]: about the webhook-service itself, not mapped
+/// from a sign-up event.
+pub(crate) const OPERATIONAL_TYPES: &[&str] = &[EndpointDisabled::TYPE];
 
 /// The schema version every public event has today (`data.version`).
 pub(crate) const SCHEMA_VERSION: u32 = 1;
@@ -120,6 +125,58 @@ pub(crate) struct UserVerified {
 
 impl PublicData for UserVerified {
     const TYPE: &'static str = "user.verified";
+}
+
+/// `endpoint.disabled` (operational): the service disabled an endpoint, because it answered
+/// 410 Gone (`reason` `gone`) or failed without a success for `WEBHOOK_DISABLE_AFTER`
+/// (`failing`). Sent to the endpoints subscribed to it, never to the disabled one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct EndpointDisabled {
+    /// Schema version, 1.
+    pub(crate) version: u32,
+    pub(crate) endpoint_id: Uuid,
+    /// The endpoint's URL with userinfo and query values redacted.
+    pub(crate) url: String,
+    /// `gone` or `failing`.
+    pub(crate) reason: String,
+    /// Start of the failure run that led to it, if one was running.
+    pub(crate) failing_since: Option<DateTime<Utc>>,
+    pub(crate) disabled_at: DateTime<Utc>,
+}
+
+impl PublicData for EndpointDisabled {
+    const TYPE: &'static str = "endpoint.disabled";
+}
+
+/// The `endpoint.disabled` event for an endpoint disabled at `now`; `url` must already be
+/// redacted.
+///
+/// # Errors
+/// When the payload cannot be serialised (it always can).
+pub(crate) fn endpoint_disabled(
+    endpoint_id: Uuid,
+    url: String,
+    reason: &str,
+    failing_since: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<PublicEvent, serde_json::Error> {
+    let data = EndpointDisabled {
+        version: SCHEMA_VERSION,
+        endpoint_id,
+        url,
+        reason: reason.to_owned(),
+        failing_since,
+        disabled_at: now,
+    };
+    let payload = Payload {
+        event_type: EndpointDisabled::TYPE.to_owned(),
+        timestamp: now,
+        data,
+    };
+    Ok(PublicEvent {
+        event_type: EndpointDisabled::TYPE,
+        payload: serde_json::to_string(&payload)?,
+    })
 }
 
 /// A public event ready to store as a `messages` row.
@@ -308,7 +365,11 @@ mod tests {
     #[test]
     fn every_public_type_has_a_mapping_and_signup_attempts_have_none() {
         let mapped: BTreeSet<&str> = mapped().iter().map(|e| e.event_type).collect();
-        let catalogue: BTreeSet<&str> = EVENT_TYPES.iter().copied().collect();
+        let catalogue: BTreeSet<&str> = EVENT_TYPES
+            .iter()
+            .copied()
+            .filter(|t| !OPERATIONAL_TYPES.contains(t))
+            .collect();
         assert_eq!(mapped, catalogue);
         let attempt = every_internal_event().pop().expect("a signup attempt");
         assert!(matches!(attempt, SignupEvent::SignupAttempted(_)));

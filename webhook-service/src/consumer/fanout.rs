@@ -45,6 +45,26 @@ pub(crate) async fn store_message(
     timeout: Duration,
 ) -> Result<Stored, DbErr> {
     let txn = db.begin().await?;
+    let stored = store_message_in(&txn, event_id, event, traceparent, timeout).await?;
+    match stored {
+        Stored::Duplicate => txn.rollback().await?,
+        Stored::Fresh { .. } => txn.commit().await?,
+    }
+    Ok(stored)
+}
+
+/// [`store_message`] in the caller's transaction (the engine announces a disabled endpoint in
+/// the transaction that disables it). On `Duplicate` nothing was written.
+///
+/// # Errors
+/// Any database error.
+pub(crate) async fn store_message_in(
+    txn: &impl sea_orm::ConnectionTrait,
+    event_id: Uuid,
+    event: &PublicEvent,
+    traceparent: Option<String>,
+    timeout: Duration,
+) -> Result<Stored, DbErr> {
     let now = Utc::now();
     let inserted = message::Entity::insert(message::ActiveModel {
         id: Set(event_id),
@@ -54,13 +74,12 @@ pub(crate) async fn store_message(
         created_at: Set(now),
     })
     .on_conflict_do_nothing_on([message::Column::Id])
-    .exec_without_returning(&txn)
+    .exec_without_returning(txn)
     .await?;
     if !matches!(inserted, TryInsertResult::Inserted(n) if n > 0) {
-        txn.rollback().await?;
         return Ok(Stored::Duplicate);
     }
-    let deliveries: Vec<NewDelivery> = subscribed_endpoints(&txn, event.event_type)
+    let deliveries: Vec<NewDelivery> = subscribed_endpoints(txn, event.event_type)
         .await?
         .into_iter()
         .map(|(endpoint_id, url)| NewDelivery {
@@ -83,8 +102,7 @@ pub(crate) async fn store_message(
         })
         .collect();
     let count = deliveries.len();
-    store::insert(&txn, deliveries).await?;
-    txn.commit().await?;
+    store::insert(txn, deliveries).await?;
     Ok(Stored::Fresh { deliveries: count })
 }
 

@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
-mod fanout;
+pub(crate) mod fanout;
 
 use crate::{public_events, state::AppState};
 use fanout::Stored;

@@ -11,10 +11,13 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Statement, TransactionTrait, Value,
 };
 
+use uuid::Uuid;
+
 use crate::{
-    egress::{AttemptResult, MAX_RESPONSE_BODY},
+    consumer::fanout::{self, Stored},
+    egress::{self, AttemptResult, MAX_RESPONSE_BODY},
     entity::{attempt, delivery, job},
-    jobs, store,
+    jobs, public_events, store,
 };
 
 /// The attempt made, as stored.
@@ -40,6 +43,8 @@ pub(super) enum Health {
 pub(super) struct Disabled {
     pub(super) reason: &'static str,
     pub(super) failing_since: Option<DateTime<Utc>>,
+    /// The endpoint's URL (not redacted).
+    pub(super) url: String,
 }
 
 /// The delivery after the attempt (or after no attempt).
@@ -63,7 +68,8 @@ pub(super) struct Change<'a> {
 pub(super) struct Recorded {
     /// The delivery still held the claim and took the new state.
     pub(super) applied: bool,
-    /// A `notify` delivery was inserted (wake the engine after the commit).
+    /// A `notify` delivery, or `endpoint.disabled` webhooks, were inserted (wake the engine
+    /// after the commit).
     pub(super) notify_inserted: bool,
     pub(super) disabled: Option<Disabled>,
 }
@@ -132,6 +138,31 @@ pub(super) async fn record(
     if let Some((endpoint_id, health, disable_after)) = change.health {
         recorded.disabled =
             endpoint_health(&txn, endpoint_id, health, disable_after, change.now).await?;
+        if let Some(disabled) = &recorded.disabled {
+            // Announced in the same transaction: `endpoint.disabled` to the endpoints
+            // subscribed to it (the disabled one no longer is: it is not enabled).
+            let event = public_events::endpoint_disabled(
+                endpoint_id,
+                egress::redact_url(&disabled.url),
+                disabled.reason,
+                disabled.failing_since,
+                change.now,
+            )
+            .map_err(|e| DbErr::Custom(format!("encoding endpoint.disabled: {e}")))?;
+            let timeout = std::time::Duration::from_millis(
+                u64::try_from(claimed.timeout_ms).unwrap_or_default(),
+            );
+            let stored = fanout::store_message_in(
+                &txn,
+                Uuid::now_v7(),
+                &event,
+                claimed.traceparent.clone(),
+                timeout,
+            )
+            .await?;
+            recorded.notify_inserted |=
+                matches!(stored, Stored::Fresh { deliveries } if deliveries > 0);
+        }
     }
     txn.commit().await?;
     Ok(recorded)
@@ -207,7 +238,7 @@ async fn endpoint_health(
         Health::Gone => {
             let rows = run(
                 "UPDATE endpoints SET enabled = false, disabled_reason = 'gone', updated_at = $1 \
-                 WHERE id = $2 AND enabled RETURNING failing_since",
+                 WHERE id = $2 AND enabled RETURNING failing_since, url",
                 vec![now.into(), id],
             )
             .await?;
@@ -227,7 +258,7 @@ async fn endpoint_health(
             let rows = run(
                 "UPDATE endpoints SET enabled = false, disabled_reason = 'failing', \
                  updated_at = $1 WHERE id = $2 AND enabled AND failing_since <= $3 \
-                 RETURNING failing_since",
+                 RETURNING failing_since, url",
                 vec![now.into(), id, cutoff.into()],
             )
             .await?;
@@ -245,6 +276,7 @@ fn disabled(
             Ok(Disabled {
                 reason,
                 failing_since: row.try_get("", "failing_since")?,
+                url: row.try_get("", "url")?,
             })
         })
         .transpose()

@@ -19,6 +19,9 @@ async fn gone_fails_at_once_and_disables_the_endpoint() {
     let receiver = Receiver::start().await;
     receiver.reply([Reply::status(410)]);
     let endpoint_id = insert_endpoint(&service.db, &Endpoint::new(receiver.url("/hook"))).await;
+    // Subscribed to every type, `endpoint.disabled` included.
+    let watcher = Receiver::start().await;
+    insert_endpoint(&service.db, &Endpoint::new(watcher.url("/ops"))).await;
 
     let first = insert(
         &service.db,
@@ -31,6 +34,12 @@ async fn gone_fails_at_once_and_disables_the_endpoint() {
     let state = endpoint(&service.db, endpoint_id).await;
     assert!(!state.enabled);
     assert_eq!(state.disabled_reason.as_deref(), Some("gone"));
+    let announced = watcher.wait_for(1, WAIT).await;
+    let event = announced[0].json();
+    assert_eq!(event["type"], "endpoint.disabled");
+    assert_eq!(event["data"]["endpoint_id"], endpoint_id.to_string());
+    assert_eq!(event["data"]["reason"], "gone");
+    assert_eq!(event["data"]["url"], receiver.url("/hook"));
 
     // A disabled endpoint gets no call: its deliveries fail, recoverable later.
     let second = insert(
