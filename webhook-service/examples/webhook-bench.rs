@@ -88,6 +88,7 @@ async fn receive(State(seen): State<Arc<Seen>>, headers: HeaderMap) -> &'static 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    common::testing::install_crypto_provider();
     common::telemetry::init(common::settings::LogFormat::Pretty, "warn")?;
     let seen = Arc::new(Seen::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
