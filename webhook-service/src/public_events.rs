@@ -129,13 +129,15 @@ impl PublicData for UserVerified {
 
 /// `endpoint.disabled` (operational): the service disabled an endpoint, because it answered
 /// 410 Gone (`reason` `gone`) or failed without a success for `WEBHOOK_DISABLE_AFTER`
-/// (`failing`). Sent to the endpoints subscribed to it, never to the disabled one.
+/// (`failing`). Sent to the endpoints that list it in their `event_types` (a catch-all endpoint
+/// does not get it), never to the disabled one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct EndpointDisabled {
     /// Schema version, 1.
     pub(crate) version: u32,
     pub(crate) endpoint_id: Uuid,
-    /// The endpoint's URL with userinfo and query values redacted.
+    /// The endpoint's origin (`scheme://host[:port]`): a path or query may hold a secret
+    /// (e.g. a Slack hook's).
     pub(crate) url: String,
     /// `gone` or `failing`.
     pub(crate) reason: String,
@@ -148,8 +150,8 @@ impl PublicData for EndpointDisabled {
     const TYPE: &'static str = "endpoint.disabled";
 }
 
-/// The `endpoint.disabled` event for an endpoint disabled at `now`; `url` must already be
-/// redacted.
+/// The `endpoint.disabled` event for an endpoint disabled at `now`; `url` must be the
+/// endpoint's origin only.
 ///
 /// # Errors
 /// When the payload cannot be serialised (it always can).

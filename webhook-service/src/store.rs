@@ -16,6 +16,9 @@ use crate::entity::delivery;
 /// engines of other instances wake up at once.
 pub(crate) const NOTIFY_CHANNEL: &str = "webhook_due";
 
+/// Rows per `INSERT` statement (a fan-out to thousands of endpoints is several statements).
+const INSERT_CHUNK: usize = 500;
+
 /// A delivery to insert.
 #[derive(Clone)]
 pub(crate) struct NewDelivery {
@@ -95,9 +98,18 @@ pub(crate) async fn insert(
         return Ok(());
     }
     let now = Utc::now();
-    delivery::Entity::insert_many(deliveries.into_iter().map(|d| d.into_active_model(now)))
-        .exec_without_returning(conn)
-        .await?;
+    let mut rows = deliveries.into_iter().map(|d| d.into_active_model(now));
+    // In statements of at most INSERT_CHUNK rows: one statement binds 22 values a row, and
+    // PostgreSQL (65,535) and SQLite (32,766) cap the values of one statement.
+    loop {
+        let chunk: Vec<_> = rows.by_ref().take(INSERT_CHUNK).collect();
+        if chunk.is_empty() {
+            break;
+        }
+        delivery::Entity::insert_many(chunk)
+            .exec_without_returning(conn)
+            .await?;
+    }
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_raw(Statement::from_string(
             DbBackend::Postgres,

@@ -2,7 +2,9 @@
 //!
 //! Both tokens are hashed (SHA-256) before the constant-time comparison, so neither the time
 //! nor an early length mismatch tells a client how much of its guess was right. Without a
-//! configured token every request passes: settings then force a loopback `HTTP_ADDR`.
+//! configured token, settings force a loopback `HTTP_ADDR` and a request passes only when its
+//! `Host` names the loopback (`localhost`, `127.0.0.1`, `[::1]`): a web page whose name an
+//! attacker re-binds to 127.0.0.1 (DNS rebinding) sends its own name and is refused.
 
 use axum::{
     extract::{Request, State},
@@ -24,7 +26,11 @@ pub(crate) async fn require_token(
     next: Next,
 ) -> Response {
     let Some(ApiToken(expected)) = &state.settings.webhook_api_token else {
-        return next.run(request).await;
+        return if names_loopback(request.headers().get(header::HOST)) {
+            next.run(request).await
+        } else {
+            ApiError::Unauthorized.into_response()
+        };
     };
     let given = request
         .headers()
@@ -36,6 +42,21 @@ pub(crate) async fn require_token(
     } else {
         ApiError::Unauthorized.into_response()
     }
+}
+
+/// The `Host` header names the loopback interface (any port).
+fn names_loopback(host: Option<&header::HeaderValue>) -> bool {
+    let Some(host) = host.and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or(v6, |(address, _)| address),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The token of a `Bearer <token>` credential (the scheme is case-insensitive, RFC 9110).
@@ -56,6 +77,30 @@ fn tokens_match(given: &str, expected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_token_only_a_loopback_host_passes() {
+        let host = |h: &'static str| Some(header::HeaderValue::from_static(h));
+        for ok in [
+            "127.0.0.1:8090",
+            "localhost:8090",
+            "LOCALHOST",
+            "[::1]:8090",
+            "127.0.0.2",
+        ] {
+            assert!(names_loopback(host(ok).as_ref()), "{ok}");
+        }
+        for refused in [
+            "evil.example:8090",
+            "127.0.0.1.evil.example",
+            "[::2]:1",
+            "",
+            "10.0.0.1",
+        ] {
+            assert!(!names_loopback(host(refused).as_ref()), "{refused}");
+        }
+        assert!(!names_loopback(None));
+    }
 
     #[test]
     fn only_a_bearer_credential_with_the_exact_token_matches() {

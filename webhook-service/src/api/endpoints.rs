@@ -26,7 +26,8 @@ use crate::{entity::delivery, entity::endpoint, signing::Secret, state::AppState
 pub(crate) struct CreateEndpoint {
     /// http(s) URL the webhooks are POSTed to.
     url: String,
-    /// Public event types to receive; absent or null: every type.
+    /// Public event types to receive; absent or null: every sign-up type (operational types
+    /// such as `endpoint.disabled` only when listed).
     #[serde(default)]
     event_types: Option<Vec<String>>,
     #[serde(default)]
@@ -42,7 +43,8 @@ pub(crate) struct CreateEndpoint {
     secret: Option<String>,
 }
 
-/// `PATCH /v1/endpoints/{id}`: the fields given change; `event_types: null` means every type.
+/// `PATCH /v1/endpoints/{id}`: the fields given change; `event_types: null` means every sign-up
+/// type.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateEndpoint {
@@ -73,7 +75,7 @@ pub(crate) struct EndpointOut {
     /// A password in the URL is shown as `***`.
     url: String,
     description: String,
-    /// null: every type.
+    /// null: every sign-up type (operational types only when listed).
     event_types: Option<Vec<String>>,
     /// Values that look like credentials are `***`.
     headers: BTreeMap<String, String>,
@@ -262,6 +264,9 @@ pub(crate) async fn update(
     };
     if let Some(url) = input.url {
         row.url = Set(fields::checked_url(&url, "url", &state.egress, &mut errors));
+        // A new address starts with a clean record: the old one's failure run must not
+        // disable it at its first failure.
+        row.failing_since = Set(None);
     }
     if let Some(description) = input.description {
         row.description = Set(fields::description(description, &mut errors));

@@ -131,10 +131,14 @@ async fn subscribed_endpoints(
         .collect())
 }
 
-/// `None` (or JSON `null`): every type; an array: the types listed.
+/// `None` (or JSON `null`): every sign-up type (an operational type such as
+/// `endpoint.disabled` only when listed: a catch-all receiver, often a third party, must not
+/// learn about the other endpoints); an array: the types listed.
 fn subscribes(event_types: Option<&serde_json::Value>, event_type: &str) -> bool {
     match event_types {
-        None | Some(serde_json::Value::Null) => true,
+        None | Some(serde_json::Value::Null) => {
+            !crate::public_events::OPERATIONAL_TYPES.contains(&event_type)
+        }
         Some(serde_json::Value::Array(types)) => types.iter().any(|t| t == event_type),
         Some(_) => false,
     }
@@ -147,9 +151,17 @@ mod tests {
     use super::subscribes;
 
     #[test]
-    fn an_endpoint_without_types_gets_every_type_and_one_with_types_only_those() {
+    fn an_endpoint_without_types_gets_every_sign_up_type_and_one_with_types_only_those() {
         assert!(subscribes(None, "user.registered"));
         assert!(subscribes(Some(&json!(null)), "user.registered"));
+        assert!(
+            !subscribes(None, "endpoint.disabled"),
+            "operational: listed only"
+        );
+        assert!(subscribes(
+            Some(&json!(["endpoint.disabled"])),
+            "endpoint.disabled"
+        ));
         let types = json!(["user.registered", "user.verified"]);
         assert!(subscribes(Some(&types), "user.verified"));
         assert!(!subscribes(Some(&types), "user.verification_resent"));

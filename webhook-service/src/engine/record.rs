@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::{
     consumer::fanout::{self, Stored},
-    egress::{self, AttemptResult, MAX_RESPONSE_BODY},
+    egress::{AttemptResult, MAX_RESPONSE_BODY},
     entity::{attempt, delivery, job},
     jobs, public_events, store,
 };
@@ -143,7 +143,7 @@ pub(super) async fn record(
             // subscribed to it (the disabled one no longer is: it is not enabled).
             let event = public_events::endpoint_disabled(
                 endpoint_id,
-                egress::redact_url(&disabled.url),
+                origin(&disabled.url),
                 disabled.reason,
                 disabled.failing_since,
                 change.now,
@@ -265,6 +265,11 @@ async fn endpoint_health(
             disabled(&rows, "failing")
         }
     }
+}
+
+/// `scheme://host[:port]` of `url`: what `endpoint.disabled` may tell other receivers.
+fn origin(url: &str) -> String {
+    url::Url::parse(url).map_or_else(|_| String::new(), |u| u.origin().ascii_serialization())
 }
 
 fn disabled(

@@ -632,3 +632,50 @@ async fn messages_are_listed_replayed_and_recovered() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_new_url_starts_a_clean_failure_record() {
+    let service = TestService::start(test_settings("api_new_url").await).await;
+    let created = create_endpoint(&service, json!({"url": "https://old.example.com/hook"})).await;
+    let id = created["id"].as_str().expect("id");
+    execute(
+        &service.db,
+        &format!(
+            "UPDATE endpoints SET failing_since = now() - interval '6 days' WHERE id = '{id}'"
+        ),
+    )
+    .await;
+    let (status, _) = send(
+        service
+            .api(Method::PATCH, &format!("/v1/endpoints/{id}"))
+            .json(&json!({"description": "still failing"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let failing = |db| async move {
+        common::testing::scalar(
+            db,
+            &format!(
+                "SELECT COUNT(*) FROM endpoints WHERE id = '{id}' AND failing_since IS NOT NULL"
+            ),
+        )
+        .await
+    };
+    assert_eq!(
+        failing(&service.db).await,
+        1,
+        "other changes keep the record"
+    );
+    let (status, _) = send(
+        service
+            .api(Method::PATCH, &format!("/v1/endpoints/{id}"))
+            .json(&json!({"url": "https://new.example.com/hook"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        failing(&service.db).await,
+        0,
+        "a new URL clears the failure run"
+    );
+}

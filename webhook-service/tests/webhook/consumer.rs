@@ -436,3 +436,31 @@ async fn a_database_failure_stores_nothing_half_way_and_loses_no_event() {
     assert_eq!(publisher.ready(&topology.webhook_dlq).await, 0);
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_fan_out_larger_than_one_statement_can_bind_is_stored_whole() {
+    // 22 values a delivery row: 3,000 rows are past PostgreSQL's 65,535 values a statement.
+    const ENDPOINTS: i64 = 3_000;
+    let service = TestService::start(webhook_service::Settings {
+        // Refused addresses: the engine fails each delivery at once, without a call.
+        webhook_allowed_nets: Vec::new(),
+        ..test_settings("wh_consumer_wide").await
+    })
+    .await;
+    service
+        .db
+        .execute_unprepared(&format!(
+            "INSERT INTO endpoints (id, url, headers, secret, enabled, created_at, updated_at) \
+             SELECT gen_random_uuid(), 'http://10.0.0.1/' || n, '{{}}', \
+                    'whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD', true, now(), now() \
+             FROM generate_series(1, {ENDPOINTS}) AS n"
+        ))
+        .await
+        .expect("endpoints inserted");
+    let publisher = Publisher::new(&service).await;
+    assert!(publisher.publish(&registered("t0ken", "123456")).await);
+    eventually(WAIT, "one delivery per endpoint", || async {
+        count(&service, "SELECT COUNT(*) FROM deliveries").await == ENDPOINTS
+    })
+    .await;
+}
