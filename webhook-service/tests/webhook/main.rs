@@ -2,6 +2,7 @@
 //! binary, one module per area.
 
 mod api;
+mod cli;
 mod consumer;
 mod crash;
 mod engine;
