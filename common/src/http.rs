@@ -17,6 +17,8 @@
 //! Shutdown stops accepting, asks every connection to finish its in-flight requests and close
 //! (hyper's graceful shutdown), and returns once they have. Handlers see the peer address as
 //! axum's `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
+//!
+//! What the APIs share besides the loop: [`error`], the JSON error shape.
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -34,6 +36,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
 
 use crate::settings::{SettingsError, ensure};
+
+pub mod error;
 
 /// Time and connection bounds of one listener (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
