@@ -18,7 +18,8 @@
 //! (hyper's graceful shutdown), and returns once they have. Handlers see the peer address as
 //! axum's `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
 //!
-//! What the APIs share besides the loop: [`error`], the JSON error shape.
+//! What the APIs share besides the loop: [`error`], the JSON error shape; [`metrics`], request
+//! metrics with bounded labels; [`body`], the bounded read of a request body.
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -37,7 +38,9 @@ use tower::ServiceExt as _;
 
 use crate::settings::{SettingsError, ensure};
 
+pub mod body;
 pub mod error;
+pub mod metrics;
 
 /// Time and connection bounds of one listener (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
