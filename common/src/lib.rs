@@ -31,7 +31,8 @@
 //! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable, and the
 //!   `Broker` every service keeps its connection in (reconnect, re-declare, readiness).
 //! - [`consumer`]: the consume-and-reconnect loop of the email-service and the webhook-service,
-//!   and the consumer health their liveness reads.
+//!   the bounded-concurrency dispatch of their deliveries to tasks, and the consumer health
+//!   their liveness reads.
 
 pub mod amqp;
 pub mod backoff;
