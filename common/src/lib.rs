@@ -22,8 +22,8 @@
 //! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings, migrating
 //!   under an advisory lock (concurrent first starts), the migration-script runner, the
 //!   retention cutoff and the PostgreSQL `LISTEN` loop (`database::listen`).
-//! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes and
-//!   `TEST_LOG`-gated logs.
+//! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes,
+//!   sample events and `TEST_LOG`-gated logs.
 //! - [`http`]: the HTTP server loop of every listener: header-read and idle timeouts, a
 //!   connection cap, graceful shutdown ([`http::serve`], [`http::HttpLimits`]); and what the
 //!   APIs share: the JSON error shape ([`http::error`]), request metrics ([`http::metrics`]),
