@@ -1,13 +1,16 @@
 //! The loop every AMQP consumer runs ([`consume_with_reconnect`]): consume on the [`Broker`]'s
 //! connection and, whenever it is lost, reconnect with backoff and consume again, until
-//! shutdown; and [`ConsumerHealth`], that loop's progress, which liveness reads. The
+//! shutdown; on one connection, the bounded-concurrency dispatch of deliveries to tasks
+//! ([`dispatch`]); and [`ConsumerHealth`], that loop's progress, which liveness reads. The
 //! email-service and the webhook-service both use them.
 
 use std::{future::Future, sync::Arc, sync::Mutex, time::Duration};
 
-use lapin::Connection;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
+use anyhow::Context as _;
+use futures::StreamExt as _;
+use lapin::{Connection, Consumer, message::Delivery};
+use tokio::{sync::Semaphore, time::Instant};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{amqp::Broker, backoff::Backoff, shutdown::sleep_or_cancel};
 
@@ -72,6 +75,61 @@ pub async fn consume_with_reconnect<F, Fut>(
         broker.disconnect("reconnecting").await;
         health.beat();
         sleep_or_cancel(delay, stop).await;
+    }
+}
+
+/// Takes deliveries from `deliveries` and runs `handle` on each as a task in `tasks`, at most
+/// `limit` at once, until `stop` (`Ok`) or the consumer fails (`Err`); the caller then cancels
+/// the consumer and drains `tasks`.
+///
+/// Per delivery, in this order: a free slot; `admit`, a gate that may hold the loop (the
+/// email-service's SMTP breaker; `|| std::future::ready(Some(()))` admits everything), whose
+/// value goes to `handle` and whose `None` stops the loop like `stop`; the next delivery; then
+/// the task, holding its slot until `handle`'s future completes. Each wait gives way to `stop`
+/// first (`biased`): once it is cancelled, no further delivery is started, and prefetched ones
+/// stay with the broker.
+///
+/// # Errors
+/// When the consumer stream fails or the broker ends it (the channel or connection is gone).
+pub async fn dispatch<T, A, AFut, H, HFut>(
+    deliveries: &mut Consumer,
+    limit: usize,
+    tasks: &TaskTracker,
+    stop: &CancellationToken,
+    mut admit: A,
+    mut handle: H,
+) -> anyhow::Result<()>
+where
+    A: FnMut() -> AFut,
+    AFut: Future<Output = Option<T>>,
+    H: FnMut(Delivery, T) -> HFut,
+    HFut: Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(limit));
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
+        };
+        let Some(admission) = admit().await else {
+            return Ok(());
+        };
+        let delivery = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Ok(()),
+            delivery = deliveries.next() => delivery,
+        };
+        let delivery = match delivery {
+            Some(Ok(delivery)) => delivery,
+            Some(Err(error)) => return Err(error).context("consuming deliveries"),
+            None => anyhow::bail!("the broker ended the consumer"),
+        };
+        let task = handle(delivery, admission);
+        tasks.spawn(async move {
+            task.await;
+            drop(permit);
+        });
     }
 }
 

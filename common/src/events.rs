@@ -369,23 +369,7 @@ mod tests {
     use super::*;
 
     fn registered() -> Envelope<UserRegisteredV1> {
-        Envelope::new(
-            Uuid::new_v4(),
-            Utc::now(),
-            UserRegisteredV1 {
-                user_id: Uuid::new_v4(),
-                email: "ann@example.com".into(),
-                first_name: Some("Ann".into()),
-                last_name: None,
-                verification: VerificationDetails {
-                    link: "http://x/user/verify?token=secret-token".into(),
-                    code: "123456".into(),
-                    expires_at: Utc::now(),
-                    code_expires_at: None,
-                },
-                registered_at: Some(Utc::now()),
-            },
-        )
+        crate::testing::user_registered("secret-token", "123456")
     }
 
     #[test]
@@ -414,16 +398,7 @@ mod tests {
 
     #[test]
     fn a_signup_attempt_round_trips_and_names_its_recipient() {
-        let envelope = Envelope::new(
-            Uuid::new_v4(),
-            Utc::now(),
-            SignupAttemptedV1 {
-                user_id: Uuid::new_v4(),
-                email: "ann@example.com".into(),
-                attempted_at: Utc::now(),
-                account_verified: false,
-            },
-        );
+        let envelope = crate::testing::signup_attempted(false);
         let body = serde_json::to_vec(&envelope).unwrap();
         let event = SignupEvent::decode(&body).unwrap();
         assert_eq!(event.recipient(), "ann@example.com");

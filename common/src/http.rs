@@ -17,6 +17,9 @@
 //! Shutdown stops accepting, asks every connection to finish its in-flight requests and close
 //! (hyper's graceful shutdown), and returns once they have. Handlers see the peer address as
 //! axum's `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
+//!
+//! What the APIs share besides the loop: [`error`], the JSON error shape; [`metrics`], request
+//! metrics with bounded labels; [`body`], the bounded read of a request body.
 
 use std::{future::Future, io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -34,6 +37,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower::ServiceExt as _;
 
 use crate::settings::{SettingsError, ensure};
+
+pub mod body;
+pub mod error;
+pub mod metrics;
 
 /// Time and connection bounds of one listener (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

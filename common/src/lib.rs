@@ -1,8 +1,9 @@
 //! Shared vocabulary of the signup-outbox services.
 //!
 //! `common` owns what more than one service must agree on, and nothing else: no HTTP handlers
-//! (only the server loop every listener shares, and the `http` header types the trace context is
-//! read from), no service logic.
+//! (only the server loop every listener shares, the JSON error shape, the request metrics and
+//! body bound the APIs share, and the `http` header types the trace context is read from), no
+//! service logic.
 //!
 //! - [`events`]: the versioned event contracts (`UserRegisteredV1`, …) and their envelope.
 //! - [`topology`]: exchange, queue and routing-key names, and the idempotent declaration of the
@@ -21,14 +22,17 @@
 //! - [`database`]: connecting to PostgreSQL or SQLite with the shared pool settings, migrating
 //!   under an advisory lock (concurrent first starts), the migration-script runner, the
 //!   retention cutoff and the PostgreSQL `LISTEN` loop (`database::listen`).
-//! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes and
-//!   `TEST_LOG`-gated logs.
+//! - `testing` (feature): a fresh database and AMQP namespace per test, bounded polls, probes,
+//!   sample events and `TEST_LOG`-gated logs.
 //! - [`http`]: the HTTP server loop of every listener: header-read and idle timeouts, a
-//!   connection cap, graceful shutdown ([`http::serve`], [`http::HttpLimits`]).
+//!   connection cap, graceful shutdown ([`http::serve`], [`http::HttpLimits`]); and what the
+//!   APIs share: the JSON error shape ([`http::error`]), request metrics ([`http::metrics`]),
+//!   the bounded body read ([`http::body`]).
 //! - [`amqp`]: connecting to RabbitMQ with a clear error when the broker is unreachable, and the
 //!   `Broker` every service keeps its connection in (reconnect, re-declare, readiness).
 //! - [`consumer`]: the consume-and-reconnect loop of the email-service and the webhook-service,
-//!   and the consumer health their liveness reads.
+//!   the bounded-concurrency dispatch of their deliveries to tasks, and the consumer health
+//!   their liveness reads.
 
 pub mod amqp;
 pub mod backoff;

@@ -5,6 +5,7 @@
 //!   in parallel against the real services;
 //! - waiting: [`eventually`], a bounded poll (never a bare sleep);
 //! - probing: [`http_get`], [`free_port`], [`scalar`], [`slow_header_clients`] (slowloris);
+//! - events: [`user_registered`], [`signup_attempted`], sign-up events to publish or decode;
 //! - logs: [`init_tracing`], which shows a test's logs when `TEST_LOG` is set (zero2prod's
 //!   trick: `TEST_LOG=1 cargo test name`).
 //!
@@ -16,6 +17,8 @@ use std::{future::Future, time::Duration};
 
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, Statement};
+
+use crate::events::{Envelope, SignupAttemptedV1, UserRegisteredV1, VerificationDetails};
 
 /// The broker tests use.
 pub fn amqp_url() -> String {
@@ -224,6 +227,44 @@ pub async fn scalar(db: &impl ConnectionTrait, sql: &str) -> i64 {
         .unwrap_or_else(|| panic!("{sql}: no row"));
     row.try_get_by_index::<i64>(0)
         .unwrap_or_else(|error| panic!("{sql}: {error}"))
+}
+
+/// A `user.registered.v1` event of `ann@example.com` (first name `Ann`) whose verification link
+/// carries `token` and whose code is `code`, valid 24 h and 1 h from now.
+pub fn user_registered(token: &str, code: &str) -> Envelope<UserRegisteredV1> {
+    let now = chrono::Utc::now();
+    Envelope::new(
+        uuid::Uuid::new_v4(),
+        now,
+        UserRegisteredV1 {
+            user_id: uuid::Uuid::new_v4(),
+            email: "ann@example.com".into(),
+            first_name: Some("Ann".into()),
+            last_name: None,
+            verification: VerificationDetails {
+                link: format!("http://127.0.0.1:8080/user/verify?token={token}"),
+                code: code.into(),
+                expires_at: now + chrono::Duration::hours(24),
+                code_expires_at: Some(now + chrono::Duration::hours(1)),
+            },
+            registered_at: Some(now),
+        },
+    )
+}
+
+/// A `user.signup_attempted.v1` event of `ann@example.com`: someone tried to register her
+/// address again.
+pub fn signup_attempted(account_verified: bool) -> Envelope<SignupAttemptedV1> {
+    Envelope::new(
+        uuid::Uuid::new_v4(),
+        chrono::Utc::now(),
+        SignupAttemptedV1 {
+            user_id: uuid::Uuid::new_v4(),
+            email: "ann@example.com".into(),
+            attempted_at: chrono::Utc::now(),
+            account_verified,
+        },
+    )
 }
 
 /// Makes ring the process's default rustls provider (once; later calls do nothing).

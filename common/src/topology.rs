@@ -398,6 +398,18 @@ fn string(value: &str) -> AMQPValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{
+        Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
+        VerificationResentV1,
+    };
+
+    /// The routing key of every event but the signup attempt: those a webhook may carry.
+    const PUBLIC_EVENT_KEYS: [&str; 4] = [
+        UserRegisteredV1::ROUTING_KEY,
+        VerificationReminderV1::ROUTING_KEY,
+        VerificationResentV1::ROUTING_KEY,
+        UserVerifiedV1::ROUTING_KEY,
+    ];
 
     #[test]
     fn default_topology_uses_the_documented_names() {
@@ -417,17 +429,10 @@ mod tests {
 
     #[test]
     fn the_email_queue_is_bound_to_every_event() {
-        use crate::events::{
-            Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
-            VerificationResentV1,
-        };
-        for key in [
-            UserRegisteredV1::ROUTING_KEY,
-            VerificationReminderV1::ROUTING_KEY,
-            VerificationResentV1::ROUTING_KEY,
-            UserVerifiedV1::ROUTING_KEY,
-            SignupAttemptedV1::ROUTING_KEY,
-        ] {
+        for key in PUBLIC_EVENT_KEYS
+            .into_iter()
+            .chain([SignupAttemptedV1::ROUTING_KEY])
+        {
             assert!(routing_keys::EMAIL_SERVICE_BINDINGS.contains(&key), "{key}");
         }
     }
@@ -453,16 +458,7 @@ mod tests {
 
     #[test]
     fn the_webhook_queue_is_bound_to_every_public_event_but_not_to_signup_attempts() {
-        use crate::events::{
-            Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
-            VerificationResentV1,
-        };
-        for key in [
-            UserRegisteredV1::ROUTING_KEY,
-            VerificationReminderV1::ROUTING_KEY,
-            VerificationResentV1::ROUTING_KEY,
-            UserVerifiedV1::ROUTING_KEY,
-        ] {
+        for key in PUBLIC_EVENT_KEYS {
             assert!(
                 routing_keys::WEBHOOK_SERVICE_BINDINGS.contains(&key),
                 "{key}"

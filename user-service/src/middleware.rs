@@ -3,15 +3,17 @@
 //! metrics with bounded labels, load shedding past `MAX_CONCURRENT_REQUESTS`, the request
 //! timeout, the per-client rate limits and the body limit.
 
-use std::time::Instant;
-
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::{MatchedPath, Request, State},
-    http::{HeaderName, HeaderValue, Method, StatusCode, header},
+    extract::{Request, State},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
+};
+use common::http::{
+    body::{BodyError, read_body},
+    metrics::{RequestMetrics, method_label, record_request_metrics},
 };
 use tower::{
     BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::LoadShedLayer,
@@ -27,6 +29,12 @@ use crate::{error::ApiError, rate_limit, state::AppState};
 
 /// Longest client-supplied `x-request-id` kept (it goes into logs and outbox headers).
 const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// `http_requests_total` and `http_request_duration_seconds` by method, route and status.
+const REQUEST_METRICS: RequestMetrics = RequestMetrics {
+    requests_total: "http_requests_total",
+    duration_seconds: "http_request_duration_seconds",
+};
 
 /// `routes` wrapped in the API middleware, with their state.
 pub(crate) fn api(routes: Router<AppState>, state: AppState) -> Router {
@@ -52,7 +60,10 @@ pub(crate) fn api(routes: Router<AppState>, state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         // Outside the timeout: a shed request answers at once; inside the metrics: it is counted.
         .layer(shed)
-        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn_with_state(
+            REQUEST_METRICS,
+            record_request_metrics,
+        ))
         // if_not_present: a handler's own headers (the verify page's) win.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -103,60 +114,25 @@ fn is_well_formed_request_id(id: &[u8]) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The method as a metrics label: one of the known methods, else `other` (a client can send any
-/// token as a method; each would be a new time series).
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
-/// `http_requests_total` and `http_request_duration_seconds` by method, route and status.
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", status),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
 /// Reads the whole request body within `HTTP_HEADER_READ_TIMEOUT` (408 `request_timeout`
 /// otherwise) and at most `MAX_BODY_BYTES` (413): a body trickled in byte by byte would hold a
-/// connection slot until `REQUEST_TIMEOUT`. (tower-http's body timeout restarts with every
-/// frame, so it does not bound a trickle.)
+/// connection slot until `REQUEST_TIMEOUT`.
 async fn read_body_in_time(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
-    let read = axum::body::to_bytes(body, state.settings.max_body_bytes);
-    match tokio::time::timeout(state.settings.http_header_read_timeout, read).await {
-        Err(_) => ApiError::BodyTimeout.into_response(),
-        Ok(Err(_)) => ApiError::PayloadTooLarge.into_response(),
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
+    let settings = &state.settings;
+    match read_body(
+        request,
+        settings.max_body_bytes,
+        settings.http_header_read_timeout,
+    )
+    .await
+    {
+        Ok(request) => next.run(request).await,
+        Err(BodyError::TimedOut) => ApiError::BodyTimeout.into_response(),
+        Err(BodyError::TooLarge) => ApiError::PayloadTooLarge.into_response(),
     }
 }
 
@@ -172,13 +148,5 @@ mod tests {
         for bad in ["", &"x".repeat(65), "a b", "id\r\nforged: 1", "ünï", "a/b"] {
             assert!(!is_well_formed_request_id(bad.as_bytes()), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn unknown_methods_share_one_label() {
-        assert_eq!(method_label(&Method::POST), "POST");
-        let custom = Method::from_bytes(b"FOOBAR").unwrap();
-        assert_eq!(method_label(&custom), "other");
-        assert_eq!(method_label(&Method::TRACE), "other");
     }
 }

@@ -19,7 +19,6 @@ use std::{
 
 use anyhow::Context;
 use common::{consumer::ConsumerHealth, topology::Topology};
-use futures::StreamExt;
 use lapin::{
     Connection,
     message::Delivery,
@@ -27,7 +26,6 @@ use lapin::{
     types::FieldTable,
 };
 use sea_orm::DatabaseConnection;
-use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -134,39 +132,21 @@ pub(crate) async fn run(
         "email-service consuming"
     );
     health.set_consuming(true);
-    let permits = Arc::new(Semaphore::new(handler.settings.max_concurrent_sends));
     let tasks = TaskTracker::new();
-    let result = loop {
-        // `biased`: once shutdown is requested, no further delivery is started.
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break Ok(()),
-            permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
-        };
+    let result = common::consumer::dispatch(
+        &mut deliveries,
+        handler.settings.max_concurrent_sends,
+        &tasks,
+        &shutdown,
         // While the mail server is down, no delivery is taken: they wait in the queue.
-        let Some(admission) = handler.breaker.admit(&shutdown).await else {
-            break Ok(());
-        };
-        let delivery = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break Ok(()),
-            delivery = deliveries.next() => delivery,
-        };
-        let delivery = match delivery {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => break Err(error).context("consuming deliveries"),
-            None => break Err(anyhow::anyhow!("the broker ended the consumer")),
-        };
-        let span = delivery_span(&delivery);
-        let (handler, publisher) = (handler.clone(), publisher.clone());
-        tasks.spawn(
-            async move {
-                handler.handle(&publisher, delivery, admission).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    };
+        || handler.breaker.admit(&shutdown),
+        |delivery, admission| {
+            let span = delivery_span(&delivery);
+            let (handler, publisher) = (handler.clone(), publisher.clone());
+            async move { handler.handle(&publisher, delivery, admission).await }.instrument(span)
+        },
+    )
+    .await;
     health.set_consuming(false);
     tracing::info!(in_flight = tasks.len(), "email-service stops consuming");
     // Best effort and bounded: the channel may already be gone when the connection was lost.

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use chrono::Utc;
 use common::{
-    events::{Envelope, Event, UserRegisteredV1, UserVerifiedV1, VerificationDetails},
+    events::{Envelope, Event, UserRegisteredV1, UserVerifiedV1},
     topology::Topology,
 };
 use email_service::{Application, DlqClient, ReceivedMail, Settings, SmtpSink, SmtpUrl};
@@ -229,27 +229,13 @@ pub(crate) async fn publish_bytes(
     assert!(confirm.take_message().is_none(), "unroutable");
 }
 
+/// A `user.registered.v1` event of `email` with a fresh token and code.
 pub(crate) fn registered(email: &str, first_name: Option<&str>) -> Envelope<UserRegisteredV1> {
-    Envelope::new(
-        Uuid::new_v4(),
-        Utc::now(),
-        UserRegisteredV1 {
-            user_id: Uuid::new_v4(),
-            email: email.into(),
-            first_name: first_name.map(Into::into),
-            last_name: None,
-            verification: VerificationDetails {
-                link: format!(
-                    "http://127.0.0.1:8080/user/verify?token={}",
-                    Uuid::new_v4().simple()
-                ),
-                code: format!("{:06}", rand_code()),
-                expires_at: Utc::now() + chrono::Duration::hours(24),
-                code_expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
-            },
-            registered_at: Some(Utc::now()),
-        },
-    )
+    let token = Uuid::new_v4().simple().to_string();
+    let mut event = common::testing::user_registered(&token, &format!("{:06}", rand_code()));
+    event.data.email = email.into();
+    event.data.first_name = first_name.map(Into::into);
+    event
 }
 
 fn rand_code() -> u32 {

@@ -1,7 +1,7 @@
 //! `ApiError`: every failure of the API, mapped to a status and the project's one JSON error
-//! shape, `{"error": {"code": "...", "message": "...", "details"?: {...}}}` (the user-service's
-//! shape; its `ErrorBody` is not shared through `common` because `common` carries no OpenAPI
-//! dependency and each service's variants differ).
+//! shape, `{"error": {"code": "...", "message": "...", "details"?: {...}}}`. The shape
+//! ([`ErrorBody`]) and the reading of JSON body rejections are `common::http::error`'s, shared
+//! with the user-service; the variants and their codes are this service's.
 //!
 //! A 500 tells the client nothing internal; its cause chain is logged once, here.
 
@@ -13,29 +13,10 @@ use axum::{
     http::{StatusCode, header},
     response::{IntoResponse, Response},
 };
+pub(crate) use common::http::error::ErrorBody;
+use common::http::error::JsonBodyError;
 use sea_orm::DbErr;
 use serde_json::{Value, json};
-
-/// `{"error": {...}}`: the body of every error response.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub(crate) struct ErrorBody {
-    /// The error.
-    pub(crate) error: ErrorDetail,
-}
-
-/// Code, message and optional details of an error.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub(crate) struct ErrorDetail {
-    /// Stable machine-readable code, e.g. `validation_failed`.
-    #[schema(example = "validation_failed")]
-    pub(crate) code: String,
-    /// Human-readable explanation.
-    pub(crate) message: String,
-    /// Per-field problems (`validation_failed`, `body_too_large`): `{field: [{code, message}]}`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
-    pub(crate) details: Option<Value>,
-}
 
 /// Problems found in a request, by field (`request.url`, `headers.x-a`, …), collected so one
 /// answer names every bad field.
@@ -193,13 +174,7 @@ impl ApiError {
     }
 
     pub(crate) fn body(&self) -> ErrorBody {
-        ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-                details: self.details(),
-            },
-        }
+        ErrorBody::new(self.code(), self.to_string(), self.details())
     }
 }
 
@@ -276,14 +251,11 @@ fn is_unreachable(error: &DbErr) -> bool {
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => Self::Validation(json!({
-                "body": [{ "code": "invalid_shape", "message": e.body_text() }]
-            })),
-            JsonRejection::JsonSyntaxError(e) => Self::MalformedJson(e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
-            other => Self::MalformedJson(other.body_text()),
+        match JsonBodyError::from(rejection) {
+            JsonBodyError::Malformed(reason) => Self::MalformedJson(reason),
+            JsonBodyError::UnsupportedMediaType => Self::UnsupportedMediaType,
+            JsonBodyError::TooLarge => Self::PayloadTooLarge,
+            JsonBodyError::Invalid(details) => Self::Validation(details),
         }
     }
 }

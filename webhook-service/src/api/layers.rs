@@ -1,13 +1,16 @@
-//! Middleware of the API port: the request body bound (size and time), request metrics with
-//! bounded labels, and the headers every answer carries.
-
-use std::time::Instant;
+//! Middleware of the API port: the request body bound (size and time), the names of its
+//! request metrics, and the headers every answer carries. The body read and the metrics
+//! middleware are `common::http`'s, shared with the user-service.
 
 use axum::{
-    extract::{MatchedPath, Request, State},
-    http::{HeaderValue, Method, header},
+    extract::{Request, State},
+    http::{HeaderValue, header},
     middleware::Next,
     response::{IntoResponse, Response},
+};
+use common::http::{
+    body::{BodyError, read_body},
+    metrics::RequestMetrics,
 };
 
 use super::error::ApiError;
@@ -33,16 +36,11 @@ pub(crate) async fn read_body_in_time(
     request: Request,
     next: Next,
 ) -> Response {
-    let (parts, body) = request.into_parts();
     let limit = request_body_limit(state.settings.webhook_max_body_bytes);
-    let read = axum::body::to_bytes(body, limit);
-    match tokio::time::timeout(state.settings.http_header_read_timeout, read).await {
-        Err(_) => ApiError::BodyTimeout.into_response(),
-        Ok(Err(_)) => ApiError::PayloadTooLarge.into_response(),
-        Ok(Ok(bytes)) => {
-            next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-                .await
-        }
+    match read_body(request, limit, state.settings.http_header_read_timeout).await {
+        Ok(request) => next.run(request).await,
+        Err(BodyError::TimedOut) => ApiError::BodyTimeout.into_response(),
+        Err(BodyError::TooLarge) => ApiError::PayloadTooLarge.into_response(),
     }
 }
 
@@ -60,37 +58,8 @@ pub(crate) async fn response_headers(request: Request, next: Next) -> Response {
 }
 
 /// `webhook_http_requests_total` and `webhook_http_request_duration_seconds` by method, route
-/// and status.
-pub(crate) async fn record_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("webhook_http_requests_total", &labels).increment(1);
-    metrics::histogram!("webhook_http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-/// The method as a metrics label: a client may send any token as a method, and each would be
-/// a new time series.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
+/// and status (`common::http::metrics::record_request_metrics`).
+pub(crate) const REQUEST_METRICS: RequestMetrics = RequestMetrics {
+    requests_total: "webhook_http_requests_total",
+    duration_seconds: "webhook_http_request_duration_seconds",
+};

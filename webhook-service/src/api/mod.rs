@@ -36,7 +36,10 @@ pub(crate) fn router(state: AppState) -> Router {
     router
         .fallback(|| async { error::ApiError::NotFound("route") })
         .layer(Extension(Arc::new(document)))
-        .layer(middleware::from_fn(layers::record_metrics))
+        .layer(middleware::from_fn_with_state(
+            layers::REQUEST_METRICS,
+            common::http::metrics::record_request_metrics,
+        ))
         .layer(middleware::from_fn(layers::response_headers))
         .with_state(state)
 }

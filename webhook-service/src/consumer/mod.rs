@@ -25,7 +25,6 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use common::{backoff::Backoff, events::SignupEvent, shutdown::sleep_or_cancel};
-use futures::StreamExt;
 use lapin::{
     BasicProperties, Connection,
     message::Delivery,
@@ -35,7 +34,6 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
-use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
 
@@ -105,35 +103,20 @@ async fn consume(
     let concurrency = usize::try_from(state.settings.database_max_connections / 2)
         .unwrap_or(1)
         .max(1);
-    let permits = Arc::new(Semaphore::new(concurrency));
     let tasks = TaskTracker::new();
-    let result = loop {
-        // `biased`: once shutdown is requested, no further delivery is started.
-        let permit = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break Ok(()),
-            permit = permits.clone().acquire_owned() => permit.context("semaphore closed")?,
-        };
-        let delivery = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break Ok(()),
-            delivery = deliveries.next() => delivery,
-        };
-        let delivery = match delivery {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(error)) => break Err(error).context("consuming deliveries"),
-            None => break Err(anyhow::anyhow!("the broker ended the consumer")),
-        };
-        let span = delivery_span(&delivery);
-        let (state, done) = (state.clone(), connection_done.clone());
-        tasks.spawn(
-            async move {
-                handle(&state, delivery, &done).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
-    };
+    let result = common::consumer::dispatch(
+        &mut deliveries,
+        concurrency,
+        &tasks,
+        &shutdown,
+        || std::future::ready(Some(())),
+        |delivery, ()| {
+            let span = delivery_span(&delivery);
+            let (state, done) = (state.clone(), connection_done.clone());
+            async move { handle(&state, delivery, &done).await }.instrument(span)
+        },
+    )
+    .await;
     state.consumer.set_consuming(false);
     if result.is_err() {
         connection_done.cancel();

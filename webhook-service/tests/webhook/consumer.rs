@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use common::{
-    events::{
-        Envelope, Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1, VerificationDetails,
-    },
-    testing::scalar,
+    events::{Envelope, Event, SignupAttemptedV1, UserRegisteredV1, UserVerifiedV1},
+    testing::{scalar, signup_attempted, user_registered},
 };
 use lapin::{
     BasicProperties, Channel, Connection,
@@ -149,26 +147,6 @@ async fn endpoint(
     id
 }
 
-pub(crate) fn registered(token: &str, code: &str) -> Envelope<UserRegisteredV1> {
-    Envelope::new(
-        Uuid::new_v4(),
-        Utc::now(),
-        UserRegisteredV1 {
-            user_id: Uuid::new_v4(),
-            email: "ann@example.com".into(),
-            first_name: Some("Ann".into()),
-            last_name: None,
-            verification: VerificationDetails {
-                link: format!("http://127.0.0.1:8080/user/verify?token={token}"),
-                code: code.into(),
-                expires_at: Utc::now() + chrono::Duration::hours(24),
-                code_expires_at: Some(Utc::now() + chrono::Duration::hours(1)),
-            },
-            registered_at: Some(Utc::now()),
-        },
-    )
-}
-
 async fn count(service: &TestService, sql: &str) -> i64 {
     scalar(&service.db, sql).await
 }
@@ -227,7 +205,7 @@ async fn an_event_becomes_one_message_and_one_delivery_per_subscribed_enabled_en
     endpoint(&service, "http://127.0.0.1:9/disabled", None, false).await;
 
     let (token, code) = ("s3cr3t-link-token-value", "407193");
-    let event = registered(token, code);
+    let event = user_registered(token, code);
     assert!(
         publisher.publish(&event).await,
         "the webhook queue is bound"
@@ -356,16 +334,7 @@ async fn a_signup_attempt_is_never_published_as_a_webhook() {
     let publisher = Publisher::new(&service).await;
     endpoint(&service, "http://127.0.0.1:9/every", None, true).await;
     let topology = common::topology::Topology::webhook_service(&service.settings.amqp_namespace);
-    let attempt = Envelope::new(
-        Uuid::new_v4(),
-        Utc::now(),
-        SignupAttemptedV1 {
-            user_id: Uuid::new_v4(),
-            email: "ann@example.com".into(),
-            attempted_at: Utc::now(),
-            account_verified: true,
-        },
-    );
+    let attempt = signup_attempted(true);
 
     // The webhook queue is not even bound to it (no email queue in this namespace: unroutable).
     assert!(
@@ -414,7 +383,7 @@ async fn a_database_failure_stores_nothing_half_way_and_loses_no_event() {
         .await
         .expect("sabotage");
 
-    let event = registered("t0ken-during-failure", "305172");
+    let event = user_registered("t0ken-during-failure", "305172");
     assert!(publisher.publish(&event).await);
     eventually(WAIT, "a failed attempt", || async {
         rollbacks(&service).await > before

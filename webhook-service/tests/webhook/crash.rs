@@ -11,7 +11,7 @@ use tokio::process::{Child, Command};
 
 use crate::{
     api::send,
-    consumer::{Publisher, registered},
+    consumer::Publisher,
     helpers::{Receiver, Reply, TOKEN, eventually},
 };
 
@@ -63,7 +63,11 @@ async fn a_delivery_in_flight_at_sigkill_is_sent_again_by_the_next_process_with_
     .await;
     assert_eq!(status, StatusCode::CREATED, "{endpoint}");
     let publisher = Publisher::for_namespace(&common::testing::amqp_url(), &namespace).await;
-    assert!(publisher.publish(&registered("t0ken", "123456")).await);
+    assert!(
+        publisher
+            .publish(&common::testing::user_registered("t0ken", "123456"))
+            .await
+    );
 
     // The first attempt hangs at the receiver: kill the process mid-delivery.
     let in_flight = receiver.wait_for(1, Duration::from_secs(20)).await;
