@@ -427,7 +427,7 @@ async fn a_fan_out_larger_than_one_statement_can_bind_is_stored_whole() {
         .await
         .expect("endpoints inserted");
     let publisher = Publisher::new(&service).await;
-    assert!(publisher.publish(&registered("t0ken", "123456")).await);
+    assert!(publisher.publish(&user_registered("t0ken", "123456")).await);
     eventually(WAIT, "one delivery per endpoint", || async {
         count(&service, "SELECT COUNT(*) FROM deliveries").await == ENDPOINTS
     })
