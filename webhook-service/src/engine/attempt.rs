@@ -195,8 +195,8 @@ async fn send(state: &AppState, request: OutboundRequest) -> AttemptResult {
 fn after_commit(state: &AppState, change: &Change<'_>, recorded: &record::Recorded) {
     if !recorded.applied {
         tracing::info!(
-            "the delivery changed during the attempt (cancelled, or claimed again after its \
-             lease); the attempt is recorded, the newer state kept"
+            "the delivery no longer holds this attempt's lease (cancelled, replayed, or claimed \
+             again after the lease); the attempt is recorded, the newer state kept"
         );
     }
     if recorded.notify_inserted {

@@ -2,7 +2,8 @@
 //! and the due times the loop sleeps until.
 //!
 //! A claim moves `next_attempt_at` to the end of a lease (the attempt's timeout plus
-//! [`LEASE_MARGIN`]) and counts the attempt. The row stays `pending`: if the process dies, the
+//! [`LEASE_MARGIN`]), writes the same time into `leased_until` (the fence the attempt's
+//! recording matches) and counts the attempt. The row stays `pending`: if the process dies, the
 //! row is due again when the lease ends and another instance (or this one, restarted) sends it
 //! again with the same `webhook-id`. Duplicates are bounded by the calls in flight at the crash.
 //! Every value is bound as a parameter; the SQL differs between backends only where it must.
@@ -81,7 +82,8 @@ pub(super) async fn claim(
     };
     let skip_locked = common::database::skip_locked(backend);
     let sql = format!(
-        "UPDATE deliveries SET next_attempt_at = {lease}, attempts = attempts + 1, updated_at = $1 \
+        "UPDATE deliveries SET next_attempt_at = {lease}, leased_until = {lease}, \
+         attempts = attempts + 1, updated_at = $1 \
          WHERE id IN (SELECT id FROM deliveries \
            WHERE status = 'pending' AND next_attempt_at <= $1 AND id IN ( \
              SELECT id FROM ( \
@@ -125,7 +127,7 @@ fn decode(row: &QueryResult) -> Result<delivery::Model, DbErr> {
 }
 
 /// Puts back rows claimed but not started (their endpoint filled up): due again at `now`, the
-/// attempt uncounted. Only rows still holding this claim's lease are touched.
+/// attempt uncounted, the lease cleared. Only rows still holding this claim's lease are touched.
 ///
 /// # Errors
 /// Any database error.
@@ -138,12 +140,13 @@ pub(super) async fn put_back(
     for row in rows {
         conn.execute_raw(Statement::from_sql_and_values(
             backend,
-            "UPDATE deliveries SET next_attempt_at = $1, attempts = attempts - 1, updated_at = $1 \
-             WHERE id = $2 AND status = 'pending' AND attempts = $3",
+            "UPDATE deliveries SET next_attempt_at = $1, leased_until = NULL, \
+             attempts = attempts - 1, updated_at = $1 \
+             WHERE id = $2 AND status = 'pending' AND leased_until = $3",
             [
                 Value::from(now),
                 Value::from(row.id),
-                Value::from(row.attempts),
+                Value::from(row.leased_until),
             ],
         ))
         .await?;

@@ -11,9 +11,9 @@
 //! - `retention`: purging old attempts, deliveries and messages.
 //! - `metrics`: the engine's Prometheus series.
 //!
-//! **Delivery guarantee.** A claim leases the row (its `next_attempt_at` moves past the attempt's
-//! timeout plus a margin) in the statement that counts the attempt; the outcome is recorded in
-//! one transaction. A crash between the two loses nothing: the lease ends, the row is due
+//! **Delivery guarantee.** A claim leases the row (its `next_attempt_at` and `leased_until` move
+//! past the attempt's timeout plus a margin) in the statement that counts the attempt; the
+//! outcome is recorded in one transaction, only while the row still holds that lease. A crash between the two loses nothing: the lease ends, the row is due
 //! again, and it is sent again with the same `webhook-id` (at-least-once; duplicates bounded by
 //! the calls in flight). Several instances share the table: the claim skips rows another
 //! instance is claiming.

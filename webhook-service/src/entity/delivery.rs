@@ -62,6 +62,10 @@ pub(crate) struct Model {
     pub(crate) attempts: i32,
     /// When the next attempt is due (or the running attempt's lease ends).
     pub(crate) next_attempt_at: DateTime<Utc>,
+    /// While an attempt holds the row: the end of its lease (also in `next_attempt_at`), the
+    /// fence its recording matches. `None` between attempts and once finished; a time in the
+    /// past is the lease of an attempt that was lost (the row is due again).
+    pub(crate) leased_until: Option<DateTime<Utc>>,
     /// No attempt starts after this (short-lived content such as one-time codes).
     pub(crate) deadline: Option<DateTime<Utc>>,
     /// HTTP status of the last attempt.
@@ -90,6 +94,7 @@ impl std::fmt::Debug for Model {
             .field("status", &self.status)
             .field("attempts", &self.attempts)
             .field("next_attempt_at", &self.next_attempt_at)
+            .field("leased_until", &self.leased_until)
             .finish_non_exhaustive()
     }
 }

@@ -1,0 +1,115 @@
+//! The lease of an attempt in flight: a late attempt cannot overwrite newer state. The
+//! database is made slow on purpose by holding a table lock.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use uuid::Uuid;
+
+use super::{
+    WAIT,
+    rows::{self, Endpoint, NewRow, delivery, insert, insert_endpoint, insert_message},
+    wait_status,
+};
+use crate::{
+    api::send,
+    helpers::{Receiver, Reply, TestService, eventually, test_settings},
+};
+
+/// Bound of the waits that outlast a lease (a timeout plus the 10 s margin).
+const PAST_A_LEASE: Duration = Duration::from_secs(40);
+
+/// Holds `table` locked (nothing reads or writes it) until the transaction is dropped or
+/// rolled back.
+async fn lock(db: &DatabaseConnection, table: &str) -> DatabaseTransaction {
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        .await
+        .expect("lock");
+    txn
+}
+
+async fn attempts_recorded(db: &DatabaseConnection, id: Uuid) -> i64 {
+    rows::count(
+        db,
+        &format!("SELECT COUNT(*) FROM attempts WHERE delivery_id = '{id}'"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_late_attempt_cannot_overwrite_a_replayed_delivery() {
+    let service = TestService::start(test_settings("engine_fence").await).await;
+    let receiver = Receiver::start().await;
+    // The first attempt succeeds (its recording is held back); the replay's attempt hangs.
+    receiver.reply([Reply::status(200), Reply::Hang]);
+    let endpoint_id = insert_endpoint(&service.db, &Endpoint::new(receiver.url("/hook"))).await;
+    let message_id = insert_message(&service.db, "{}").await;
+
+    // Attempt A: sent and answered, but recording it waits for the `attempts` table.
+    let held = lock(&service.db, "attempts").await;
+    let id = insert(
+        &service.db,
+        NewRow {
+            timeout_ms: 2000,
+            ..NewRow::webhook(endpoint_id, message_id)
+        },
+    )
+    .await;
+    receiver.wait_for(1, WAIT).await;
+    // A's lease (2 s + 10 s) ends; the next claim finds the endpoint disabled and fails the
+    // delivery without a call (nothing to record in `attempts`).
+    rows::execute(
+        &service.db,
+        &format!("UPDATE endpoints SET enabled = false WHERE id = '{endpoint_id}'"),
+    )
+    .await;
+    eventually(PAST_A_LEASE, "failed after A's lease", || async {
+        delivery(&service.db, id).await.status == "failed"
+    })
+    .await;
+    // Replayed: pending again, `attempts` back to 0; its new attempt C (attempt 1) hangs.
+    rows::execute(
+        &service.db,
+        &format!("UPDATE endpoints SET enabled = true WHERE id = '{endpoint_id}'"),
+    )
+    .await;
+    let (status, body) = send(service.api(
+        Method::POST,
+        &format!("/v1/endpoints/{endpoint_id}/messages/{message_id}/retry"),
+    ))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    receiver.wait_for(2, WAIT).await;
+
+    // A's recording goes through now, while C (attempt 1 too) is in flight.
+    held.rollback().await.expect("unlock");
+    eventually(WAIT, "A recorded", || async {
+        attempts_recorded(&service.db, id).await == 1
+    })
+    .await;
+    let row = delivery(&service.db, id).await;
+    assert_eq!(
+        (row.status.as_str(), row.attempts, row.last_status),
+        ("pending", 1, None),
+        "A's late success must not overwrite the replayed delivery while C runs"
+    );
+
+    // C times out; its retry succeeds: C's state was the delivery's.
+    let row = wait_status(&service.db, id, "succeeded").await;
+    assert_eq!((row.attempts, row.last_status), (2, Some(200)));
+    let recorded = rows::attempts(&service.db, id).await;
+    let kinds: Vec<_> = recorded
+        .iter()
+        .map(|a| (a.attempt, a.status, a.error_kind.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, Some(200), None),
+            (1, None, Some("timeout")),
+            (2, Some(200), None)
+        ]
+    );
+}
