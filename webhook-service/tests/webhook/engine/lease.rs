@@ -1,5 +1,5 @@
-//! The lease of an attempt in flight: a late attempt cannot overwrite newer state. The
-//! database is made slow on purpose by holding a table lock.
+//! The lease of an attempt in flight: a late attempt cannot overwrite newer state, and no call
+//! starts after its lease. The database is made slow on purpose by holding a table lock.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, Transact
 use uuid::Uuid;
 
 use super::{
-    WAIT,
+    WAIT, assert_no_more_requests,
     rows::{self, Endpoint, NewRow, delivery, insert, insert_endpoint, insert_message},
     wait_status,
 };
@@ -112,4 +112,38 @@ async fn a_late_attempt_cannot_overwrite_a_replayed_delivery() {
             (2, Some(200), None)
         ]
     );
+}
+
+#[tokio::test]
+async fn no_call_starts_after_its_lease() {
+    let service = TestService::start(test_settings("engine_lease_end").await).await;
+    let receiver = Receiver::start().await;
+    let endpoint_id = insert_endpoint(&service.db, &Endpoint::new(receiver.url("/hook"))).await;
+    let message_id = insert_message(&service.db, "{}").await;
+
+    // Building the request reads the endpoint: it waits until the lock is released.
+    let held = lock(&service.db, "endpoints").await;
+    let id = insert(
+        &service.db,
+        NewRow {
+            timeout_ms: 1000,
+            ..NewRow::webhook(endpoint_id, message_id)
+        },
+    )
+    .await;
+    // The first claim's lease (1 s + 10 s) ends while it waits; the row is claimed again.
+    eventually(PAST_A_LEASE, "claimed again after the lease", || async {
+        delivery(&service.db, id).await.attempts == 2
+    })
+    .await;
+    held.rollback().await.expect("unlock");
+
+    // Both claims get their request built at once: only the one within its lease calls.
+    let row = wait_status(&service.db, id, "succeeded").await;
+    assert_no_more_requests(&receiver, 1, Duration::from_millis(500)).await;
+    assert_eq!(
+        row.attempts, 2,
+        "the expired claim counts, like a crashed one"
+    );
+    assert_eq!(attempts_recorded(&service.db, id).await, 1);
 }
