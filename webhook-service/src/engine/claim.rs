@@ -92,6 +92,9 @@ const NOT_SATURATED_SQLITE: &str = "hex(endpoint_id) NOT IN (SELECT value FROM j
 /// skipped, not waited for. Returns them as updated (attempts counted, lease set) with their
 /// lease on this process's clock.
 ///
+/// The inner scan reads the `deliveries_due` index alone (`next_attempt_at, endpoint_id, id`
+/// of the pending rows): a saturated endpoint's rows are skipped there, not fetched.
+///
 /// The status and due predicates are repeated at the level that locks the rows, so a row
 /// another instance claimed (and committed) since this statement's snapshot is rechecked and
 /// dropped instead of claimed twice.
