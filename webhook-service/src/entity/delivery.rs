@@ -1,7 +1,7 @@
 //! `deliveries`: every outbound HTTP call, with its state and schedule.
 
 use chrono::{DateTime, Utc};
-use sea_orm::entity::prelude::*;
+use sea_orm::{DbBackend, entity::prelude::*};
 
 /// What a delivery is.
 pub(crate) mod kind {
@@ -26,6 +26,18 @@ pub(crate) mod status {
     pub(crate) const FAILED: &str = "failed";
     /// Cancelled before it succeeded (job cancel, endpoint deleted).
     pub(crate) const CANCELLED: &str = "cancelled";
+}
+
+/// SQL condition: no attempt is in flight (the row holds no lease, or its lease has ended), on
+/// the clock the engine writes leases with: the database's on PostgreSQL; on SQLite (one
+/// process) the process's, the statement's parameter `now` (e.g. `$2`).
+pub(crate) fn not_in_flight(backend: DbBackend, now: &str) -> String {
+    let now = if backend == DbBackend::Postgres {
+        "now()"
+    } else {
+        now
+    };
+    format!("(leased_until IS NULL OR leased_until <= {now})")
 }
 
 /// A delivery. `Debug` leaves out headers and body (credentials, personal data).

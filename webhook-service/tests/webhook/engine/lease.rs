@@ -1,10 +1,12 @@
-//! The lease of an attempt in flight: a late attempt cannot overwrite newer state, and no call
-//! starts after its lease. The database is made slow on purpose by holding a table lock.
+//! The lease of an attempt in flight: a late attempt cannot overwrite newer state, no call
+//! starts after its lease, and cancelling waits for the call under way. The database is made
+//! slow on purpose by holding a table lock.
 
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, TransactionTrait};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::{
@@ -146,4 +148,84 @@ async fn no_call_starts_after_its_lease() {
         "the expired claim counts, like a crashed one"
     );
     assert_eq!(attempts_recorded(&service.db, id).await, 1);
+}
+
+#[tokio::test]
+async fn a_job_in_flight_is_cancelled_only_once_its_attempt_ends() {
+    let service = TestService::start(test_settings("engine_cancel_in_flight").await).await;
+    let receiver = Receiver::start().await;
+    receiver.reply([Reply::Hang]);
+    let (status, created) = send(service.api(Method::POST, "/v1/jobs").json(&json!({
+        "request": {"url": receiver.url("/slow"), "timeout": "1s"},
+        "retry": {"schedule": ["1h"]},
+    })))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id: Uuid = created["id"].as_str().expect("id").parse().expect("uuid");
+    receiver.wait_for(1, WAIT).await;
+
+    let cancel = format!("/v1/jobs/{id}/cancel");
+    let (status, refused) = send(service.api(Method::POST, &cancel)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "in_flight");
+    assert!(refused["error"]["message"].is_string(), "{refused}");
+    assert_eq!(delivery(&service.db, id).await.status, "pending");
+
+    // The call times out and is recorded (next attempt in an hour): now it can be cancelled.
+    eventually(WAIT, "the attempt recorded", || async {
+        attempts_recorded(&service.db, id).await == 1
+    })
+    .await;
+    let (status, cancelled) = send(service.api(Method::POST, &cancel)).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    let (_, job) = send(service.api(Method::GET, &format!("/v1/jobs/{id}"))).await;
+    assert_eq!(job["status"], "cancelled");
+    assert_eq!(job["attempts"][0]["error_kind"], "timeout");
+    assert_eq!(receiver.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn deleting_an_endpoint_lets_its_delivery_in_flight_finish() {
+    let service = TestService::start(test_settings("engine_delete_in_flight").await).await;
+    let receiver = Receiver::start().await;
+    receiver.reply([Reply::Hang]);
+    let endpoint_id = insert_endpoint(&service.db, &Endpoint::new(receiver.url("/hook"))).await;
+    let message_id = insert_message(&service.db, "{}").await;
+    let in_flight = insert(
+        &service.db,
+        NewRow {
+            timeout_ms: 1000,
+            ..NewRow::webhook(endpoint_id, message_id)
+        },
+    )
+    .await;
+    let later_message = insert_message(&service.db, "{}").await;
+    let waiting = insert(
+        &service.db,
+        NewRow {
+            execute_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            ..NewRow::webhook(endpoint_id, later_message)
+        },
+    )
+    .await;
+    receiver.wait_for(1, WAIT).await;
+
+    let (status, _) =
+        send(service.api(Method::DELETE, &format!("/v1/endpoints/{endpoint_id}"))).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(delivery(&service.db, waiting).await.status, "cancelled");
+    assert_eq!(
+        delivery(&service.db, in_flight).await.status,
+        "pending",
+        "the call under way is not reported cancelled"
+    );
+
+    // Its attempt (a timeout) is recorded; the retry finds the endpoint gone and cancels.
+    let row = wait_status(&service.db, in_flight, "cancelled").await;
+    assert_eq!(row.last_error.as_deref(), Some("endpoint_deleted"));
+    let recorded = rows::attempts(&service.db, in_flight).await;
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(recorded[0].error_kind.as_deref(), Some("timeout"));
+    assert_eq!(receiver.requests().len(), 1);
 }
