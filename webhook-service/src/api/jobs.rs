@@ -210,10 +210,11 @@ pub(crate) async fn get(
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
+    // Retention purges the delivery first, then the job: in between, the job is gone too.
     let call = delivery::Entity::find_by_id(id)
         .one(&state.db)
         .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("job {id} has no delivery")))?;
+        .ok_or(ApiError::NotFound("job"))?;
     let attempts = attempts_of(&state.db, id).await?;
     let stored = jobs::stored_job(&job)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("job {id}: unreadable request")))?;
