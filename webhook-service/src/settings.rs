@@ -20,6 +20,10 @@ const DEFAULT_RETRY_SCHEDULE: [Duration; 7] = [
     Duration::from_secs(10 * 3600),
 ];
 
+/// How much longer than the retry horizon `WEBHOOK_ATTEMPT_RETENTION` must be: a delivery's
+/// attempts outlive its last retry by at least this (to look at them, or recover it).
+const RETENTION_PAST_HORIZON: Duration = Duration::from_secs(24 * 3600);
+
 /// `WEBHOOK_API_TOKEN`: the bearer token of the management and job API. `Debug` hides it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -112,7 +116,9 @@ pub struct Settings {
     /// for this long.
     #[serde(with = "humantime_serde")]
     pub webhook_secret_rotation_grace: Duration,
-    /// `WEBHOOK_ATTEMPT_RETENTION`: attempts and finished deliveries older than this are purged.
+    /// `WEBHOOK_ATTEMPT_RETENTION`: attempts, finished deliveries, their jobs and messages older
+    /// than this are purged. At least the retry horizon (the sum of `WEBHOOK_RETRY_SCHEDULE`)
+    /// plus a day, so a delivery still being retried keeps its attempt log.
     #[serde(with = "humantime_serde")]
     pub webhook_attempt_retention: Duration,
     /// `LOG_FORMAT`: `pretty` or `json`.
@@ -212,6 +218,21 @@ impl Validate for Settings {
         ensure(
             self.webhook_request_timeout <= self.webhook_max_request_timeout,
             || "WEBHOOK_REQUEST_TIMEOUT must not exceed WEBHOOK_MAX_REQUEST_TIMEOUT".into(),
+        )?;
+        let horizon = self
+            .webhook_retry_schedule
+            .iter()
+            .fold(Duration::ZERO, |sum, &delay| sum.saturating_add(delay));
+        ensure(
+            self.webhook_attempt_retention >= horizon.saturating_add(RETENTION_PAST_HORIZON),
+            || {
+                format!(
+                    "WEBHOOK_ATTEMPT_RETENTION ({}) must be at least the retry horizon, the sum \
+                     of WEBHOOK_RETRY_SCHEDULE ({}), plus a day",
+                    humantime::format_duration(self.webhook_attempt_retention),
+                    humantime::format_duration(horizon)
+                )
+            },
         )?;
         ensure(self.webhook_max_in_flight > 0, || {
             "WEBHOOK_MAX_IN_FLIGHT must be at least 1".into()
@@ -323,5 +344,32 @@ mod tests {
             ("WEBHOOK_API_TOKEN", "0123456789abcdef-token"),
         ])
         .expect("a token opens the API to the network");
+    }
+
+    #[test]
+    fn retention_must_outlast_the_retry_horizon_by_a_day() {
+        let error = load(&[
+            ("WEBHOOK_RETRY_SCHEDULE", "1h,2h"),
+            ("WEBHOOK_ATTEMPT_RETENTION", "1day"),
+        ])
+        .expect_err("a retention shorter than the horizon plus a day");
+        let message = error.to_string();
+        assert!(
+            message.contains("WEBHOOK_ATTEMPT_RETENTION (1day)") && message.contains("(3h)"),
+            "{message}"
+        );
+        load(&[
+            ("WEBHOOK_RETRY_SCHEDULE", "1h,2h"),
+            ("WEBHOOK_ATTEMPT_RETENTION", "27h"),
+        ])
+        .expect("exactly the horizon plus a day");
+        let error = load(&[("WEBHOOK_ATTEMPT_RETENTION", "2days")]).expect_err("default schedule");
+        assert!(
+            error
+                .to_string()
+                .contains("WEBHOOK_RETRY_SCHEDULE (1day 3h 35m 5s)"),
+            "{error}"
+        );
+        load(&[]).expect("the defaults are consistent");
     }
 }

@@ -74,6 +74,7 @@ impl NewDelivery {
             status: Set(delivery::status::PENDING.to_owned()),
             attempts: Set(0),
             next_attempt_at: Set(self.execute_at),
+            leased_until: Set(None),
             deadline: Set(self.deadline),
             last_status: Set(None),
             last_error: Set(None),

@@ -301,12 +301,14 @@ pub(crate) async fn update(
 }
 
 /// `DELETE /v1/endpoints/{id}`: the endpoint goes, and its pending deliveries are cancelled in
-/// the same transaction (the finished ones stay, for the record).
+/// the same transaction (the finished ones stay, for the record). A delivery in flight is left
+/// to finish: its attempt is recorded, and if it is to be retried the engine cancels it at its
+/// next attempt (`endpoint_deleted`).
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Endpoint id")),
     responses(
-        (status = 204, description = "Deleted; its pending messages are cancelled"),
+        (status = 204, description = "Deleted; its pending messages are cancelled (one in flight once its attempt ends)"),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ))]
 #[tracing::instrument(name = "delete_endpoint", skip_all, fields(endpoint_id = %id))]
@@ -320,11 +322,15 @@ pub(crate) async fn delete(
     if deleted.rows_affected == 0 {
         return Err(ApiError::NotFound("endpoint"));
     }
+    let backend = txn.get_database_backend();
     let cancelled = txn
         .execute_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "UPDATE deliveries SET status = $1, completed_at = $2, updated_at = $2 \
-             WHERE endpoint_id = $3 AND status = $4",
+            backend,
+            format!(
+                "UPDATE deliveries SET status = $1, completed_at = $2, updated_at = $2, \
+                 leased_until = NULL WHERE endpoint_id = $3 AND status = $4 AND {}",
+                delivery::not_in_flight(backend, "$2")
+            ),
             [
                 delivery::status::CANCELLED.into(),
                 now.into(),

@@ -97,6 +97,9 @@ pub(crate) enum ApiError {
     /// The job has already finished (or was cancelled).
     #[error("the job is no longer pending")]
     NotPending,
+    /// An attempt is in flight: the target is being called; cancel once it has ended.
+    #[error("an attempt is in flight; retry once it has ended")]
+    InFlight,
     /// The message is already waiting for (or in) an attempt.
     #[error("the message is already pending")]
     AlreadyPending,
@@ -128,7 +131,7 @@ impl ApiError {
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::NotPending | Self::AlreadyPending | Self::EndpointDisabled => {
+            Self::NotPending | Self::InFlight | Self::AlreadyPending | Self::EndpointDisabled => {
                 StatusCode::CONFLICT
             }
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -149,6 +152,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound(_) => "not_found",
             Self::NotPending => "not_pending",
+            Self::InFlight => "in_flight",
             Self::AlreadyPending => "already_pending",
             Self::EndpointDisabled => "endpoint_disabled",
             Self::IdempotencyKeyReused => "idempotency_key_reused",

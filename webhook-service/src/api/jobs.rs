@@ -210,10 +210,11 @@ pub(crate) async fn get(
         .one(&state.db)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
+    // Retention purges the delivery first, then the job: in between, the job is gone too.
     let call = delivery::Entity::find_by_id(id)
         .one(&state.db)
         .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("job {id} has no delivery")))?;
+        .ok_or(ApiError::NotFound("job"))?;
     let attempts = attempts_of(&state.db, id).await?;
     let stored = jobs::stored_job(&job)
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("job {id}: unreadable request")))?;
@@ -257,7 +258,8 @@ pub(crate) async fn get(
     }))
 }
 
-/// `POST /v1/jobs/{id}/cancel`: only while pending; the outcome report (`cancelled`) is
+/// `POST /v1/jobs/{id}/cancel`: only while pending and no attempt is in flight (a cancel
+/// cannot stop a call under way, so it does not claim to); the outcome report (`cancelled`) is
 /// created in the same transaction.
 #[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
     security(("bearer" = [])),
@@ -265,7 +267,7 @@ pub(crate) async fn get(
     responses(
         (status = 200, description = "`{id, status: \"cancelled\"}`", body = Object),
         (status = 404, description = "`not_found`", body = ErrorBody),
-        (status = 409, description = "`not_pending`: already finished or cancelled", body = ErrorBody),
+        (status = 409, description = "`not_pending`: already finished or cancelled; `in_flight`: an attempt is calling the target now, retry once it has ended", body = ErrorBody),
     ))]
 #[tracing::instrument(name = "cancel_job", skip_all, fields(job_id = %id))]
 pub(crate) async fn cancel(
@@ -278,12 +280,17 @@ pub(crate) async fn cancel(
         .one(&txn)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
-    // The status guard decides races with the engine and with other cancels: one wins.
+    // The status and lease guards decide races with the engine and with other cancels: one
+    // wins. A row whose lease is over (its attempt was lost) is not in flight.
+    let backend = txn.get_database_backend();
     let cancelled = txn
         .execute_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "UPDATE deliveries SET status = $1, completed_at = $2, updated_at = $2 \
-             WHERE id = $3 AND kind = $4 AND status = $5",
+            backend,
+            format!(
+                "UPDATE deliveries SET status = $1, completed_at = $2, updated_at = $2, \
+                 leased_until = NULL WHERE id = $3 AND kind = $4 AND status = $5 AND {}",
+                delivery::not_in_flight(backend, "$2")
+            ),
             [
                 delivery::status::CANCELLED.into(),
                 now.into(),
@@ -294,7 +301,12 @@ pub(crate) async fn cancel(
         ))
         .await?;
     if cancelled.rows_affected() == 0 {
-        return Err(ApiError::NotPending);
+        let call = delivery::Entity::find_by_id(id).one(&txn).await?;
+        return Err(match call {
+            None => ApiError::NotFound("job"),
+            Some(call) if call.status == delivery::status::PENDING => ApiError::InFlight,
+            Some(_) => ApiError::NotPending,
+        });
     }
     let call = delivery::Entity::find_by_id(id)
         .one(&txn)

@@ -1,7 +1,8 @@
 //! Sending an endpoint's messages again: one (`retry`, whatever its outcome was) or every
 //! failed one since a time (`recover`, after an outage of the receiver). Either is pending
-//! again, due now, with a fresh retry schedule (`attempts` back to 0); the engine is woken
-//! after the commit.
+//! again, due now, with a fresh retry schedule (`attempts` back to 0, no lease); the engine is
+//! woken after the commit. A late attempt of an earlier claim cannot overwrite it: recording
+//! matches the claim's `leased_until`, not the attempt count.
 
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
@@ -19,7 +20,7 @@ use crate::{entity::delivery, state::AppState};
 
 /// SQL that puts finished deliveries back to pending, due now, with a fresh retry schedule.
 const REPLAY: &str = "UPDATE deliveries SET status = 'pending', attempts = 0, \
-     next_attempt_at = $1, completed_at = NULL, updated_at = $1 WHERE ";
+     next_attempt_at = $1, leased_until = NULL, completed_at = NULL, updated_at = $1 WHERE ";
 
 /// 409 `endpoint_disabled` unless the endpoint exists (404) and is enabled.
 async fn ensure_enabled(state: &AppState, id: Uuid) -> Result<(), ApiError> {

@@ -1,12 +1,19 @@
-//! One claimed delivery: check its deadline, build the request, make the call, apply the retry
-//! policy and record the outcome.
+//! One claimed delivery: check its deadline, build the request, check that the call still fits
+//! in the lease, make the call, apply the retry policy and record the outcome.
+//!
+//! **Within the lease.** Past its lease the row may be claimed again (by this process or
+//! another) and sent a second time. So a call starts only if its timeout and
+//! [`RECORD_BUDGET`] fit in what is left of the lease (building the request reads the database
+//! and may wait for a pool connection); otherwise the row is put back, uncounted. The call's
+//! backstop ends [`RECORD_BUDGET`] before the lease, and recording is not retried past it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tracing::Instrument as _;
 
 use super::{
+    claim::{self, Claimed, LEASE_MARGIN},
     metrics,
     record::{self, AttemptRow, Change, Health},
     request::{self, Prepared},
@@ -23,30 +30,42 @@ use crate::{
 /// it (the client bounds the attempt itself; this is a backstop).
 const SEND_BACKSTOP: Duration = Duration::from_secs(5);
 
+/// Time kept at the end of the lease for recording the attempt: a call starts only if its
+/// timeout and this still fit in the lease.
+const RECORD_BUDGET: Duration = Duration::from_secs(5);
+
+// The margin of a lease leaves room for building the request before the budget.
+const _: () = assert!(RECORD_BUDGET.as_millis() < LEASE_MARGIN.as_millis());
+
 /// Recording tries before the attempt is left to its lease.
 const RECORD_TRIES: u32 = 3;
 
 /// Runs one claimed delivery in its span, then frees `slot`.
-pub(super) async fn deliver(state: AppState, claimed: delivery::Model, slot: Slot) {
+pub(super) async fn deliver(state: AppState, claimed: Claimed, slot: Slot) {
     let span = tracing::info_span!(
         "delivery",
-        delivery_id = %claimed.id,
-        kind = %claimed.kind,
-        attempt = claimed.attempts,
+        delivery_id = %claimed.row.id,
+        kind = %claimed.row.kind,
+        attempt = claimed.row.attempts,
     );
     attempt(&state, &claimed).instrument(span).await;
     drop(slot);
 }
 
-async fn attempt(state: &AppState, claimed: &delivery::Model) {
+async fn attempt(state: &AppState, claimed: &Claimed) {
+    let Claimed { row, lease_end } = claimed;
     let now = Utc::now();
-    let change = if retry::past_deadline(claimed.deadline, now) {
-        skip(claimed, delivery::status::FAILED, "deadline")
+    let change = if retry::past_deadline(row.deadline, now) {
+        skip(row, delivery::status::FAILED, "deadline")
     } else {
-        match request::prepare(&state.db, &state.settings, claimed, now).await {
-            Ok(Prepared::Skip { status, reason }) => skip(claimed, status, reason),
+        match request::prepare(&state.db, &state.settings, row, now).await {
+            Ok(Prepared::Skip { status, reason }) => skip(row, status, reason),
             Ok(Prepared::Send { request, endpoint }) => {
-                call(state, claimed, request, endpoint).await
+                if !fits_in_lease(Instant::now(), request.timeout, *lease_end) {
+                    put_back(state, row).await;
+                    return;
+                }
+                call(state, row, request, endpoint, *lease_end).await
             }
             Err(error) => {
                 tracing::warn!(
@@ -64,7 +83,9 @@ async fn attempt(state: &AppState, claimed: &delivery::Model) {
                 after_commit(state, &change, &recorded);
                 return;
             }
-            Err(error) if tried < RECORD_TRIES => {
+            Err(error)
+                if tried < RECORD_TRIES && fits_in_lease(Instant::now(), delay, *lease_end) =>
+            {
                 tracing::warn!(
                     error = %common::telemetry::error_chain(&error),
                     "recording the attempt failed; trying again"
@@ -77,6 +98,29 @@ async fn attempt(state: &AppState, claimed: &delivery::Model) {
                 "recording the attempt failed; it is made again when its lease ends"
             ),
         }
+    }
+}
+
+/// Whether `needed`, starting at `now`, ends before `lease_end` (a call: its timeout plus
+/// [`RECORD_BUDGET`]).
+fn fits_in_lease(now: Instant, needed: Duration, lease_end: Instant) -> bool {
+    now.checked_add(needed).is_some_and(|end| end <= lease_end)
+}
+
+/// Gives the row back (due now, the attempt uncounted): too little of its lease is left for
+/// the call.
+async fn put_back(state: &AppState, row: &delivery::Model) {
+    metrics::lease_put_back();
+    match claim::put_back(&state.db, std::slice::from_ref(row)).await {
+        Ok(()) => tracing::warn!(
+            "too little of the lease left to make the call (building the request was slow); \
+             not called, put back unless claimed again already"
+        ),
+        Err(error) => tracing::warn!(
+            error = %common::telemetry::error_chain(&error),
+            "too little of the lease left to make the call, and putting it back failed; it is \
+             retried when its lease ends"
+        ),
     }
 }
 
@@ -108,9 +152,14 @@ async fn call<'a>(
     claimed: &'a delivery::Model,
     request: OutboundRequest,
     endpoint: Option<uuid::Uuid>,
+    lease_end: Instant,
 ) -> Change<'a> {
     let url = egress::redact_url(&request.url);
-    let result = send(state, request).await;
+    // The backstop ends the call in time to record it within the lease.
+    let room = lease_end
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(RECORD_BUDGET);
+    let result = send(state, request, room).await;
     let now = Utc::now();
     let answer = Answer::of(&result);
     let policy = Policy::for_delivery(&state.settings, claimed);
@@ -169,11 +218,11 @@ async fn call<'a>(
     }
 }
 
-/// The egress call, with a backstop past its own timeout.
-async fn send(state: &AppState, request: OutboundRequest) -> AttemptResult {
+/// The egress call, with a backstop past its own timeout (at most `room`).
+async fn send(state: &AppState, request: OutboundRequest, room: Duration) -> AttemptResult {
     let started_at = Utc::now();
-    let started = std::time::Instant::now();
-    let limit = request.timeout + SEND_BACKSTOP;
+    let started = Instant::now();
+    let limit = (request.timeout + SEND_BACKSTOP).min(room);
     match tokio::time::timeout(limit, state.egress.send(request)).await {
         Ok(result) => result,
         Err(_) => AttemptResult {
@@ -195,8 +244,8 @@ async fn send(state: &AppState, request: OutboundRequest) -> AttemptResult {
 fn after_commit(state: &AppState, change: &Change<'_>, recorded: &record::Recorded) {
     if !recorded.applied {
         tracing::info!(
-            "the delivery changed during the attempt (cancelled, or claimed again after its \
-             lease); the attempt is recorded, the newer state kept"
+            "the delivery no longer holds this attempt's lease (cancelled, replayed, or claimed \
+             again after the lease); the attempt is recorded, the newer state kept"
         );
     }
     if recorded.notify_inserted {
@@ -213,5 +262,24 @@ fn after_commit(state: &AppState, change: &Change<'_>, recorded: &record::Record
             "endpoint disabled"
         );
         metrics::endpoint_disabled(disabled.reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_fits_only_if_it_ends_by_the_lease_end() {
+        let now = Instant::now();
+        let lease_end = now + Duration::from_secs(11);
+        assert!(fits_in_lease(now, Duration::from_secs(6), lease_end));
+        assert!(fits_in_lease(now, Duration::from_secs(11), lease_end));
+        assert!(!fits_in_lease(
+            now,
+            Duration::from_millis(11_001),
+            lease_end
+        ));
+        assert!(!fits_in_lease(now, Duration::MAX, lease_end), "no overflow");
     }
 }

@@ -2,12 +2,20 @@
 //! and the due times the loop sleeps until.
 //!
 //! A claim moves `next_attempt_at` to the end of a lease (the attempt's timeout plus
-//! [`LEASE_MARGIN`]) and counts the attempt. The row stays `pending`: if the process dies, the
+//! [`LEASE_MARGIN`]), writes the same time into `leased_until` (the fence the attempt's
+//! recording matches) and counts the attempt. The row stays `pending`: if the process dies, the
 //! row is due again when the lease ends and another instance (or this one, restarted) sends it
 //! again with the same `webhook-id`. Duplicates are bounded by the calls in flight at the crash.
 //! Every value is bound as a parameter; the SQL differs between backends only where it must.
+//!
+//! **Clock.** On PostgreSQL the claim's `now` is the database's clock ([`database_now`]): every
+//! instance then writes leases and tests due times against one clock, so a skew between the
+//! instances' clocks cannot make a row due again while its attempt is still within its lease.
+//! The attempt measures what is left of its lease on the process's monotonic clock, from the
+//! moment before that `now` was read ([`Claimed::lease_end`]). Due times written by the API and
+//! the retry policy come from the process clocks; a skew only moves them by as much.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, QueryResult, Statement, Value};
@@ -27,8 +35,11 @@ const SCAN_PER_ROW: usize = 8;
 /// What one claim asks for.
 #[derive(Debug, Clone)]
 pub(super) struct Claim<'a> {
-    /// The claim's clock: rows due at or before it are taken.
+    /// The claim's clock ([`database_now`]): rows due at or before it are taken, the leases
+    /// start at it.
     pub(super) now: DateTime<Utc>,
+    /// This process's monotonic clock just before `now` was read.
+    pub(super) started: Instant,
     /// At most this many rows (free global slots).
     pub(super) limit: usize,
     /// At most this many rows of one endpoint.
@@ -37,6 +48,33 @@ pub(super) struct Claim<'a> {
     pub(super) saturated: &'a [Uuid],
     /// A per-row timeout above this is cut to it.
     pub(super) max_timeout: Duration,
+}
+
+/// A claimed row and its lease.
+#[derive(Debug, Clone)]
+pub(super) struct Claimed {
+    /// The row as updated by the claim (attempt counted, `leased_until` set).
+    pub(super) row: delivery::Model,
+    /// When the lease ends on this process's monotonic clock (no later than the lease's end in
+    /// the database: measured from before the claim's `now` was read).
+    pub(super) lease_end: Instant,
+}
+
+/// The claim's clock: the database's on PostgreSQL (see the module's **Clock**), the process's
+/// on SQLite (one process, and SQLite has no clock in the stored timestamps' format).
+///
+/// # Errors
+/// Any database error.
+pub(super) async fn database_now(conn: &impl ConnectionTrait) -> Result<DateTime<Utc>, DbErr> {
+    let backend = conn.get_database_backend();
+    if backend != DbBackend::Postgres {
+        return Ok(Utc::now());
+    }
+    let row = conn
+        .query_one_raw(Statement::from_string(backend, "SELECT now() AS now"))
+        .await?
+        .ok_or_else(|| DbErr::Custom("SELECT now() returned no row".into()))?;
+    row.try_get("", "now")
 }
 
 /// The lease on PostgreSQL: each row's own timeout (at most `$6` ms) plus `$7` ms.
@@ -51,7 +89,11 @@ const NOT_SATURATED_SQLITE: &str = "hex(endpoint_id) NOT IN (SELECT value FROM j
 
 /// Claims due rows: the earliest due first, at most `limit`, at most `per_endpoint` of one
 /// endpoint, none of a saturated endpoint; on PostgreSQL rows another instance is claiming are
-/// skipped, not waited for. Returns them as updated (attempts counted, lease set).
+/// skipped, not waited for. Returns them as updated (attempts counted, lease set) with their
+/// lease on this process's clock.
+///
+/// The inner scan reads the `deliveries_due` index alone (`next_attempt_at, endpoint_id, id`
+/// of the pending rows): a saturated endpoint's rows are skipped there, not fetched.
 ///
 /// The status and due predicates are repeated at the level that locks the rows, so a row
 /// another instance claimed (and committed) since this statement's snapshot is rechecked and
@@ -62,7 +104,7 @@ const NOT_SATURATED_SQLITE: &str = "hex(endpoint_id) NOT IN (SELECT value FROM j
 pub(super) async fn claim(
     conn: &impl ConnectionTrait,
     claim: &Claim<'_>,
-) -> Result<Vec<delivery::Model>, DbErr> {
+) -> Result<Vec<Claimed>, DbErr> {
     if claim.limit == 0 {
         return Ok(Vec::new());
     }
@@ -81,7 +123,8 @@ pub(super) async fn claim(
     };
     let skip_locked = common::database::skip_locked(backend);
     let sql = format!(
-        "UPDATE deliveries SET next_attempt_at = {lease}, attempts = attempts + 1, updated_at = $1 \
+        "UPDATE deliveries SET next_attempt_at = {lease}, leased_until = {lease}, \
+         attempts = attempts + 1, updated_at = $1 \
          WHERE id IN (SELECT id FROM deliveries \
            WHERE status = 'pending' AND next_attempt_at <= $1 AND id IN ( \
              SELECT id FROM ( \
@@ -117,34 +160,53 @@ pub(super) async fn claim(
     let rows = conn
         .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?;
-    rows.iter().map(decode).collect()
+    rows.iter()
+        .map(|row| {
+            let row = decode(row)?;
+            // `leased_until` is always set by the statement; without it the lease is over.
+            let left = row
+                .leased_until
+                .and_then(|lease| (lease - claim.now).to_std().ok())
+                .unwrap_or_default();
+            Ok(Claimed {
+                lease_end: claim.started + left,
+                row,
+            })
+        })
+        .collect()
 }
 
 fn decode(row: &QueryResult) -> Result<delivery::Model, DbErr> {
     delivery::Model::from_query_result(row, "")
 }
 
-/// Puts back rows claimed but not started (their endpoint filled up): due again at `now`, the
-/// attempt uncounted. Only rows still holding this claim's lease are touched.
+/// Puts back rows claimed but not started (their endpoint filled up, or too little of the
+/// lease was left to make the call): due again now, the attempt uncounted, the lease cleared.
+/// Only rows still holding their claim's lease are touched.
 ///
 /// # Errors
 /// Any database error.
 pub(super) async fn put_back(
     conn: &impl ConnectionTrait,
     rows: &[delivery::Model],
-    now: DateTime<Utc>,
 ) -> Result<(), DbErr> {
     let backend = conn.get_database_backend();
+    // "Now" on the claim's clock; SQLite binds the process's (`$3`).
+    let (now, bound) = match backend {
+        DbBackend::Postgres => ("now()", None),
+        _ => ("$3", Some(Value::from(Utc::now()))),
+    };
     for row in rows {
+        let mut values = vec![Value::from(row.id), Value::from(row.leased_until)];
+        values.extend(bound.clone());
         conn.execute_raw(Statement::from_sql_and_values(
             backend,
-            "UPDATE deliveries SET next_attempt_at = $1, attempts = attempts - 1, updated_at = $1 \
-             WHERE id = $2 AND status = 'pending' AND attempts = $3",
-            [
-                Value::from(now),
-                Value::from(row.id),
-                Value::from(row.attempts),
-            ],
+            format!(
+                "UPDATE deliveries SET next_attempt_at = {now}, leased_until = NULL, \
+                 attempts = attempts - 1, updated_at = {now} \
+                 WHERE id = $1 AND status = 'pending' AND leased_until = $2"
+            ),
+            values,
         ))
         .await?;
     }

@@ -9,6 +9,8 @@
 //! - `webhook_oldest_due_age_seconds`: how late the most overdue pending delivery is.
 //! - `webhook_endpoints_disabled_total{reason}`: endpoints disabled by the engine (`gone`,
 //!   `failing`).
+//! - `webhook_lease_put_backs_total`: claimed deliveries put back uncalled because too little
+//!   of their lease was left (building the request was slow: a database under strain).
 
 use std::time::Duration;
 
@@ -67,6 +69,11 @@ pub(super) fn register() {
         "Endpoints disabled by the engine (gone: 410; failing: WEBHOOK_DISABLE_AFTER)"
     );
     describe_counter!(
+        "webhook_lease_put_backs_total",
+        Unit::Count,
+        "Claimed deliveries put back uncalled: too little of the lease was left for the call"
+    );
+    describe_counter!(
         "webhook_purged_total",
         Unit::Count,
         "Rows deleted by the retention task (WEBHOOK_ATTEMPT_RETENTION)"
@@ -85,6 +92,7 @@ pub(super) fn register() {
         counter!("webhook_endpoints_disabled_total", "reason" => reason).absolute(0);
     }
     counter!("webhook_purged_total").absolute(0);
+    counter!("webhook_lease_put_backs_total").absolute(0);
     gauge!("webhook_due_backlog").set(0.0);
     gauge!("webhook_oldest_due_age_seconds").set(0.0);
 }
@@ -108,6 +116,11 @@ pub(super) fn attempt(kind: &str, outcome: &'static str, duration: Duration) {
 /// A delivery ended without a call.
 pub(super) fn skipped(reason: &'static str) {
     counter!("webhook_deliveries_skipped_total", "reason" => reason).increment(1);
+}
+
+/// A claimed delivery put back uncalled, its lease too short for the call.
+pub(super) fn lease_put_back() {
+    counter!("webhook_lease_put_backs_total").increment(1);
 }
 
 /// An endpoint disabled.

@@ -11,9 +11,10 @@
 //! - `retention`: purging old attempts, deliveries and messages.
 //! - `metrics`: the engine's Prometheus series.
 //!
-//! **Delivery guarantee.** A claim leases the row (its `next_attempt_at` moves past the attempt's
-//! timeout plus a margin) in the statement that counts the attempt; the outcome is recorded in
-//! one transaction. A crash between the two loses nothing: the lease ends, the row is due
+//! **Delivery guarantee.** A claim leases the row (its `next_attempt_at` and `leased_until` move
+//! past the attempt's timeout plus a margin) in the statement that counts the attempt; the
+//! outcome is recorded in one transaction, only while the row still holds that lease. No call
+//! starts unless it and its recording fit in what is left of the lease. A crash between the two loses nothing: the lease ends, the row is due
 //! again, and it is sent again with the same `webhook-id` (at-least-once; duplicates bounded by
 //! the calls in flight). Several instances share the table: the claim skips rows another
 //! instance is claiming.
@@ -33,7 +34,10 @@ mod request;
 mod retention;
 mod slots;
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use common::{backoff::Backoff, shutdown::sleep_or_cancel};
@@ -135,12 +139,14 @@ async fn claim_and_start(
         // Every slot is busy: a freed one wakes the loop.
         return Ok(BACKSTOP_POLL);
     }
-    let now = Utc::now();
+    let started = Instant::now();
+    let now = claim::database_now(&state.db).await?;
     let saturated = slots.saturated();
     let claimed = claim::claim(
         &state.db,
         &Claim {
             now,
+            started,
             limit,
             per_endpoint: slots.per_endpoint(),
             saturated: &saturated,
@@ -150,21 +156,23 @@ async fn claim_and_start(
     .await?;
     if claimed.is_empty() {
         // Nothing claimable is due at `now`; the next due time (or lease end) is after it.
+        // Both times are on the claim's clock; the wait is measured from `started`.
         let next = claim::next_due_after(&state.db, now).await?;
         return Ok(next.map_or(BACKSTOP_POLL, |at| {
-            (at - Utc::now())
+            (at - now)
                 .to_std()
                 .unwrap_or(Duration::ZERO)
+                .saturating_sub(started.elapsed())
                 .min(BACKSTOP_POLL)
         }));
     }
     let mut put_back = Vec::new();
-    for row in claimed {
-        match slots.try_take(row.endpoint_id) {
+    for claimed in claimed {
+        match slots.try_take(claimed.row.endpoint_id) {
             Some(slot) => {
-                calls.spawn(attempt::deliver(state.clone(), row, slot));
+                calls.spawn(attempt::deliver(state.clone(), claimed, slot));
             }
-            None => put_back.push(row),
+            None => put_back.push(claimed.row),
         }
     }
     if !put_back.is_empty() {
@@ -172,7 +180,7 @@ async fn claim_and_start(
             rows = put_back.len(),
             "endpoint at its limit: rows put back"
         );
-        if let Err(error) = claim::put_back(&state.db, &put_back, now).await {
+        if let Err(error) = claim::put_back(&state.db, &put_back).await {
             // They stay leased: due again when the lease ends.
             tracing::warn!(
                 error = %common::telemetry::error_chain(&error),

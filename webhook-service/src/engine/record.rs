@@ -2,8 +2,9 @@
 //! the endpoint's health and, when a job's delivery ends, its `notify` delivery.
 //!
 //! The delivery is only updated while it still holds this attempt's claim (`pending`, same
-//! attempt count): if the API cancelled it meanwhile, or its lease ran out and another instance
-//! claimed it again, the attempt is still recorded but the newer state is left alone.
+//! `leased_until`): if the API cancelled or replayed it meanwhile, or its lease ran out and it
+//! was claimed again, the attempt is still recorded but the newer state is left alone. The
+//! attempt count is no fence: a replay resets it, so a stale attempt could match a newer claim.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -95,8 +96,9 @@ pub(super) async fn record(
         .execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
             "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = $3, \
-             last_status = $4, last_error = $5, updated_at = $6, completed_at = $7 \
-             WHERE id = $8 AND status = 'pending' AND attempts = $9",
+             last_status = $4, last_error = $5, updated_at = $6, completed_at = $7, \
+             leased_until = NULL \
+             WHERE id = $8 AND status = 'pending' AND leased_until = $9",
             [
                 Value::from(change.status),
                 Value::from(change.next_attempt_at),
@@ -106,7 +108,7 @@ pub(super) async fn record(
                 Value::from(change.now),
                 Value::from(completed_at),
                 Value::from(claimed.id),
-                Value::from(claimed.attempts),
+                Value::from(claimed.leased_until),
             ],
         ))
         .await?;
@@ -128,6 +130,7 @@ pub(super) async fn record(
             last_error: change.last_error.clone(),
             updated_at: change.now,
             completed_at,
+            leased_until: None,
             ..claimed.clone()
         };
         if let Some(notify) = jobs::notify_delivery_in(&txn, &job, &after, change.now).await? {

@@ -1,7 +1,10 @@
-//! Retention: attempts, finished deliveries and messages older than
+//! Retention: attempts, finished deliveries, jobs and messages older than
 //! `WEBHOOK_ATTEMPT_RETENTION` are deleted in bounded batches, so the tables stay small under
-//! sustained load. A pending delivery is never deleted, nor a message any delivery still refers
-//! to (a failed delivery can be recovered until it is purged, and needs its message).
+//! sustained load (and a job's request headers, credentials included, and its `notify_secret`
+//! do not outlive it). A pending delivery is never deleted, nor a job or a message any delivery
+//! still refers to (a failed delivery can be recovered until it is purged, and needs its
+//! message). The settings keep the retention past the retry horizon, so the attempts of a
+//! delivery still being retried stay.
 
 use std::time::Duration;
 
@@ -17,12 +20,16 @@ use super::metrics;
 const BATCH: i64 = 1000;
 
 /// The purges, in an order that never leaves a row pointing at a deleted one: attempts, then
-/// deliveries, then messages no delivery refers to.
+/// deliveries, then the jobs and messages no delivery refers to (a job's delivery and its
+/// `notify` delivery both gone).
 const PURGES: &[&str] = &[
     "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts \
      WHERE started_at < $1 LIMIT $2)",
     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
      WHERE status <> 'pending' AND completed_at < $1 LIMIT $2)",
+    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j \
+     WHERE j.created_at < $1 \
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id) LIMIT $2)",
     "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
      WHERE m.created_at < $1 \
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) LIMIT $2)",
@@ -37,7 +44,10 @@ pub(super) async fn run(db: DatabaseConnection, retention: Duration, shutdown: C
             Ok(deleted) => {
                 backoff.reset();
                 if deleted > 0 {
-                    tracing::debug!(deleted, "purged old attempts, deliveries and messages");
+                    tracing::debug!(
+                        deleted,
+                        "purged old attempts, deliveries, jobs and messages"
+                    );
                     metrics::purged(deleted);
                 }
                 interval

@@ -1,7 +1,7 @@
 //! `deliveries`: every outbound HTTP call, with its state and schedule.
 
 use chrono::{DateTime, Utc};
-use sea_orm::entity::prelude::*;
+use sea_orm::{DbBackend, entity::prelude::*};
 
 /// What a delivery is.
 pub(crate) mod kind {
@@ -26,6 +26,18 @@ pub(crate) mod status {
     pub(crate) const FAILED: &str = "failed";
     /// Cancelled before it succeeded (job cancel, endpoint deleted).
     pub(crate) const CANCELLED: &str = "cancelled";
+}
+
+/// SQL condition: no attempt is in flight (the row holds no lease, or its lease has ended), on
+/// the clock the engine writes leases with: the database's on PostgreSQL; on SQLite (one
+/// process) the process's, the statement's parameter `now` (e.g. `$2`).
+pub(crate) fn not_in_flight(backend: DbBackend, now: &str) -> String {
+    let now = if backend == DbBackend::Postgres {
+        "now()"
+    } else {
+        now
+    };
+    format!("(leased_until IS NULL OR leased_until <= {now})")
 }
 
 /// A delivery. `Debug` leaves out headers and body (credentials, personal data).
@@ -62,6 +74,10 @@ pub(crate) struct Model {
     pub(crate) attempts: i32,
     /// When the next attempt is due (or the running attempt's lease ends).
     pub(crate) next_attempt_at: DateTime<Utc>,
+    /// While an attempt holds the row: the end of its lease (also in `next_attempt_at`), the
+    /// fence its recording matches. `None` between attempts and once finished; a time in the
+    /// past is the lease of an attempt that was lost (the row is due again).
+    pub(crate) leased_until: Option<DateTime<Utc>>,
     /// No attempt starts after this (short-lived content such as one-time codes).
     pub(crate) deadline: Option<DateTime<Utc>>,
     /// HTTP status of the last attempt.
@@ -90,6 +106,7 @@ impl std::fmt::Debug for Model {
             .field("status", &self.status)
             .field("attempts", &self.attempts)
             .field("next_attempt_at", &self.next_attempt_at)
+            .field("leased_until", &self.leased_until)
             .finish_non_exhaustive()
     }
 }

@@ -174,6 +174,7 @@ mod tests {
             status: status.into(),
             attempts,
             next_attempt_at: now,
+            leased_until: None,
             deadline: None,
             last_status,
             last_error: None,

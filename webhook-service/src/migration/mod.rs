@@ -4,13 +4,17 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261207_000001_initial;
+mod m20261207_000002_lease;
 
 /// Applies every migration of the webhook-service database.
 pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261207_000001_initial::Migration)]
+        vec![
+            Box::new(m20261207_000001_initial::Migration),
+            Box::new(m20261207_000002_lease::Migration),
+        ]
     }
 }
 

@@ -3,6 +3,7 @@
 //! sends.
 
 mod concurrency;
+mod lease;
 mod rows;
 mod schedule;
 mod upkeep;

@@ -450,3 +450,29 @@ async fn bad_jobs_are_refused_naming_each_field() {
     assert_eq!(count(&service, "SELECT count(*) FROM jobs").await, 1);
     service.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_whose_delivery_was_purged_is_not_found() {
+    let service = TestService::start(test_settings("jobs_purged").await).await;
+    let (status, created) = send(service.api(Method::POST, "/v1/jobs").json(&json!({
+        "execute_at": in_an_hour(), "request": {"url": "https://example.com/x"},
+    })))
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    let id = created["id"].as_str().expect("id");
+    // Retention deletes the delivery, then (in a later statement) the job.
+    crate::api::execute(
+        &service.db,
+        &format!("DELETE FROM deliveries WHERE id = '{id}'"),
+    )
+    .await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/jobs/{id}")),
+        (Method::POST, format!("/v1/jobs/{id}/cancel")),
+    ] {
+        let (status, body) = send(service.api(method, &path)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    service.stop().await;
+}
