@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
     sqlx::{
         postgres::PgListener,
         sqlite::{SqliteJournalMode, SqliteSynchronous},
@@ -253,4 +253,38 @@ pub async fn run_sql_script(
         conn.execute_unprepared(statement).await?;
     }
     Ok(())
+}
+
+/// Whether `error` says the database could not be reached (no connection, a lost connection,
+/// the pool timed out waiting for one), as opposed to a query that failed.
+pub fn is_unreachable(error: &DbErr) -> bool {
+    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
+            match &**error {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed => true,
+                // PostgreSQL going away: class 08 (connection exception), 57P01
+                // admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now.
+                Sqlx::Database(error) => error.code().is_some_and(|code| {
+                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+                }),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether any cause in `error`'s chain is a [`DbErr`] that [`is_unreachable`] (a 503 with
+/// `Retry-After` rather than a 500).
+pub fn any_cause_unreachable(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<DbErr>())
+        .any(is_unreachable)
 }

@@ -98,11 +98,7 @@ impl From<crate::password::HashError> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        let unreachable = error
-            .chain()
-            .filter_map(|cause| cause.downcast_ref::<DbErr>())
-            .any(is_unreachable);
-        if unreachable {
+        if common::database::any_cause_unreachable(&error) {
             Self::Unavailable(error)
         } else {
             Self::Internal(error)
@@ -128,31 +124,6 @@ fn outage_warning_due() -> bool {
         && LAST_WARNING
             .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
-}
-
-/// Whether `error` says the database could not be reached (no connection, a lost connection,
-/// the pool timed out waiting for one), as opposed to a query that failed.
-fn is_unreachable(error: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
-            match &**error {
-                Sqlx::Io(_)
-                | Sqlx::Tls(_)
-                | Sqlx::PoolTimedOut
-                | Sqlx::PoolClosed
-                | Sqlx::WorkerCrashed => true,
-                // PostgreSQL going away: class 08 (connection exception), 57P01
-                // admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now.
-                Sqlx::Database(error) => error.code().is_some_and(|code| {
-                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-                }),
-                _ => false,
-            }
-        }
-        _ => false,
-    }
 }
 
 impl ApiError {

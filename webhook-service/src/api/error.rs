@@ -216,11 +216,7 @@ impl IntoResponse for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(error: anyhow::Error) -> Self {
-        let unreachable = error
-            .chain()
-            .filter_map(|cause| cause.downcast_ref::<DbErr>())
-            .any(is_unreachable);
-        if unreachable {
+        if common::database::any_cause_unreachable(&error) {
             Self::Unavailable(error)
         } else {
             Self::Internal(error)
@@ -231,25 +227,6 @@ impl From<anyhow::Error> for ApiError {
 impl From<DbErr> for ApiError {
     fn from(error: DbErr) -> Self {
         anyhow::Error::from(error).into()
-    }
-}
-
-/// Whether `error` says the database could not be reached, as opposed to a query that failed.
-fn is_unreachable(error: &DbErr) -> bool {
-    use sea_orm::{RuntimeErr, sqlx::Error as Sqlx};
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(error)) | DbErr::Query(RuntimeErr::SqlxError(error)) => {
-            match &**error {
-                Sqlx::Io(_) | Sqlx::Tls(_) | Sqlx::PoolTimedOut | Sqlx::PoolClosed => true,
-                // Class 08 (connection exception), 57P01-03 (shutdown, cannot connect now).
-                Sqlx::Database(error) => error.code().is_some_and(|code| {
-                    code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-                }),
-                _ => false,
-            }
-        }
-        _ => false,
     }
 }
 
