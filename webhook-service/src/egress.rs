@@ -270,6 +270,12 @@ impl Egress {
     }
 }
 
+/// At most `max` bytes of `text`, cut at a character boundary (a stored or reported response
+/// body: the lossy UTF-8 of [`MAX_RESPONSE_BODY`] bytes may be longer than that).
+pub(crate) fn truncate(text: &str, max: usize) -> &str {
+    &text[..text.floor_char_boundary(max)]
+}
+
 /// The URL with userinfo and every query value replaced by `***`: safe for logs and attempts.
 ///
 /// Query keys stay (they say what was sent); a query item without `=` is replaced whole, as

@@ -435,3 +435,10 @@ fn redact_url_hides_credentials_query_values_and_the_fragment() {
         assert_eq!(redact_url(url), redacted, "{url}");
     }
 }
+
+#[test]
+fn truncation_keeps_whole_characters() {
+    assert_eq!(truncate("abc", 5), "abc");
+    assert_eq!(truncate("abcdef", 3), "abc");
+    assert_eq!(truncate("aé", 2), "a", "é is two bytes");
+}

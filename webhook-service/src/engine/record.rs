@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::{
     consumer::fanout::{self, Stored},
-    egress::{AttemptResult, MAX_RESPONSE_BODY},
+    egress::{self, AttemptResult, MAX_RESPONSE_BODY},
     entity::{attempt, delivery, job},
     jobs, public_events, store,
 };
@@ -186,7 +186,7 @@ fn attempt_row(claimed: &delivery::Model, attempt: &AttemptRow) -> attempt::Acti
             }
         }
     }
-    let body = truncate(&result.response_body, MAX_RESPONSE_BODY);
+    let body = egress::truncate(&result.response_body, MAX_RESPONSE_BODY);
     attempt::ActiveModel {
         id: NotSet,
         delivery_id: Set(claimed.id),
@@ -200,18 +200,6 @@ fn attempt_row(claimed: &delivery::Model, attempt: &AttemptRow) -> attempt::Acti
         response_headers: Set((result.status.is_some()).then(|| headers.into())),
         response_body: Set((result.status.is_some()).then(|| body.to_owned())),
     }
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// Updates the endpoint's failure run. Each statement only matches (and locks the row) when
@@ -288,16 +276,4 @@ fn disabled(
             })
         })
         .transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn truncation_keeps_whole_characters() {
-        assert_eq!(truncate("abc", 5), "abc");
-        assert_eq!(truncate("abcdef", 3), "abc");
-        assert_eq!(truncate("aé", 2), "a", "é is two bytes");
-    }
 }

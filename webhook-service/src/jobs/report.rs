@@ -121,22 +121,10 @@ pub(crate) fn report(
         response: last_attempt
             .and_then(|a| a.response_body.as_deref())
             .filter(|body| !body.is_empty())
-            .map(|body| truncated(body, MAX_REPORT_RESPONSE_BYTES).to_owned()),
+            .map(|body| crate::egress::truncate(body, MAX_REPORT_RESPONSE_BYTES).to_owned()),
         error_kind: last_attempt.and_then(|a| a.error_kind.clone()),
         completed_at: delivery.completed_at.unwrap_or(now),
     })
-}
-
-/// The longest prefix of `text` of at most `max` bytes that ends on a character boundary.
-fn truncated(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]
