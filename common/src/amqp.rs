@@ -7,7 +7,9 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use lapin::{Channel, Connection, ConnectionProperties, ConnectionStatus};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ConnectionStatus, types::AMQPValue,
+};
 
 use crate::{
     settings::{ConnectionUrl, redact_url},
@@ -189,5 +191,37 @@ impl Broker {
         let declared = self.topology.declare_all(&setup).await;
         let _ = setup.close(200, "topology declared".into()).await;
         declared.map_err(BrokerError::Channel)
+    }
+}
+
+/// Reads header `name` as text (an integer header as its decimal digits).
+pub fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
+    match properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        other => integer(other).map(|n| n.to_string()),
+    }
+}
+
+/// Reads header `name` as an integer (a text header holding one too).
+pub fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
+    let value = properties.headers().as_ref()?.inner().get(name)?;
+    integer(value).or_else(|| match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).parse().ok(),
+        _ => None,
+    })
+}
+
+/// An integer header value of any width.
+fn integer(value: &AMQPValue) -> Option<i64> {
+    match value {
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongLongInt(n) => Some(*n),
+        _ => None,
     }
 }

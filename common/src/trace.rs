@@ -78,7 +78,7 @@ fn new_traceparent() -> String {
 }
 
 /// `00-<32 hex, not all zero>-<16 hex, not all zero>-<2 hex>`.
-fn is_valid_traceparent(value: &str) -> bool {
+pub fn is_valid_traceparent(value: &str) -> bool {
     let parts: Vec<&str> = value.split('-').collect();
     let hex = |s: &str, len: usize| {
         s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))

@@ -42,18 +42,18 @@ pub struct DeadLetter {
 impl DeadLetter {
     fn from_delivery(delivery: &Delivery) -> Self {
         let p = &delivery.properties;
-        let broker_reason = publisher::header_text(p, "x-first-death-reason");
+        let broker_reason = common::amqp::header_text(p, "x-first-death-reason");
         Self {
             message_id: p.message_id().as_ref().map(|s| s.as_str().to_owned()),
             event_type: p.kind().as_ref().map(|s| s.as_str().to_owned()),
-            category: publisher::header_text(p, publisher::DLQ_CATEGORY)
+            category: common::amqp::header_text(p, publisher::DLQ_CATEGORY)
                 .or_else(|| broker_reason.clone())
                 .unwrap_or_else(|| "unknown".into()),
-            reason: publisher::header_text(p, publisher::DLQ_REASON)
+            reason: common::amqp::header_text(p, publisher::DLQ_REASON)
                 .or_else(|| broker_reason.map(|r| format!("dead-lettered by the broker: {r}")))
                 .unwrap_or_default(),
-            attempts: publisher::header_int(p, publisher::ATTEMPT).unwrap_or(1),
-            dead_lettered_at: publisher::header_text(p, publisher::DLQ_AT),
+            attempts: common::amqp::header_int(p, publisher::ATTEMPT).unwrap_or(1),
+            dead_lettered_at: common::amqp::header_text(p, publisher::DLQ_AT),
             size: delivery.data.len(),
         }
     }

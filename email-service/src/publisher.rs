@@ -163,39 +163,10 @@ pub(crate) fn text(value: impl Into<String>) -> Option<AMQPValue> {
     Some(AMQPValue::LongString(LongString::from(value.into())))
 }
 
-/// Reads header `name` as text.
-pub(crate) fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        other => integer(other).map(|n| n.to_string()),
-    }
-}
-
-/// Reads header `name` as an integer.
-pub(crate) fn header_int(properties: &BasicProperties, name: &str) -> Option<i64> {
-    let value = properties.headers().as_ref()?.inner().get(name)?;
-    integer(value).or_else(|| match value {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).parse().ok(),
-        _ => None,
-    })
-}
-
-fn integer(value: &AMQPValue) -> Option<i64> {
-    match value {
-        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
-        AMQPValue::ShortUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
-        AMQPValue::LongLongInt(n) => Some(*n),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use common::amqp::{header_int, header_text};
+
     use super::*;
 
     #[test]

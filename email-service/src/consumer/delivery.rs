@@ -63,7 +63,7 @@ impl Handler {
         admission: Admission,
     ) {
         metrics::counter!("email_messages_consumed_total").increment(1);
-        let attempt = publisher::header_int(&delivery.properties, publisher::ATTEMPT)
+        let attempt = common::amqp::header_int(&delivery.properties, publisher::ATTEMPT)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(1)
             .max(1);
@@ -356,6 +356,6 @@ impl Handler {
 /// The routing key the event was published with (a retried message arrives through the default
 /// exchange with the queue name as key, so the first one is carried in a header).
 fn original_routing_key(delivery: &Delivery) -> String {
-    publisher::header_text(&delivery.properties, publisher::ORIGINAL_ROUTING_KEY)
+    common::amqp::header_text(&delivery.properties, publisher::ORIGINAL_ROUTING_KEY)
         .unwrap_or_else(|| delivery.routing_key.as_str().to_owned())
 }

@@ -195,10 +195,10 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
             .map(|s| s.as_str())
             .unwrap_or_default(),
         event_type = p.kind().as_ref().map(|s| s.as_str()).unwrap_or_default(),
-        attempt = publisher::header_int(p, publisher::ATTEMPT).unwrap_or(1),
+        attempt = common::amqp::header_int(p, publisher::ATTEMPT).unwrap_or(1),
         redelivered = delivery.redelivered,
-        correlation_id = publisher::header_text(p, "correlation_id").unwrap_or_default(),
-        traceparent = publisher::header_text(p, "traceparent").unwrap_or_default(),
+        correlation_id = common::amqp::header_text(p, "correlation_id").unwrap_or_default(),
+        traceparent = common::amqp::header_text(p, "traceparent").unwrap_or_default(),
         outcome = tracing::field::Empty,
     )
 }

@@ -24,7 +24,7 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use common::{backoff::Backoff, events::SignupEvent, shutdown::sleep_or_cancel};
+use common::{amqp::header_text, backoff::Backoff, events::SignupEvent, shutdown::sleep_or_cancel};
 use lapin::{
     BasicProperties, Connection,
     message::Delivery,
@@ -32,7 +32,7 @@ use lapin::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
         BasicQosOptions, BasicRejectOptions,
     },
-    types::{AMQPValue, FieldTable},
+    types::FieldTable,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument;
@@ -280,19 +280,11 @@ async fn bounded<T>(settle: impl Future<Output = lapin::Result<T>>) -> Result<()
     }
 }
 
-/// The W3C `traceparent` header of the message, if it looks like one (it is sent on as an HTTP
-/// header later, so nothing but hex digits and dashes).
+/// The W3C `traceparent` header of the message, if it is a valid one (it is sent on as an
+/// HTTP header later).
 fn traceparent(properties: &BasicProperties) -> Option<String> {
     header_text(properties, common::trace::headers::TRACEPARENT)
-        .filter(|v| v.len() <= 64 && v.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-}
-
-fn header_text(properties: &BasicProperties, name: &str) -> Option<String> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
+        .filter(|v| common::trace::is_valid_traceparent(v))
 }
 
 fn delivery_span(delivery: &Delivery) -> tracing::Span {
@@ -314,6 +306,8 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
 
 #[cfg(test)]
 mod tests {
+    use lapin::types::AMQPValue;
+
     use super::*;
 
     fn with_traceparent(value: &str) -> BasicProperties {
