@@ -236,6 +236,99 @@ impl Event for SignupAttemptedV1 {
     }
 }
 
+/// The secret values of [`PhoneVerificationRequestedV1`].
+pub const PHONE_CODE_SECRETS: &[&str] = &["/code"];
+
+/// `+447700900123` → `+4477…23`: enough to tell numbers apart in a log line, not to dial one.
+pub fn mask_phone(phone: &str) -> String {
+    let chars: Vec<char> = phone.chars().collect();
+    if chars.len() <= 7 {
+        return "…".to_owned();
+    }
+    let head: String = chars[..5].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// A phone verification code is to be sent by SMS: at registration with a `phone`, and on every
+/// resend or restart (`POST /user/phone/verification/resend`). The webhook-service turns it into
+/// one SMS through the configured gateway, with `expires_at` as the delivery's deadline. A resend
+/// of a still-valid code carries the same code; `send_number` counts the sends of this
+/// verification (1 for the first).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhoneVerificationRequestedV1 {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// The phone verification's id.
+    pub verification_id: Uuid,
+    /// The number in E.164 form (`+447700900123`).
+    pub phone: String,
+    /// The one-time code (secret: never logged, blanked in the outbox once published).
+    pub code: String,
+    /// After this instant the code no longer works, and the SMS must not be sent.
+    pub expires_at: DateTime<Utc>,
+    /// 1 for the first send of this verification, 2 for the first resend, …
+    pub send_number: u32,
+}
+
+impl std::fmt::Debug for PhoneVerificationRequestedV1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneVerificationRequestedV1")
+            .field("user_id", &self.user_id)
+            .field("verification_id", &self.verification_id)
+            .field("phone", &mask_phone(&self.phone))
+            .field("code", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("send_number", &self.send_number)
+            .finish()
+    }
+}
+
+impl Event for PhoneVerificationRequestedV1 {
+    const EVENT_TYPE: &'static str = "PhoneVerificationRequestedV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str =
+        crate::topology::routing_keys::PHONE_VERIFICATION_REQUESTED_V1;
+    const SECRET_FIELDS: &'static [&'static str] = PHONE_CODE_SECRETS;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
+/// The user proved the phone number with the right code (`user.phone_verified` as a public
+/// webhook event).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhoneVerifiedV1 {
+    /// The user's id.
+    pub user_id: Uuid,
+    /// The phone verification's id.
+    pub verification_id: Uuid,
+    /// The verified number in E.164 form.
+    pub phone: String,
+    /// When the right code was checked.
+    pub verified_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for PhoneVerifiedV1 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PhoneVerifiedV1")
+            .field("user_id", &self.user_id)
+            .field("verification_id", &self.verification_id)
+            .field("phone", &mask_phone(&self.phone))
+            .field("verified_at", &self.verified_at)
+            .finish()
+    }
+}
+
+impl Event for PhoneVerifiedV1 {
+    const EVENT_TYPE: &'static str = "PhoneVerifiedV1";
+    const VERSION: u32 = 1;
+    const ROUTING_KEY: &'static str = crate::topology::routing_keys::PHONE_VERIFIED_V1;
+    fn aggregate_id(&self) -> Uuid {
+        self.user_id
+    }
+}
+
 /// Any event a consumer of `signup.events` understands.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignupEvent {
@@ -249,6 +342,10 @@ pub enum SignupEvent {
     UserVerified(Envelope<UserVerifiedV1>),
     /// See [`SignupAttemptedV1`].
     SignupAttempted(Envelope<SignupAttemptedV1>),
+    /// See [`PhoneVerificationRequestedV1`].
+    PhoneVerificationRequested(Envelope<PhoneVerificationRequestedV1>),
+    /// See [`PhoneVerifiedV1`].
+    PhoneVerified(Envelope<PhoneVerifiedV1>),
 }
 
 /// Why a message body could not be turned into a [`SignupEvent`]. Both are permanent: retrying
@@ -323,6 +420,14 @@ impl SignupEvent {
             (SignupAttemptedV1::EVENT_TYPE, SignupAttemptedV1::VERSION) => {
                 Ok(Self::SignupAttempted(serde_json::from_slice(body)?))
             }
+            (PhoneVerificationRequestedV1::EVENT_TYPE, PhoneVerificationRequestedV1::VERSION) => {
+                Ok(Self::PhoneVerificationRequested(serde_json::from_slice(
+                    body,
+                )?))
+            }
+            (PhoneVerifiedV1::EVENT_TYPE, PhoneVerifiedV1::VERSION) => {
+                Ok(Self::PhoneVerified(serde_json::from_slice(body)?))
+            }
             _ => Err(DecodeError::UnknownType {
                 event_type: head.event_type,
                 version: head.event_version,
@@ -338,6 +443,8 @@ impl SignupEvent {
             Self::VerificationResent(e) => e.event_id,
             Self::UserVerified(e) => e.event_id,
             Self::SignupAttempted(e) => e.event_id,
+            Self::PhoneVerificationRequested(e) => e.event_id,
+            Self::PhoneVerified(e) => e.event_id,
         }
     }
 
@@ -349,17 +456,21 @@ impl SignupEvent {
             Self::VerificationResent(e) => &e.event_type,
             Self::UserVerified(e) => &e.event_type,
             Self::SignupAttempted(e) => &e.event_type,
+            Self::PhoneVerificationRequested(e) => &e.event_type,
+            Self::PhoneVerified(e) => &e.event_type,
         }
     }
 
-    /// The address the event's mail goes to.
-    pub fn recipient(&self) -> &str {
+    /// The address the event's mail goes to; `None` for an event no mail is sent for (the
+    /// phone events: their message is an SMS, sent by the webhook-service).
+    pub fn recipient(&self) -> Option<&str> {
         match self {
-            Self::UserRegistered(e) => &e.data.email,
-            Self::VerificationReminder(e) => &e.data.email,
-            Self::VerificationResent(e) => &e.data.email,
-            Self::UserVerified(e) => &e.data.email,
-            Self::SignupAttempted(e) => &e.data.email,
+            Self::UserRegistered(e) => Some(&e.data.email),
+            Self::VerificationReminder(e) => Some(&e.data.email),
+            Self::VerificationResent(e) => Some(&e.data.email),
+            Self::UserVerified(e) => Some(&e.data.email),
+            Self::SignupAttempted(e) => Some(&e.data.email),
+            Self::PhoneVerificationRequested(_) | Self::PhoneVerified(_) => None,
         }
     }
 }
@@ -401,8 +512,42 @@ mod tests {
         let envelope = crate::testing::signup_attempted(false);
         let body = serde_json::to_vec(&envelope).unwrap();
         let event = SignupEvent::decode(&body).unwrap();
-        assert_eq!(event.recipient(), "ann@example.com");
+        assert_eq!(event.recipient(), Some("ann@example.com"));
         assert_eq!(event, SignupEvent::SignupAttempted(envelope));
+    }
+
+    #[test]
+    fn phone_events_round_trip_have_no_mail_recipient_and_hide_the_code() {
+        let requested = crate::testing::phone_verification_requested("493817");
+        let body = serde_json::to_vec(&requested).unwrap();
+        let event = SignupEvent::decode(&body).unwrap();
+        assert_eq!(event.recipient(), None);
+        assert_eq!(
+            event,
+            SignupEvent::PhoneVerificationRequested(requested.clone())
+        );
+        let debug = format!("{event:?}");
+        assert!(!debug.contains("493817"), "{debug}");
+        assert!(!debug.contains("+447700900123"), "{debug}");
+        assert_eq!(PhoneVerificationRequestedV1::SECRET_FIELDS, &["/code"]);
+        assert_eq!(
+            requested.data.aggregate_id(),
+            requested.data.user_id,
+            "per-user order"
+        );
+
+        let verified = crate::testing::phone_verified();
+        let body = serde_json::to_vec(&verified).unwrap();
+        let event = SignupEvent::decode(&body).unwrap();
+        assert_eq!(event.recipient(), None);
+        assert_eq!(event.event_type(), "PhoneVerifiedV1");
+        assert!(!format!("{event:?}").contains("+447700900123"));
+    }
+
+    #[test]
+    fn mask_phone_keeps_only_the_ends() {
+        assert_eq!(mask_phone("+447700900123"), "+4477…23");
+        assert_eq!(mask_phone("+12"), "…");
     }
 
     #[test]

@@ -18,7 +18,10 @@ use std::{future::Future, time::Duration};
 use anyhow::Context;
 use sea_orm::{ConnectionTrait, Database, Statement};
 
-use crate::events::{Envelope, SignupAttemptedV1, UserRegisteredV1, VerificationDetails};
+use crate::events::{
+    Envelope, PhoneVerificationRequestedV1, PhoneVerifiedV1, SignupAttemptedV1, UserRegisteredV1,
+    VerificationDetails,
+};
 
 /// The broker tests use.
 pub fn amqp_url() -> String {
@@ -263,6 +266,37 @@ pub fn signup_attempted(account_verified: bool) -> Envelope<SignupAttemptedV1> {
             email: "ann@example.com".into(),
             attempted_at: chrono::Utc::now(),
             account_verified,
+        },
+    )
+}
+
+/// A `user.phone_verification_requested.v1` event: code `code` for `+447700900123`, valid for
+/// ten minutes, first send.
+pub fn phone_verification_requested(code: &str) -> Envelope<PhoneVerificationRequestedV1> {
+    Envelope::new(
+        uuid::Uuid::new_v4(),
+        chrono::Utc::now(),
+        PhoneVerificationRequestedV1 {
+            user_id: uuid::Uuid::new_v4(),
+            verification_id: uuid::Uuid::new_v4(),
+            phone: "+447700900123".into(),
+            code: code.into(),
+            expires_at: chrono::Utc::now() + chrono::Duration::minutes(10),
+            send_number: 1,
+        },
+    )
+}
+
+/// A `user.phone_verified.v1` event for `+447700900123`.
+pub fn phone_verified() -> Envelope<PhoneVerifiedV1> {
+    Envelope::new(
+        uuid::Uuid::new_v4(),
+        chrono::Utc::now(),
+        PhoneVerifiedV1 {
+            user_id: uuid::Uuid::new_v4(),
+            verification_id: uuid::Uuid::new_v4(),
+            phone: "+447700900123".into(),
+            verified_at: chrono::Utc::now(),
         },
     )
 }

@@ -71,6 +71,11 @@ pub mod routing_keys {
     pub const USER_VERIFIED_V1: &str = "user.verified.v1";
     /// [`crate::events::SignupAttemptedV1`].
     pub const SIGNUP_ATTEMPTED_V1: &str = "user.signup_attempted.v1";
+    /// [`crate::events::PhoneVerificationRequestedV1`] (carries a code: the webhook-service sends
+    /// it by SMS and never publishes it as a webhook).
+    pub const PHONE_VERIFICATION_REQUESTED_V1: &str = "user.phone_verification_requested.v1";
+    /// [`crate::events::PhoneVerifiedV1`].
+    pub const PHONE_VERIFIED_V1: &str = "user.phone_verified.v1";
     /// Every key the email-service queue is bound to (a key added here is bound at the next
     /// start of any service: declaring is idempotent and adds the binding to an existing queue).
     pub const EMAIL_SERVICE_BINDINGS: [&str; 5] = [
@@ -83,11 +88,14 @@ pub mod routing_keys {
     /// Every key the webhook-service queue is bound to: the events it turns into public
     /// webhooks. Not [`SIGNUP_ATTEMPTED_V1`]: that someone tried to register an address that
     /// has an account is never published.
-    pub const WEBHOOK_SERVICE_BINDINGS: [&str; 4] = [
+    /// [`PHONE_VERIFICATION_REQUESTED_V1`] is bound too: the webhook-service sends its SMS.
+    pub const WEBHOOK_SERVICE_BINDINGS: [&str; 6] = [
         USER_REGISTERED_V1,
         VERIFICATION_REMINDER_V1,
         VERIFICATION_RESENT_V1,
         USER_VERIFIED_V1,
+        PHONE_VERIFICATION_REQUESTED_V1,
+        PHONE_VERIFIED_V1,
     ];
 }
 

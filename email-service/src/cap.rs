@@ -80,7 +80,7 @@ pub(crate) fn recipient_key(event: &SignupEvent) -> Option<String> {
     if matches!(event, SignupEvent::UserVerified(_)) {
         return None;
     }
-    let address = event.recipient().trim().to_lowercase();
+    let address = event.recipient()?.trim().to_lowercase();
     Some(hex::encode(Sha256::digest(address.as_bytes())))
 }
 

@@ -67,6 +67,10 @@ impl ContentPolicy {
             SignupEvent::UserVerified(e) => (None, [&e.data.first_name, &e.data.last_name]),
             // No link, code or name: nothing to check.
             SignupEvent::SignupAttempted(_) => return Ok(()),
+            // Not mails (never routed to this queue; acked unmailed): nothing to check.
+            SignupEvent::PhoneVerificationRequested(_) | SignupEvent::PhoneVerified(_) => {
+                return Ok(());
+            }
         };
         // Names are printed in the greeting: the user-service's rule, again.
         if names.iter().any(|name| {

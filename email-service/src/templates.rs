@@ -33,6 +33,9 @@ pub(crate) enum RenderError {
     /// The message could not be assembled.
     #[error("cannot build the message")]
     Build(#[from] lettre::error::Error),
+    /// The event announces no mail (a phone event: its message is an SMS).
+    #[error("the event announces no mail")]
+    NotAMail,
 }
 
 /// The compiled templates and the sender.
@@ -150,6 +153,9 @@ impl Templates {
                         account_verified => d.account_verified,
                     },
                 )
+            }
+            SignupEvent::PhoneVerificationRequested(_) | SignupEvent::PhoneVerified(_) => {
+                Err(RenderError::NotAMail)
             }
         }
     }
@@ -409,5 +415,18 @@ mod tests {
             templates.render(&registered(None, "not an address")),
             Err(RenderError::InvalidRecipient(_))
         ));
+    }
+
+    #[test]
+    fn a_phone_event_is_not_a_mail() {
+        let templates = Templates::new("no-reply@example.com").unwrap();
+        let event = SignupEvent::PhoneVerificationRequested(
+            common::testing::phone_verification_requested("123456"),
+        );
+        assert!(matches!(
+            templates.render(&event),
+            Err(RenderError::NotAMail)
+        ));
+        assert_eq!(crate::cap::recipient_key(&event), None);
     }
 }

@@ -201,6 +201,10 @@ pub(crate) fn public_event(event: &SignupEvent) -> Result<Option<PublicEvent>, s
         SignupEvent::VerificationResent(e) => encode(e, resent(&e.data, e.occurred_at)),
         SignupEvent::UserVerified(e) => encode(e, verified(&e.data)),
         SignupEvent::SignupAttempted(_) => Ok(None),
+        // Carries a one-time code: sent by SMS (see `sms`), never published as a webhook.
+        SignupEvent::PhoneVerificationRequested(_) => Ok(None),
+        // TODO(phone): `user.phone_verified`.
+        SignupEvent::PhoneVerified(_) => Ok(None),
     }
 }
 

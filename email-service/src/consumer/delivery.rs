@@ -129,6 +129,12 @@ impl Handler {
                     .await;
             }
         };
+        if event.recipient().is_none() {
+            // A phone event: the queue is not bound to them, but a misrouted one is acked
+            // unmailed rather than dead-lettered (it is valid, only not ours).
+            tracing::debug!(event_type = event.event_type(), "not a mail event; ignored");
+            return Ok(Outcome::Ignored);
+        }
         if let Err(refused) = self.content.check(&event) {
             // Before the inbox: a forged event must not claim a real event's id either.
             metrics::counter!("email_refused_content_total", "field" => refused.field())
@@ -210,7 +216,7 @@ impl Handler {
                 tracing::info!(
                     %event_id,
                     event_type = event.event_type(),
-                    recipient_domain = cap::domain_of(event.recipient()),
+                    recipient_domain = cap::domain_of(event.recipient().unwrap_or_default()),
                     cap,
                     "daily mail cap reached for this address; mail not sent"
                 );

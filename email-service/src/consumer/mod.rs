@@ -69,6 +69,8 @@ enum Outcome {
     /// The recipient reached `MAX_MAILS_PER_ADDRESS_PER_DAY`: recorded, acked, not sent.
     Suppressed,
     DeadLettered,
+    /// A valid event that announces no mail (a phone event): acked, nothing sent.
+    Ignored,
 }
 
 impl Handler {
