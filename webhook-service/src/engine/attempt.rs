@@ -7,7 +7,10 @@
 //! and may wait for a pool connection); otherwise the row is put back, uncounted. The call's
 //! backstop ends [`RECORD_BUDGET`] before the lease, and recording is not retried past it.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::Utc;
 use tracing::Instrument as _;
@@ -16,7 +19,8 @@ use super::{
     claim::{self, Claimed, LEASE_MARGIN},
     metrics,
     record::{self, AttemptRow, Change, Health},
-    request::{self, Prepared},
+    recorder::Recorder,
+    request::{self, Prefetched, Prepared},
     slots::Slot,
 };
 use crate::{
@@ -41,31 +45,39 @@ const _: () = assert!(RECORD_BUDGET.as_millis() < LEASE_MARGIN.as_millis());
 const RECORD_TRIES: u32 = 3;
 
 /// Runs one claimed delivery in its span, then frees `slot`.
-pub(super) async fn deliver(state: AppState, claimed: Claimed, slot: Slot) {
+pub(super) async fn deliver(
+    state: AppState,
+    recorder: Recorder,
+    prefetched: Arc<Prefetched>,
+    claimed: Claimed,
+    slot: Slot,
+) {
     let span = tracing::info_span!(
         "delivery",
         delivery_id = %claimed.row.id,
         kind = %claimed.row.kind,
         attempt = claimed.row.attempts,
     );
-    attempt(&state, &claimed).instrument(span).await;
+    attempt(&state, &recorder, &prefetched, claimed)
+        .instrument(span)
+        .await;
     drop(slot);
 }
 
-async fn attempt(state: &AppState, claimed: &Claimed) {
+async fn attempt(state: &AppState, recorder: &Recorder, prefetched: &Prefetched, claimed: Claimed) {
     let Claimed { row, lease_end } = claimed;
     let now = Utc::now();
     let change = if retry::past_deadline(row.deadline, now) {
         skip(row, delivery::status::FAILED, "deadline")
     } else {
-        match request::prepare(&state.db, &state.settings, row, now).await {
+        match request::prepare(&state.db, &state.settings, &row, prefetched, now).await {
             Ok(Prepared::Skip { status, reason }) => skip(row, status, reason),
             Ok(Prepared::Send { request, endpoint }) => {
-                if !fits_in_lease(Instant::now(), request.timeout, *lease_end) {
-                    put_back(state, row).await;
+                if !fits_in_lease(Instant::now(), request.timeout, lease_end) {
+                    put_back(state, &row).await;
                     return;
                 }
-                call(state, row, request, endpoint, *lease_end).await
+                call(state, row, request, endpoint, lease_end).await
             }
             Err(error) => {
                 tracing::warn!(
@@ -76,15 +88,16 @@ async fn attempt(state: &AppState, claimed: &Claimed) {
             }
         }
     };
+    let change = Arc::new(change);
     let mut delay = Duration::from_millis(200);
     for tried in 1..=RECORD_TRIES {
-        match record::record(&state.db, &change).await {
+        match recorder.record(change.clone()).await {
             Ok(recorded) => {
                 after_commit(state, &change, &recorded);
                 return;
             }
             Err(error)
-                if tried < RECORD_TRIES && fits_in_lease(Instant::now(), delay, *lease_end) =>
+                if tried < RECORD_TRIES && fits_in_lease(Instant::now(), delay, lease_end) =>
             {
                 tracing::warn!(
                     error = %common::telemetry::error_chain(&error),
@@ -125,16 +138,11 @@ async fn put_back(state: &AppState, row: &delivery::Model) {
 }
 
 /// A delivery ended without a call.
-fn skip<'a>(
-    claimed: &'a delivery::Model,
-    status: &'static str,
-    reason: &'static str,
-) -> Change<'a> {
+fn skip(claimed: delivery::Model, status: &'static str, reason: &'static str) -> Change {
     tracing::info!(status, reason, "delivery ended without a call");
     metrics::skipped(reason);
     let now = Utc::now();
     Change {
-        claimed,
         attempt: None,
         status,
         next_attempt_at: now,
@@ -143,17 +151,18 @@ fn skip<'a>(
         last_error: Some(reason.to_owned()),
         health: None,
         now,
+        claimed,
     }
 }
 
 /// Makes the call and decides what follows.
-async fn call<'a>(
+async fn call(
     state: &AppState,
-    claimed: &'a delivery::Model,
+    claimed: delivery::Model,
     request: OutboundRequest,
     endpoint: Option<uuid::Uuid>,
     lease_end: Instant,
-) -> Change<'a> {
+) -> Change {
     let url = egress::redact_url(&request.url);
     // The backstop ends the call in time to record it within the lease.
     let room = lease_end
@@ -162,7 +171,7 @@ async fn call<'a>(
     let result = send(state, request, room).await;
     let now = Utc::now();
     let answer = Answer::of(&result);
-    let policy = Policy::for_delivery(&state.settings, claimed);
+    let policy = Policy::for_delivery(&state.settings, &claimed);
     let attempt = u32::try_from(claimed.attempts).unwrap_or(1);
     let verdict = retry::decide(
         &policy,
@@ -202,7 +211,6 @@ async fn call<'a>(
         (id, health, state.settings.webhook_disable_after)
     });
     Change {
-        claimed,
         last_status: result.status.map(i32::from),
         attempt: Some(AttemptRow {
             url,
@@ -215,6 +223,7 @@ async fn call<'a>(
         last_error,
         health,
         now,
+        claimed,
     }
 }
 
@@ -241,7 +250,7 @@ async fn send(state: &AppState, request: OutboundRequest, room: Duration) -> Att
 }
 
 /// Logs and counts what the commit did, and wakes the engine for a new `notify` delivery.
-fn after_commit(state: &AppState, change: &Change<'_>, recorded: &record::Recorded) {
+fn after_commit(state: &AppState, change: &Change, recorded: &record::Recorded) {
     if !recorded.applied {
         tracing::info!(
             "the delivery no longer holds this attempt's lease (cancelled, replayed, or claimed \

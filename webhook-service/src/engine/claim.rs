@@ -270,13 +270,13 @@ pub(super) async fn due_backlog(
 }
 
 /// `{a,b}`: a `uuid[]` literal bound as text.
-fn uuid_array(ids: &[Uuid]) -> String {
+pub(super) fn uuid_array(ids: &[Uuid]) -> String {
     let joined: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     format!("{{{}}}", joined.join(","))
 }
 
 /// `["A1…","B2…"]`: upper-case hex, as SQLite's `hex()` prints a UUID blob.
-fn hex_json_list(ids: &[Uuid]) -> String {
+pub(super) fn hex_json_list(ids: &[Uuid]) -> String {
     let hex: Vec<String> = ids
         .iter()
         .map(|id| id.simple().to_string().to_uppercase())

@@ -6,8 +6,9 @@
 //! - `slots`: `WEBHOOK_MAX_IN_FLIGHT` and `WEBHOOK_ENDPOINT_CONCURRENCY`.
 //! - `request`: the request of an attempt, by delivery kind (signing included).
 //! - `attempt`: one claimed delivery from deadline check to recording.
-//! - `record`: the transaction of an attempt (attempt row, delivery state, endpoint health,
-//!   the job's `notify` delivery).
+//! - `record`: the transaction of attempts (attempt rows, delivery states, endpoint health,
+//!   the jobs' `notify` deliveries).
+//! - `recorder`: the task that records the attempts ending together in one transaction.
 //! - `retention`: purging old attempts, deliveries and messages.
 //! - `metrics`: the engine's Prometheus series.
 //!
@@ -30,6 +31,7 @@ mod attempt;
 mod claim;
 mod metrics;
 mod record;
+mod recorder;
 mod request;
 mod retention;
 mod slots;
@@ -47,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{state::AppState, store::NOTIFY_CHANNEL};
 use claim::Claim;
+use recorder::Recorder;
 use slots::Slots;
 
 /// The longest the loop sleeps without looking: covers a lost `NOTIFY` and rows another
@@ -82,6 +85,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         state.settings.webhook_max_in_flight,
         state.settings.webhook_endpoint_concurrency,
     );
+    let (recorder, mut recording) = Recorder::start(state.db.clone());
     let mut calls = JoinSet::new();
     let mut backoff = Backoff::default();
     tracing::info!(
@@ -91,7 +95,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     );
     while !shutdown.is_cancelled() {
         while calls.try_join_next().is_some() {}
-        let wait = match claim_and_start(&state, &slots, &mut calls).await {
+        let wait = match claim_and_start(&state, &recorder, &slots, &mut calls).await {
             Ok(wait) => {
                 if backoff.is_failing() {
                     tracing::info!("the delivery engine reaches its database again");
@@ -120,9 +124,11 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
         }
     }
     if !calls.is_empty() {
-        tracing::info!(in_flight = calls.len(), "waiting for the calls in flight");
+        tracing::info!(batches = calls.len(), "waiting for the calls in flight");
     }
     while calls.join_next().await.is_some() {}
+    drop(recorder);
+    while recording.join_next().await.is_some() {}
     while background.join_next().await.is_some() {}
     tracing::info!("delivery engine stopped");
 }
@@ -131,6 +137,7 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
 /// wait before looking again: zero after a claim that took rows (there may be more).
 async fn claim_and_start(
     state: &AppState,
+    recorder: &Recorder,
     slots: &Arc<Slots>,
     calls: &mut JoinSet<()>,
 ) -> Result<Duration, DbErr> {
@@ -167,13 +174,15 @@ async fn claim_and_start(
         }));
     }
     let mut put_back = Vec::new();
+    let mut batch = Vec::with_capacity(claimed.len());
     for claimed in claimed {
         match slots.try_take(claimed.row.endpoint_id) {
-            Some(slot) => {
-                calls.spawn(attempt::deliver(state.clone(), claimed, slot));
-            }
+            Some(slot) => batch.push((claimed, slot)),
             None => put_back.push(claimed.row),
         }
+    }
+    if !batch.is_empty() {
+        calls.spawn(start_batch(state.clone(), recorder.clone(), batch));
     }
     if !put_back.is_empty() {
         tracing::debug!(
@@ -189,6 +198,44 @@ async fn claim_and_start(
         }
     }
     Ok(Duration::ZERO)
+}
+
+/// Reads what the batch's webhooks need ([`request::prefetch`]) and runs its attempts, each in
+/// its own task. Off the claim loop: a read waiting for a lock delays this batch only.
+async fn start_batch(
+    state: AppState,
+    recorder: Recorder,
+    batch: Vec<(claim::Claimed, slots::Slot)>,
+) {
+    let prefetched = match request::prefetch(&state.db, batch.iter().map(|(c, _)| &c.row)).await {
+        Ok(prefetched) => Arc::new(prefetched),
+        Err(error) => {
+            tracing::warn!(
+                error = %common::telemetry::error_chain(&error),
+                rows = batch.len(),
+                "reading the claimed webhooks' endpoints and messages failed; putting them back"
+            );
+            let rows: Vec<_> = batch.into_iter().map(|(claimed, _)| claimed.row).collect();
+            if let Err(error) = claim::put_back(&state.db, &rows).await {
+                tracing::warn!(
+                    error = %common::telemetry::error_chain(&error),
+                    "putting back rows failed; they are retried when their lease ends"
+                );
+            }
+            return;
+        }
+    };
+    let mut attempts = JoinSet::new();
+    for (claimed, slot) in batch {
+        attempts.spawn(attempt::deliver(
+            state.clone(),
+            recorder.clone(),
+            prefetched.clone(),
+            claimed,
+            slot,
+        ));
+    }
+    while attempts.join_next().await.is_some() {}
 }
 
 /// Samples `webhook_due_backlog` and `webhook_oldest_due_age_seconds` until `shutdown`.

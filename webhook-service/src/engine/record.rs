@@ -1,15 +1,20 @@
-//! Recording an attempt: one transaction holds the `attempts` row, the delivery's new state,
-//! the endpoint's health and, when a job's delivery ends, its `notify` delivery.
+//! Recording attempts: one transaction holds the `attempts` rows, the deliveries' new states,
+//! the endpoints' health and, when a job's delivery ends, its `notify` delivery. The recorder
+//! (`recorder`) gives it the attempts that ended together, so under load one commit records
+//! many of them.
 //!
 //! The delivery is only updated while it still holds this attempt's claim (`pending`, same
 //! `leased_until`): if the API cancelled or replayed it meanwhile, or its lease ran out and it
 //! was claimed again, the attempt is still recorded but the newer state is left alone. The
 //! attempt count is no fence: a replay resets it, so a stale attempt could match a newer claim.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, Statement, TransactionTrait, Value,
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Statement,
+    TransactionTrait, Value,
 };
 
 use uuid::Uuid;
@@ -49,9 +54,9 @@ pub(super) struct Disabled {
 }
 
 /// The delivery after the attempt (or after no attempt).
-pub(super) struct Change<'a> {
+pub(super) struct Change {
     /// The delivery as claimed.
-    pub(super) claimed: &'a delivery::Model,
+    pub(super) claimed: delivery::Model,
     pub(super) attempt: Option<AttemptRow>,
     pub(super) status: &'static str,
     pub(super) next_attempt_at: DateTime<Utc>,
@@ -62,6 +67,16 @@ pub(super) struct Change<'a> {
     /// `(endpoint id, what it learns, disable after)` for a webhook attempt.
     pub(super) health: Option<(uuid::Uuid, Health, std::time::Duration)>,
     pub(super) now: DateTime<Utc>,
+}
+
+impl Change {
+    fn terminal(&self) -> bool {
+        self.status != delivery::status::PENDING
+    }
+
+    fn completed_at(&self) -> Option<DateTime<Utc>> {
+        self.terminal().then_some(self.now)
+    }
 }
 
 /// What recording did.
@@ -75,100 +90,243 @@ pub(super) struct Recorded {
     pub(super) disabled: Option<Disabled>,
 }
 
-/// Records `change` in one transaction.
+/// Records `changes` in one transaction (the recorder batches the attempts that end together:
+/// one commit, one multi-row insert of their attempt rows, one update of their deliveries).
+/// Returns what recording did for each change, in order.
 ///
 /// # Errors
-/// Any database error: nothing was recorded, and the claim's lease will make the row due again.
-pub(super) async fn record(
+/// Any database error: nothing was recorded, and each claim's lease will make its row due
+/// again.
+pub(super) async fn record_batch(
     db: &DatabaseConnection,
-    change: &Change<'_>,
-) -> Result<Recorded, DbErr> {
+    changes: &[&Change],
+) -> Result<Vec<Recorded>, DbErr> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
     let txn = db.begin().await?;
-    let claimed = change.claimed;
-    if let Some(attempt) = &change.attempt {
-        attempt::Entity::insert(attempt_row(claimed, attempt))
+    let attempts: Vec<attempt::ActiveModel> = changes
+        .iter()
+        .filter_map(|change| {
+            change
+                .attempt
+                .as_ref()
+                .map(|attempt| attempt_row(&change.claimed, attempt))
+        })
+        .collect();
+    if !attempts.is_empty() {
+        attempt::Entity::insert_many(attempts)
             .exec_without_returning(&txn)
             .await?;
     }
-    let terminal = change.status != delivery::status::PENDING;
-    let completed_at = terminal.then_some(change.now);
-    let updated = txn
-        .execute_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = $3, \
-             last_status = $4, last_error = $5, updated_at = $6, completed_at = $7, \
-             leased_until = NULL \
-             WHERE id = $8 AND status = 'pending' AND leased_until = $9",
-            [
-                Value::from(change.status),
-                Value::from(change.next_attempt_at),
-                Value::from(change.attempts),
-                Value::from(change.last_status),
-                Value::from(change.last_error.clone()),
-                Value::from(change.now),
-                Value::from(completed_at),
-                Value::from(claimed.id),
-                Value::from(claimed.leased_until),
-            ],
-        ))
-        .await?;
-    let mut recorded = Recorded {
-        applied: updated.rows_affected() == 1,
-        ..Recorded::default()
-    };
-    if recorded.applied
-        && terminal
-        && claimed.kind == delivery::kind::JOB
-        && let Some(job_id) = claimed.job_id
-        && let Some(job) = job::Entity::find_by_id(job_id).one(&txn).await?
-    {
-        let after = delivery::Model {
-            status: change.status.to_owned(),
-            next_attempt_at: change.next_attempt_at,
-            attempts: change.attempts,
-            last_status: change.last_status,
-            last_error: change.last_error.clone(),
-            updated_at: change.now,
-            completed_at,
-            leased_until: None,
-            ..claimed.clone()
+    let applied = update_deliveries(&txn, changes).await?;
+    let mut results = Vec::with_capacity(changes.len());
+    for change in changes {
+        let mut recorded = Recorded {
+            applied: applied.contains(&change.claimed.id),
+            ..Recorded::default()
         };
-        if let Some(notify) = jobs::notify_delivery_in(&txn, &job, &after, change.now).await? {
-            store::insert(&txn, vec![notify]).await?;
-            recorded.notify_inserted = true;
+        if recorded.applied && change.terminal() && change.claimed.kind == delivery::kind::JOB {
+            recorded.notify_inserted = notify_job(&txn, change).await?;
         }
+        results.push(recorded);
     }
-    if let Some((endpoint_id, health, disable_after)) = change.health {
-        recorded.disabled =
-            endpoint_health(&txn, endpoint_id, health, disable_after, change.now).await?;
-        if let Some(disabled) = &recorded.disabled {
-            // Announced in the same transaction: `endpoint.disabled` to the endpoints
-            // subscribed to it (the disabled one no longer is: it is not enabled).
-            let event = public_events::endpoint_disabled(
-                endpoint_id,
-                origin(&disabled.url),
-                disabled.reason,
-                disabled.failing_since,
-                change.now,
-            )
-            .map_err(|e| DbErr::Custom(format!("encoding endpoint.disabled: {e}")))?;
-            let timeout = std::time::Duration::from_millis(
-                u64::try_from(claimed.timeout_ms).unwrap_or_default(),
-            );
-            let stored = fanout::store_message_in(
-                &txn,
-                Uuid::now_v7(),
-                &event,
-                claimed.traceparent.clone(),
-                timeout,
-            )
-            .await?;
-            recorded.notify_inserted |=
-                matches!(stored, Stored::Fresh { deliveries } if deliveries > 0);
+    succeeded_endpoints(&txn, changes).await?;
+    for (change, recorded) in changes.iter().zip(&mut results) {
+        if let Some((endpoint_id, health, disable_after)) = change.health
+            && health != Health::Succeeded
+        {
+            recorded.disabled =
+                endpoint_health(&txn, endpoint_id, health, disable_after, change.now).await?;
+            if let Some(disabled) = &recorded.disabled {
+                recorded.notify_inserted |=
+                    announce_disabled(&txn, change, endpoint_id, disabled).await?;
+            }
         }
     }
     txn.commit().await?;
-    Ok(recorded)
+    Ok(results)
+}
+
+/// Moves each delivery still holding its claim (`pending`, same `leased_until`) to its new
+/// state; returns the ids it moved. PostgreSQL: one statement joining the new states as a
+/// `VALUES` list; SQLite (one process): one statement per change.
+async fn update_deliveries(
+    txn: &impl ConnectionTrait,
+    changes: &[&Change],
+) -> Result<HashSet<Uuid>, DbErr> {
+    let backend = txn.get_database_backend();
+    let values = |change: &Change| {
+        [
+            Value::from(change.claimed.id),
+            Value::from(change.status),
+            Value::from(change.next_attempt_at),
+            Value::from(change.attempts),
+            Value::from(change.last_status),
+            Value::from(change.last_error.clone()),
+            Value::from(change.now),
+            Value::from(change.completed_at()),
+            Value::from(change.claimed.leased_until),
+        ]
+    };
+    let mut applied = HashSet::new();
+    if backend == DbBackend::Postgres {
+        let mut rows = Vec::with_capacity(changes.len());
+        let mut bound = Vec::with_capacity(changes.len() * 9);
+        for (i, change) in changes.iter().enumerate() {
+            let p = |k: usize| i * 9 + k;
+            rows.push(format!(
+                "(${}::uuid, ${}::text, ${}::timestamptz, ${}::integer, ${}::integer, \
+                 ${}::text, ${}::timestamptz, ${}::timestamptz, ${}::timestamptz)",
+                p(1),
+                p(2),
+                p(3),
+                p(4),
+                p(5),
+                p(6),
+                p(7),
+                p(8),
+                p(9)
+            ));
+            bound.extend(values(change));
+        }
+        let sql = format!(
+            "UPDATE deliveries AS d SET status = v.status, next_attempt_at = v.next_attempt_at, \
+             attempts = v.attempts, last_status = v.last_status, last_error = v.last_error, \
+             updated_at = v.updated_at, completed_at = v.completed_at, leased_until = NULL \
+             FROM (VALUES {}) AS v(id, status, next_attempt_at, attempts, last_status, \
+               last_error, updated_at, completed_at, leased_until) \
+             WHERE d.id = v.id AND d.status = 'pending' AND d.leased_until = v.leased_until \
+             RETURNING d.id",
+            rows.join(", ")
+        );
+        for row in txn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, bound))
+            .await?
+        {
+            applied.insert(row.try_get::<Uuid>("", "id")?);
+        }
+    } else {
+        for change in changes {
+            let updated = txn
+                .execute_raw(Statement::from_sql_and_values(
+                    backend,
+                    "UPDATE deliveries SET status = $2, next_attempt_at = $3, attempts = $4, \
+                     last_status = $5, last_error = $6, updated_at = $7, completed_at = $8, \
+                     leased_until = NULL \
+                     WHERE id = $1 AND status = 'pending' AND leased_until = $9",
+                    values(change),
+                ))
+                .await?;
+            if updated.rows_affected() == 1 {
+                applied.insert(change.claimed.id);
+            }
+        }
+    }
+    Ok(applied)
+}
+
+/// Inserts the `notify` delivery of a job whose delivery just ended; whether it did.
+async fn notify_job(txn: &impl ConnectionTrait, change: &Change) -> Result<bool, DbErr> {
+    let claimed = &change.claimed;
+    let Some(job_id) = claimed.job_id else {
+        return Ok(false);
+    };
+    let Some(job) = job::Entity::find_by_id(job_id).one(txn).await? else {
+        return Ok(false);
+    };
+    let after = delivery::Model {
+        status: change.status.to_owned(),
+        next_attempt_at: change.next_attempt_at,
+        attempts: change.attempts,
+        last_status: change.last_status,
+        last_error: change.last_error.clone(),
+        updated_at: change.now,
+        completed_at: change.completed_at(),
+        leased_until: None,
+        ..claimed.clone()
+    };
+    match jobs::notify_delivery_in(txn, &job, &after, change.now).await? {
+        Some(notify) => {
+            store::insert(txn, vec![notify]).await?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// Ends the failure run of the endpoints that just succeeded: one statement for the batch, only
+/// matching (and locking) the endpoints that were failing.
+async fn succeeded_endpoints(txn: &impl ConnectionTrait, changes: &[&Change]) -> Result<(), DbErr> {
+    let mut ids: Vec<Uuid> = changes
+        .iter()
+        .filter_map(|change| match change.health {
+            Some((id, Health::Succeeded, _)) => Some(id),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    let now = changes
+        .iter()
+        .map(|change| change.now)
+        .max()
+        .unwrap_or_else(Utc::now);
+    let backend = txn.get_database_backend();
+    let (filter, list) = match backend {
+        DbBackend::Postgres => (
+            "id = ANY($2::text::uuid[])",
+            Value::from(super::claim::uuid_array(&ids)),
+        ),
+        _ => (
+            "hex(id) IN (SELECT value FROM json_each($2))",
+            Value::from(super::claim::hex_json_list(&ids)),
+        ),
+    };
+    txn.execute_raw(Statement::from_sql_and_values(
+        backend,
+        format!(
+            "UPDATE endpoints SET failing_since = NULL, updated_at = $1 \
+             WHERE {filter} AND failing_since IS NOT NULL"
+        ),
+        [Value::from(now), list],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Announces a disabled endpoint in the same transaction: `endpoint.disabled` to the endpoints
+/// subscribed to it (the disabled one no longer is: it is not enabled). Whether deliveries
+/// were inserted.
+async fn announce_disabled(
+    txn: &impl ConnectionTrait,
+    change: &Change,
+    endpoint_id: Uuid,
+    disabled: &Disabled,
+) -> Result<bool, DbErr> {
+    let event = public_events::endpoint_disabled(
+        endpoint_id,
+        origin(&disabled.url),
+        disabled.reason,
+        disabled.failing_since,
+        change.now,
+    )
+    .map_err(|e| DbErr::Custom(format!("encoding endpoint.disabled: {e}")))?;
+    let timeout = std::time::Duration::from_millis(
+        u64::try_from(change.claimed.timeout_ms).unwrap_or_default(),
+    );
+    let stored = fanout::store_message_in(
+        txn,
+        Uuid::now_v7(),
+        &event,
+        change.claimed.traceparent.clone(),
+        timeout,
+    )
+    .await?;
+    Ok(matches!(stored, Stored::Fresh { deliveries } if deliveries > 0))
 }
 
 fn attempt_row(claimed: &delivery::Model, attempt: &AttemptRow) -> attempt::ActiveModel {

@@ -11,10 +11,10 @@
 //!
 //! Every request carries a `traceparent` continuing the delivery's trace with a new span id.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::{
@@ -57,7 +57,51 @@ pub(super) enum Prepared {
     },
 }
 
-/// The request of `delivery`'s next attempt at `now`, or why there is none.
+/// The endpoints and messages of the webhook deliveries of one claim, read in two statements
+/// right after the claim rather than two per attempt. An attempt thus uses its endpoint's URL,
+/// headers and secrets as they were when its delivery was claimed.
+#[derive(Default)]
+pub(super) struct Prefetched {
+    endpoints: HashMap<Uuid, endpoint::Model>,
+    messages: HashMap<Uuid, message::Model>,
+}
+
+/// Reads the endpoints and messages of the webhook deliveries among `rows`.
+///
+/// # Errors
+/// Any database error.
+pub(super) async fn prefetch<'a>(
+    conn: &impl ConnectionTrait,
+    rows: impl Iterator<Item = &'a delivery::Model>,
+) -> Result<Prefetched, DbErr> {
+    let (mut endpoint_ids, mut message_ids) = (Vec::new(), Vec::new());
+    for row in rows.filter(|row| row.kind == delivery::kind::WEBHOOK) {
+        endpoint_ids.extend(row.endpoint_id);
+        message_ids.extend(row.message_id);
+    }
+    if endpoint_ids.is_empty() && message_ids.is_empty() {
+        return Ok(Prefetched::default());
+    }
+    for ids in [&mut endpoint_ids, &mut message_ids] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    let endpoints = endpoint::Entity::find()
+        .filter(endpoint::Column::Id.is_in(endpoint_ids))
+        .all(conn)
+        .await?;
+    let messages = message::Entity::find()
+        .filter(message::Column::Id.is_in(message_ids))
+        .all(conn)
+        .await?;
+    Ok(Prefetched {
+        endpoints: endpoints.into_iter().map(|e| (e.id, e)).collect(),
+        messages: messages.into_iter().map(|m| (m.id, m)).collect(),
+    })
+}
+
+/// The request of `delivery`'s next attempt at `now`, or why there is none. A webhook's
+/// endpoint and message come from `prefetched` (read with the claim).
 ///
 /// # Errors
 /// Any database error (the attempt is then abandoned and its lease runs out).
@@ -65,6 +109,7 @@ pub(super) async fn prepare(
     conn: &impl ConnectionTrait,
     settings: &Settings,
     delivery: &delivery::Model,
+    prefetched: &Prefetched,
     now: DateTime<Utc>,
 ) -> Result<Prepared, DbErr> {
     let timeout = Duration::from_millis(u64::try_from(delivery.timeout_ms).unwrap_or(0)).clamp(
@@ -73,7 +118,7 @@ pub(super) async fn prepare(
     );
     let traceparent = common::trace::child_traceparent(delivery.traceparent.as_deref());
     match delivery.kind.as_str() {
-        delivery::kind::WEBHOOK => webhook(conn, delivery, now, timeout, traceparent).await,
+        delivery::kind::WEBHOOK => Ok(webhook(prefetched, delivery, now, timeout, traceparent)),
         kind => {
             let is_notify = kind == delivery::kind::NOTIFY;
             let set = if is_notify { NOTIFY_SET } else { JOB_SET };
@@ -103,28 +148,26 @@ pub(super) async fn prepare(
     }
 }
 
-async fn webhook(
-    conn: &impl ConnectionTrait,
+fn webhook(
+    prefetched: &Prefetched,
     delivery: &delivery::Model,
     now: DateTime<Utc>,
     timeout: Duration,
     traceparent: String,
-) -> Result<Prepared, DbErr> {
-    let skip = |status, reason| Ok(Prepared::Skip { status, reason });
-    let endpoint = match delivery.endpoint_id {
-        Some(id) => endpoint::Entity::find_by_id(id).one(conn).await?,
-        None => None,
-    };
+) -> Prepared {
+    let skip = |status, reason| Prepared::Skip { status, reason };
+    let endpoint = delivery
+        .endpoint_id
+        .and_then(|id| prefetched.endpoints.get(&id));
     let Some(endpoint) = endpoint else {
         return skip(delivery::status::CANCELLED, "endpoint_deleted");
     };
     if !endpoint.enabled {
         return skip(delivery::status::FAILED, "endpoint_disabled");
     }
-    let message = match delivery.message_id {
-        Some(id) => message::Entity::find_by_id(id).one(conn).await?,
-        None => None,
-    };
+    let message = delivery
+        .message_id
+        .and_then(|id| prefetched.messages.get(&id));
     let Some(message) = message else {
         return skip(delivery::status::FAILED, "message_missing");
     };
@@ -144,7 +187,7 @@ async fn webhook(
     let mut secrets = vec![&current];
     secrets.extend(previous.as_ref());
 
-    let body = message.payload.into_bytes();
+    let body = message.payload.clone().into_bytes();
     let msg_id = format!("msg_{}", message.id.simple());
     let mut headers: Vec<(String, String)> = match &endpoint.headers {
         serde_json::Value::Object(map) => map
@@ -165,7 +208,7 @@ async fn webhook(
             .map(|(name, value)| (name.to_owned(), value)),
     );
     headers.push((common::trace::headers::TRACEPARENT.to_owned(), traceparent));
-    Ok(Prepared::Send {
+    Prepared::Send {
         request: OutboundRequest {
             url: endpoint.url.clone(),
             method: "POST".to_owned(),
@@ -174,7 +217,7 @@ async fn webhook(
             timeout,
         },
         endpoint: Some(endpoint.id),
-    })
+    }
 }
 
 /// The job's `notify_secret`, when the notify delivery's job has one.
