@@ -26,6 +26,8 @@ const RECORD_BATCH: usize = 256;
 const WORKERS: usize = 4;
 
 type Reply = oneshot::Sender<Result<Recorded, DbErr>>;
+/// The queue of changes waiting, shared by the recorder tasks.
+type Queue = Arc<Mutex<mpsc::Receiver<(Arc<Change>, Reply)>>>;
 
 /// Hands changes to the recorder task; cheap to clone.
 #[derive(Clone)]
@@ -63,7 +65,7 @@ impl Recorder {
     }
 }
 
-async fn run(db: DatabaseConnection, rx: Arc<Mutex<mpsc::Receiver<(Arc<Change>, Reply)>>>) {
+async fn run(db: DatabaseConnection, rx: Queue) {
     let mut batch = Vec::with_capacity(RECORD_BATCH);
     loop {
         // Held only while waiting for and taking a batch, not while recording it.
