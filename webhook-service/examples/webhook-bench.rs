@@ -126,6 +126,12 @@ async fn main() -> anyhow::Result<()> {
     insert_due(&db, &target, args.deliveries, Utc::now()).await?;
     let inserted = started.elapsed();
     let started = Instant::now();
+    // The receiver's count first (in memory), then the database: a `count(*)` every few
+    // milliseconds during the run would be part of what is measured.
+    wait_until(Duration::from_secs(600), || async {
+        seen.count.load(Ordering::Relaxed) >= args.deliveries
+    })
+    .await?;
     wait_until(Duration::from_secs(600), || async {
         succeeded(&db).await >= args.deliveries as i64
     })
@@ -144,8 +150,13 @@ async fn main() -> anyhow::Result<()> {
     for burst in [1_000, 10_000] {
         seen.lateness.lock().expect("lock").clear();
         let before = succeeded(&db).await;
+        let arrived = seen.count.load(Ordering::Relaxed);
         let due = Utc::now() + chrono::Duration::seconds(3);
         insert_due(&db, &target, burst, due).await?;
+        wait_until(Duration::from_secs(120), || async {
+            seen.count.load(Ordering::Relaxed) >= arrived + burst
+        })
+        .await?;
         wait_until(Duration::from_secs(120), || async {
             succeeded(&db).await >= before + burst as i64
         })
