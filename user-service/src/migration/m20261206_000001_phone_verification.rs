@@ -27,7 +27,7 @@ CREATE TABLE phone_verifications (
     expires_at {ts} NOT NULL,
     verified_at {ts}
 );
--- The number's current verification is its newest; the failed-check cap sums a number's rows.
+-- A number's current verification is its newest, and the failed-check cap sums its rows.
 CREATE INDEX phone_verifications_by_phone ON phone_verifications (phone, created_at);
 CREATE INDEX phone_verifications_by_user ON phone_verifications (user_id);
 

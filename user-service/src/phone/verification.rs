@@ -14,7 +14,7 @@
 //! can pass that cap by at most `PHONE_CODE_MAX_ATTEMPTS - 1`, the current verification's own
 //! bound.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use common::{
     events::{PhoneVerificationRequestedV1, PhoneVerifiedV1},
     trace::TraceContext,
@@ -124,7 +124,8 @@ pub(crate) async fn start(
         sends: 0,
         last_sent_at: None,
         created_at: now,
-        expires_at: now + ttl,
+        // Microseconds, as PostgreSQL stores it: the event carries the stored instant.
+        expires_at: (now + ttl).trunc_subsecs(6),
         verified_at: None,
     };
     phone_verification::Entity::insert(phone_verification::ActiveModel {
