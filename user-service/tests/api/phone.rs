@@ -341,4 +341,12 @@ async fn sqlite_registers_sends_and_verifies_a_phone_too() {
         (200, "verified")
     );
     assert_eq!(app.events("PhoneVerifiedV1").await.len(), 1);
+    // The account's email is still unverified: the sweep deletes it with its phone rows.
+    let later = chrono::Utc::now() + chrono::Duration::days(8);
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let deleted = user_service::delete_expired_pending_accounts(&app.db, week, later, 7)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    assert_eq!(app.count("phone_verifications").await, 0, "cascade");
 }
