@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Deserializer, Serialize};
 use validator::{ValidateEmail, ValidateLength, ValidationError};
 
-use crate::password::Password;
+use crate::{password::Password, phone::Phone};
 
 /// An email address as accounts know it: trimmed and lower-cased, its domain in ASCII
 /// (IDNA: `ann@bücher.example` is `ann@xn--bcher-kva.example`), so `Ann@X.com` and ` ann@x.com`
@@ -97,6 +97,8 @@ pub(crate) struct NewUser {
     pub(crate) password: Password,
     pub(crate) first_name: Option<String>,
     pub(crate) last_name: Option<String>,
+    /// The phone to verify by SMS, parsed (and allowed) by the handler.
+    pub(crate) phone: Option<Phone>,
 }
 
 #[cfg(test)]

@@ -52,6 +52,15 @@ pub(crate) enum ApiError {
         "the code is not correct or no longer valid; request a new verification mail if needed"
     )]
     InvalidCode,
+    /// Not a valid phone number (or a national format without `PHONE_DEFAULT_REGION`).
+    #[error("not a valid phone number; use the international format, e.g. +447400123456")]
+    InvalidPhone,
+    /// A number type SMS codes are not sent to (premium-rate, VoIP, …).
+    #[error("verification codes cannot be sent to this type of phone number")]
+    PhoneTypeNotAllowed,
+    /// A region not in `SMS_ALLOWED_COUNTRIES`.
+    #[error("verification codes cannot be sent to phone numbers of this country")]
+    PhoneCountryNotAllowed,
     /// The verification expired: a new one must be requested.
     #[error("this verification has expired; request a new verification mail")]
     VerificationExpired,
@@ -134,7 +143,11 @@ impl ApiError {
             }
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Validation(_) | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Validation(_)
+            | Self::IdempotencyKeyReused
+            | Self::InvalidPhone
+            | Self::PhoneTypeNotAllowed
+            | Self::PhoneCountryNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::EmailTaken => StatusCode::CONFLICT,
             Self::InvalidToken => StatusCode::NOT_FOUND,
             Self::VerificationExpired => StatusCode::GONE,
@@ -158,6 +171,9 @@ impl ApiError {
             Self::InvalidToken => "invalid_token",
             Self::InvalidCode => "invalid_code",
             Self::VerificationExpired => "verification_expired",
+            Self::InvalidPhone => "invalid_phone",
+            Self::PhoneTypeNotAllowed => "phone_type_not_allowed",
+            Self::PhoneCountryNotAllowed => "phone_country_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "service_unavailable",
             Self::Overloaded => "overloaded",

@@ -82,10 +82,15 @@ pub async fn delete_expired_pending_accounts(
     let deleted = db
         .execute_raw(Statement::from_sql_and_values(
             backend,
+            // The batch is a MATERIALIZED CTE, evaluated once: as an `IN (subquery)`,
+            // PostgreSQL may plan a nested-loop semi join that re-runs the locking subquery per
+            // outer row, and each re-run skips the rows this statement already deleted and
+            // locks the next batch, so one "batch" deleted every expired account.
             format!(
-                "DELETE FROM users WHERE status = $1 AND id IN \
+                "WITH batch AS MATERIALIZED \
                  (SELECT id FROM users WHERE status = $1 AND created_at < $2 \
-                  ORDER BY created_at LIMIT $3{lock})"
+                  ORDER BY created_at LIMIT $3{lock}) \
+                 DELETE FROM users WHERE status = $1 AND id IN (SELECT id FROM batch)"
             ),
             [
                 UserStatus::PendingVerification.into(),

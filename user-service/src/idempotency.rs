@@ -5,7 +5,7 @@
 //! event); the same key with another request gets 422 `idempotency_key_reused`.
 //!
 //! "Same request" is decided without keeping a fast hash of the password (that would undo
-//! argon2): the fingerprint covers email and names, and the replay in `routes::register` checks
+//! argon2): the fingerprint covers email, names and phone, and the replay in `routes::register` checks
 //! the password against the argon2 hash of the user the stored response created.
 //!
 //! Keys are scoped to the request's email: the stored key is a hash of the email and the key,
@@ -77,6 +77,11 @@ fn fingerprint(new_user: &NewUser) -> String {
             }
             None => hasher.update(0u64.to_be_bytes()),
         }
+    }
+    // Only with a phone, so the fingerprints of requests without one stay what they were.
+    if let Some(phone) = &new_user.phone {
+        hasher.update(b"phone");
+        hasher.update(phone.e164().as_bytes());
     }
     hex::encode(hasher.finalize())
 }

@@ -18,7 +18,8 @@
 //! - `settings`: typed settings from defaults, `CONFIG_FILE` and the environment.
 //! - `state`: `AppState`, shared by the handlers.
 //! - `routes`: the HTTP handlers, one module per endpoint (`register`, `verify` with the POST
-//!   confirmation and the GET page, `resend`, `health`, `openapi`), and the documented router.
+//!   confirmation and the GET page, `resend`, `phone` (code check and resend), `health`,
+//!   `openapi`), and the documented router.
 //! - `domain`: values that passed validation (`UserEmail`, `NewUser`).
 //! - `idempotency`: `Idempotency-Key` storage for registration.
 //! - `verification`: issuing link tokens and codes, stored hashed.
@@ -27,6 +28,8 @@
 //!   ([`delete_expired_pending_accounts`]).
 //! - `signup_attempt`: the rate-limited notice to the owner of an address someone tried to
 //!   register again (409).
+//! - `phone`: phone verification by SMS code (numbers and their policy, derived codes, send
+//!   records and velocity limits, checks); its handlers are `routes::phone` and registration.
 //! - `password`: the `Password` newtype and argon2id hashing off the async threads.
 //! - `error`: `ApiError`, the one JSON error shape.
 //! - `rate_limit`: per-client token buckets on register, verify and resend ([`RateLimit`]).
@@ -47,6 +50,7 @@ mod idempotency;
 mod middleware;
 pub mod migration;
 mod password;
+mod phone;
 mod rate_limit;
 mod reminder;
 mod routes;
@@ -59,6 +63,6 @@ mod verification;
 pub use expiry::delete_expired_pending_accounts;
 pub use rate_limit::RateLimit;
 pub use reminder::send_due_reminders;
-pub use settings::Settings;
+pub use settings::{CountryList, PhoneRegion, Settings};
 pub use startup::Application;
 pub use verification::CodeKey;

@@ -1,4 +1,5 @@
-//! Per-client rate limits on the public endpoints (register, verify, resend): token buckets
+//! Per-client rate limits on the public endpoints (register, verify, resend, and their phone
+//! counterparts): token buckets
 //! per client address and per network (/24 for IPv4, /64 for IPv6, which gets eight times the
 //! address's allowance), answered with 429 `rate_limited` and `Retry-After`.
 //!
@@ -152,7 +153,10 @@ impl RateLimits {
             ("POST", "/user/register") => self.register.as_ref(),
             // HEAD is answered by the GET handler: it does the same lookup.
             ("POST" | "GET" | "HEAD", "/user/verify") => self.verify.as_ref(),
-            ("POST", "/user/verification/resend") => self.resend.as_ref(),
+            ("POST", "/user/verification/resend" | "/user/phone/verification/resend") => {
+                self.resend.as_ref()
+            }
+            ("POST", "/user/phone/verify") => self.verify.as_ref(),
             _ => None,
         }
     }
@@ -190,6 +194,18 @@ impl ClientAddress {
             .get::<Self>()
             .copied()
             .unwrap_or(Self(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
+    }
+}
+
+/// The address [`limit`] recorded, as an extractor (never rejects).
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.extensions))
     }
 }
 

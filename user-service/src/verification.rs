@@ -53,6 +53,11 @@ impl CodeKey {
         self.0.len()
     }
 
+    /// The key's bytes, for the HMACs of `crate::phone::code`.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+
     /// HMAC-SHA256 (hex) of a code, keyed by this key and bound to its verification id, so equal
     /// codes of different verifications have different hashes.
     pub(crate) fn hash_code(&self, verification_id: Uuid, code: &str) -> String {

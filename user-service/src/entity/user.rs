@@ -51,6 +51,10 @@ pub(crate) struct Model {
     pub(crate) resends_since: Option<DateTime<Utc>>,
     /// Last "someone tried to sign up with your address" notice written (rate limit).
     pub(crate) last_attempt_notice_at: Option<DateTime<Utc>>,
+    /// The phone number given at registration (E.164), verified or not.
+    pub(crate) phone: Option<String>,
+    /// When `phone` was proved with an SMS code.
+    pub(crate) phone_verified_at: Option<DateTime<Utc>>,
 }
 
 /// No relations are navigated through sea-orm.
@@ -94,6 +98,8 @@ mod tests {
             resends: 0,
             resends_since: None,
             last_attempt_notice_at: None,
+            phone: None,
+            phone_verified_at: None,
         };
         let debug = format!("{user:?}");
         assert!(!debug.contains("argon2id"), "{debug}");

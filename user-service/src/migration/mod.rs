@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261129_000001_guessing_bounds;
 mod m20261129_000001_pending_expiry;
+mod m20261206_000001_phone_verification;
 
 /// Applies every migration of the user-service database.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         migrations.extend(outbox::migrations());
         migrations.push(Box::new(m20261129_000001_guessing_bounds::Migration));
         migrations.push(Box::new(m20261129_000001_pending_expiry::Migration));
+        migrations.push(Box::new(m20261206_000001_phone_verification::Migration));
         migrations
     }
 }

@@ -5,6 +5,7 @@
 
 pub(crate) mod health;
 mod openapi;
+pub(crate) mod phone;
 mod register;
 mod resend;
 mod verify;
@@ -30,6 +31,8 @@ pub(crate) fn documented_routes() -> (Router<AppState>, utoipa::openapi::OpenApi
             verify::confirmation::verify
         ))
         .routes(routes!(resend::resend))
+        .routes(routes!(phone::check::check))
+        .routes(routes!(phone::resend::resend))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .routes(routes!(openapi::openapi_json))

@@ -1,5 +1,12 @@
 //! `POST /user/register`: validate, hash, then write the user, its first verification and the
-//! `UserRegisteredV1` outbox row in ONE transaction.
+//! `UserRegisteredV1` outbox row in ONE transaction; with a `phone`, also its phone
+//! verification, the send record and `PhoneVerificationRequestedV1`, in the same transaction.
+//!
+//! A phone is checked before anything is written: invalid → 422 `invalid_phone`, a refused
+//! type or country → 422 `phone_type_not_allowed` / `phone_country_not_allowed` (the refused
+//! send is recorded). A velocity limit reached inside the transaction → 429 with `Retry-After`:
+//! the transaction is rolled back (no user), the blocked send is recorded on its own, and the
+//! client can retry later.
 
 use axum::{
     Json,
@@ -27,6 +34,9 @@ use crate::{
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
     password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, Password},
+    phone::{Phone, sends, verification as phone_verification},
+    rate_limit::ClientAddress,
+    routes::phone::resend::record_blocked,
     signup_attempt,
     state::AppState,
     verification::issue_verification,
@@ -81,6 +91,11 @@ pub(crate) struct RegisterRequest {
         custom(function = "name_characters")
     )]
     last_name: Option<String>,
+    /// Optional phone number to verify by SMS: E.164 (`+447400123456`), or a national format
+    /// when `PHONE_DEFAULT_REGION` is set.
+    #[serde(default, deserialize_with = "trimmed_name")]
+    #[schema(example = "+447400123456")]
+    phone: Option<String>,
 }
 
 fn nfkc<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -88,7 +103,7 @@ fn nfkc<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(String::deserialize(d)?.nfkc().collect())
 }
 
-/// Blank names count as absent.
+/// Blank names (and phones) count as absent.
 fn trimmed_name<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     Ok(Option::<String>::deserialize(d)?
         .map(|name| name.trim().to_owned())
@@ -109,6 +124,7 @@ impl TryFrom<RegisterRequest> for NewUser {
             password: Password::new_unchecked(request.password),
             first_name: request.first_name,
             last_name: request.last_name,
+            phone: None,
         })
     }
 }
@@ -136,8 +152,8 @@ pub(crate) struct RegisterResponse {
         (status = 409, description = "`email_taken` (the address owner gets a notice mail, at most one per `SIGNUP_ATTEMPT_NOTICE_INTERVAL`)", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 422, description = "`validation_failed` (per-field details) or `idempotency_key_reused`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many requests from this client address; retry after `Retry-After` seconds", body = ErrorBody),
+        (status = 422, description = "`validation_failed` (per-field details), `idempotency_key_reused`, or for `phone`: `invalid_phone`, `phone_type_not_allowed`, `phone_country_not_allowed`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many requests from this client address, or (with `phone`) a phone velocity limit; nothing was created; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 500, description = "`internal_error`", body = ErrorBody),
         (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress (or, on register, every password hashing slot stayed busy for `HASH_QUEUE_TIMEOUT`); retry after `Retry-After` seconds", body = ErrorBody),
     )
@@ -146,12 +162,24 @@ pub(crate) struct RegisterResponse {
 pub(crate) async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<RegisterRequest>,
+    client: ClientAddress,
+    ApiJson(mut request): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     let trace = TraceContext::from_headers(&headers);
     tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
     let key = IdempotencyKey::from_headers(&headers)?;
-    let new_user = NewUser::try_from(request)?;
+    let raw_phone = request.phone.take();
+    let mut new_user = NewUser::try_from(request)?;
+    new_user.phone = raw_phone
+        .map(|raw| Phone::parse(&raw, &state.settings))
+        .transpose()?;
+    if let Some(phone) = &new_user.phone
+        && let Some(block) = phone.policy_block(&state.settings)
+    {
+        record_blocked(&state, phone, client, Utc::now(), block).await?;
+        metrics::counter!("user_registrations_total", "outcome" => "phone_refused").increment(1);
+        return Err(block.api_error(0).unwrap_or(ApiError::PhoneTypeNotAllowed));
+    }
 
     if let Some(key) = &key
         && let Some(stored) = idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
@@ -160,7 +188,16 @@ pub(crate) async fn register(
     }
 
     let password_hash = state.hasher.hash(&new_user.password).await?;
-    match create_user(&state, &new_user, password_hash, &trace, key.as_ref()).await {
+    match create_user(
+        &state,
+        &new_user,
+        password_hash,
+        &trace,
+        key.as_ref(),
+        client,
+    )
+    .await
+    {
         Ok(response) => {
             tracing::Span::current().record("user_id", tracing::field::display(response.user_id));
             metrics::counter!("user_registrations_total", "outcome" => "created").increment(1);
@@ -177,7 +214,9 @@ pub(crate) async fn register(
             {
                 return replay(&state, stored, &new_user).await;
             }
-            let outcome = if matches!(error, ApiError::EmailTaken) {
+            let outcome = if matches!(error, ApiError::RateLimited { .. }) {
+                "phone_rate_limited"
+            } else if matches!(error, ApiError::EmailTaken) {
                 // The answer stays 409; the owner hears of it (rate-limited). A failure to
                 // write the notice must not change the answer, so it is only logged.
                 if let Err(notice_error) =
@@ -206,6 +245,7 @@ async fn create_user(
     password_hash: String,
     trace: &TraceContext,
     key: Option<&IdempotencyKey>,
+    client: ClientAddress,
 ) -> Result<RegisterResponse, ApiError> {
     let settings = &state.settings;
     let now = Utc::now();
@@ -216,6 +256,20 @@ async fn create_user(
     });
 
     let txn = state.db.begin().await?;
+    if let Some(phone) = &new_user.phone {
+        // The send lock first, before the user row: the order every sending transaction uses.
+        sends::lock(&txn).await?;
+        if let Some((block, wait)) =
+            sends::velocity_block(&txn, phone, client, now, settings).await?
+        {
+            // Nothing of the registration is kept; the refused send is, on its own.
+            txn.rollback().await?;
+            record_blocked(state, phone, client, now, block).await?;
+            return Err(ApiError::RateLimited {
+                retry_after: wait.max(1),
+            });
+        }
+    }
     insert_user(
         &txn,
         user_id,
@@ -240,6 +294,10 @@ async fn create_user(
         trace,
     )
     .await?;
+    if let Some(phone) = &new_user.phone {
+        let verification = phone_verification::start(&txn, user_id, phone, now, settings).await?;
+        phone_verification::send(&txn, &verification, phone, client, now, settings, trace).await?;
+    }
     let response = RegisterResponse {
         user_id,
         status: UserStatus::PendingVerification.to_value(),
@@ -287,6 +345,8 @@ async fn insert_user(
         resends: Set(0),
         resends_since: Set(None),
         last_attempt_notice_at: Set(None),
+        phone: Set(new_user.phone.as_ref().map(|phone| phone.e164().to_owned())),
+        phone_verified_at: Set(None),
     };
     user::Entity::insert(row)
         .exec_without_returning(conn)

@@ -9,6 +9,8 @@ mod helpers;
 mod idempotency;
 mod openapi;
 mod overload;
+mod phone;
+mod phone_abuse;
 mod process;
 mod rate_limits;
 mod register;

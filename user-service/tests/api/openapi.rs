@@ -29,6 +29,8 @@ async fn the_openapi_document_parses_and_matches_the_router() {
         ("GET", "/user/verify"),
         ("POST", "/user/verify"),
         ("POST", "/user/verification/resend"),
+        ("POST", "/user/phone/verify"),
+        ("POST", "/user/phone/verification/resend"),
         ("GET", "/health/live"),
         ("GET", "/health/ready"),
         ("GET", "/openapi.json"),
@@ -61,4 +63,16 @@ async fn the_openapi_document_parses_and_matches_the_router() {
         "{register_409}"
     );
     assert!(doc["components"]["schemas"]["RegisterRequest"]["properties"]["email"].is_object());
+    assert!(doc["components"]["schemas"]["RegisterRequest"]["properties"]["phone"].is_object());
+    // The check results are an enum of the schema, not prose only.
+    let results = doc["components"]["schemas"]["CheckResult"].to_string();
+    for result in [
+        "verified",
+        "incorrect",
+        "expired",
+        "max_attempts_reached",
+        "already_verified",
+    ] {
+        assert!(results.contains(&format!("\"{result}\"")), "{results}");
+    }
 }

@@ -1,4 +1,9 @@
-//! user-service settings: field names are the lower-cased environment variables.
+//! user-service settings: field names are the lower-cased environment variables. The phone
+//! verification's own types and rules are in `phone`.
+
+mod phone;
+
+pub use phone::{CountryList, PhoneRegion};
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -123,6 +128,44 @@ pub struct Settings {
     /// address" mail per address in this time.
     #[serde(with = "humantime_serde")]
     pub signup_attempt_notice_interval: Duration,
+    /// `PHONE_DEFAULT_REGION`: ISO 3166 alpha-2 region of numbers given without `+` (national
+    /// format); empty: numbers must start with `+`.
+    pub phone_default_region: PhoneRegion,
+    /// `PHONE_CODE_LENGTH`: digits of an SMS code (6 to 10).
+    pub phone_code_length: u32,
+    /// `PHONE_CODE_TTL`: lifetime of an SMS code; resends within it send the same code.
+    #[serde(with = "humantime_serde")]
+    pub phone_code_ttl: Duration,
+    /// `PHONE_CODE_MAX_ATTEMPTS`: checks of one code; the last wrong one ends the verification
+    /// (`max_attempts_reached`).
+    pub phone_code_max_attempts: u32,
+    /// `PHONE_MAX_SENDS`: SMS per verification (the first and its resends).
+    pub phone_max_sends: u32,
+    /// `PHONE_RESEND_COOLDOWN`: minimum time between two SMS of one verification.
+    #[serde(with = "humantime_serde")]
+    pub phone_resend_cooldown: Duration,
+    /// `SMS_ALLOWED_COUNTRIES`: regions SMS may go to (`GB,IE`); empty: all.
+    pub sms_allowed_countries: CountryList,
+    /// `PHONE_BLOCK_VOIP`: refuse VoIP numbers (premium-rate, shared-cost, toll-free, pager,
+    /// voicemail, UAN and personal numbers are always refused).
+    pub phone_block_voip: bool,
+    /// `PHONE_SENDS_PER_NUMBER_PER_HOUR`: send requests per number per hour.
+    pub phone_sends_per_number_per_hour: u32,
+    /// `PHONE_PREFIX_STRIP_DIGITS`: a number's prefix is the number without this many last
+    /// digits (a number range).
+    pub phone_prefix_strip_digits: u32,
+    /// `PHONE_SENDS_PER_PREFIX_PER_HOUR`: send requests per prefix per hour.
+    pub phone_sends_per_prefix_per_hour: u32,
+    /// `PHONE_SENDS_PER_IP_PER_HOUR`: send requests per client address per hour.
+    pub phone_sends_per_ip_per_hour: u32,
+    /// `PHONE_SENDS_GLOBAL_PER_HOUR`: send requests of the whole service per hour.
+    pub phone_sends_global_per_hour: u32,
+    /// `PHONE_MAX_FAILED_CHECKS`: failed code checks per number in `PHONE_FAILED_CHECKS_WINDOW`,
+    /// across its verifications; past it checks answer `max_attempts_reached` unevaluated.
+    pub phone_max_failed_checks: u32,
+    /// `PHONE_FAILED_CHECKS_WINDOW`: the window of `PHONE_MAX_FAILED_CHECKS`.
+    #[serde(with = "humantime_serde")]
+    pub phone_failed_checks_window: Duration,
 }
 
 impl Default for Settings {
@@ -165,6 +208,21 @@ impl Default for Settings {
             pending_account_ttl: Duration::from_secs(7 * 24 * 3600),
             pending_account_sweep_interval: Duration::from_secs(60),
             signup_attempt_notice_interval: Duration::from_secs(24 * 3600),
+            phone_default_region: PhoneRegion::NONE,
+            phone_code_length: 6,
+            phone_code_ttl: Duration::from_secs(600),
+            phone_code_max_attempts: 3,
+            phone_max_sends: 5,
+            phone_resend_cooldown: Duration::from_secs(30),
+            sms_allowed_countries: CountryList::default(),
+            phone_block_voip: true,
+            phone_sends_per_number_per_hour: 5,
+            phone_prefix_strip_digits: 3,
+            phone_sends_per_prefix_per_hour: 20,
+            phone_sends_per_ip_per_hour: 10,
+            phone_sends_global_per_hour: 1000,
+            phone_max_failed_checks: 100,
+            phone_failed_checks_window: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -289,7 +347,8 @@ impl Validate for Settings {
         })?;
         ensure(!self.signup_attempt_notice_interval.is_zero(), || {
             "SIGNUP_ATTEMPT_NOTICE_INTERVAL must be positive".into()
-        })
+        })?;
+        phone::validate(self)
     }
 }
 
