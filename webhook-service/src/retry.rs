@@ -329,6 +329,51 @@ mod tests {
     }
 
     #[test]
+    fn an_sms_fails_on_a_4xx_but_408_425_429_and_retries_the_rest_until_its_deadline() {
+        use Answer::{Error, Status};
+        let policy = Policy {
+            schedule: vec![Duration::from_secs(2), Duration::from_secs(5)],
+            fail_statuses: sms_fail_statuses(),
+            retry_after_cap: Duration::from_secs(60),
+        };
+        let deadline = Some(secs(4));
+        let decide = |attempt, answer| decide(&policy, attempt, answer, now(), deadline, 0.0);
+        for status in [400, 401, 403, 404, 422] {
+            assert_eq!(
+                decide(1, Status(status, None)),
+                Verdict::Failed(FailReason::FailStatus),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            decide(1, Status(410, None)),
+            Verdict::Failed(FailReason::Gone)
+        );
+        for answer in [
+            Status(408, None),
+            Status(425, None),
+            Status(429, None),
+            Status(500, None),
+            Status(503, None),
+            Error(ErrorKind::Timeout),
+            Error(ErrorKind::Connect),
+        ] {
+            assert_eq!(decide(1, answer), Verdict::Retry(secs(2)), "{answer:?}");
+            // The second delay (5 s) would start after the deadline (4 s).
+            assert_eq!(
+                decide(2, answer),
+                Verdict::Failed(FailReason::Deadline),
+                "{answer:?}"
+            );
+        }
+        let retry_after = Status(429, Some(Duration::from_secs(30)));
+        assert_eq!(
+            decide(1, retry_after),
+            Verdict::Failed(FailReason::Deadline)
+        );
+    }
+
+    #[test]
     fn an_empty_schedule_means_one_attempt() {
         let policy = Policy {
             schedule: Vec::new(),
