@@ -21,11 +21,6 @@ use crate::{
     jobs, public_events, store,
 };
 
-/// `SET` clause: a finished `sms` delivery (`$1`, the new status, is not `pending`) loses its
-/// body, which holds the one-time code: the code is at rest only while it may still be sent.
-const ERASE_SMS_BODY: &str =
-    "body = CASE WHEN kind = 'sms' AND $1 <> 'pending' THEN NULL ELSE body END";
-
 /// The attempt made, as stored.
 pub(super) struct AttemptRow {
     pub(super) url: String,
@@ -97,15 +92,16 @@ pub(super) async fn record(
     }
     let terminal = change.status != delivery::status::PENDING;
     let completed_at = terminal.then_some(change.now);
+    // A finished `sms` delivery (`$1`, the new status, is not `pending`) loses its body, which
+    // holds the one-time code: the code is at rest only while it may still be sent.
     let updated = txn
         .execute_raw(Statement::from_sql_and_values(
             txn.get_database_backend(),
-            format!(
-                "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = $3, \
+            "UPDATE deliveries SET status = $1, next_attempt_at = $2, attempts = $3, \
              last_status = $4, last_error = $5, updated_at = $6, completed_at = $7, \
-             leased_until = NULL, {ERASE_SMS_BODY} \
-             WHERE id = $8 AND status = 'pending' AND leased_until = $9"
-            ),
+             leased_until = NULL, \
+             body = CASE WHEN kind = 'sms' AND $1 <> 'pending' THEN NULL ELSE body END \
+             WHERE id = $8 AND status = 'pending' AND leased_until = $9",
             [
                 Value::from(change.status),
                 Value::from(change.next_attempt_at),
