@@ -9,10 +9,11 @@
 //! `RELAY_ADMIN_ADDR` and `EMAIL_ADMIN_ADDR`.
 //! `DATABASE_URL` is the user-service database, which the relay reads too.
 //!
-//! One development default differs from the webhook-service binary's: unless
+//! Two development defaults differ from the webhook-service binary's: unless
 //! `WEBHOOK_ALLOWED_NETS` is set, the runner's webhook-service may call loopback addresses
-//! ([`DEV_WEBHOOK_ALLOWED_NETS`]), so a receiver on the developer's machine gets its webhooks.
-//! The binary (and docker compose) refuses them.
+//! ([`DEV_WEBHOOK_ALLOWED_NETS`]), so a receiver on the developer's machine gets its webhooks
+//! (the binary, and docker compose, refuses them); and unless `SMS_DIR` is set, the SMS files
+//! (`SMS_GATEWAY=file`, the default) go to `sms` next to the mails' `MAIL_DIR`.
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -87,7 +88,7 @@ impl StackSettings {
         user.admin_addr = runner.user_admin_addr;
         relay.database_url = user.database_url.clone();
         relay.admin_addr = runner.relay_admin_addr;
-        let webhook = webhook_settings(&runner)?;
+        let webhook = webhook_settings(&runner, &email.mail_dir)?;
         email.database_url = runner.email_database_url;
         email.admin_addr = runner.email_admin_addr;
         Ok(Self {
@@ -100,12 +101,20 @@ impl StackSettings {
 }
 
 /// The webhook-service's settings from the environment, with `DATABASE_URL` and `HTTP_ADDR`
-/// replaced by the runner's `WEBHOOK_*` ones before they are validated, and loopback allowed
-/// when `WEBHOOK_ALLOWED_NETS` is unset.
+/// replaced by the runner's `WEBHOOK_*` ones before they are validated, loopback allowed
+/// when `WEBHOOK_ALLOWED_NETS` is unset, and `SMS_DIR` next to `mail_dir` when unset.
 fn webhook_settings(
     runner: &RunnerSettings,
+    mail_dir: &std::path::Path,
 ) -> Result<webhook_service::Settings, common::settings::SettingsError> {
     let mut env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    if env.get("SMS_DIR").is_none_or(String::is_empty) {
+        let sms_dir = mail_dir
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join("sms");
+        env.insert("SMS_DIR".into(), sms_dir.display().to_string());
+    }
     let allowed_nets_set = env.contains_key("WEBHOOK_ALLOWED_NETS");
     env.insert(
         "DATABASE_URL".into(),

@@ -12,6 +12,9 @@ const EMAIL_DATABASE_URL: &str =
     "postgres://email_service@postgres:5432/email?sslmode=require&password=email-pw-4714";
 const WEBHOOK_DATABASE_URL: &str = "postgres://webhook_service:webhook-pw-4716@postgres/webhooks";
 const WEBHOOK_API_TOKEN: &str = "api-token-4717-0123456789abcdef";
+const SMS_TWILIO_AUTH_TOKEN: &str = "twilio-token-4718";
+const SMS_HTTP_HEADERS: &str = "Authorization: Bearer sms-bearer-4719";
+const SMS_HTTP_URL: &str = "https://sms.example.com/send?api_key=sms-key-4720";
 
 fn environment() -> std::collections::HashMap<String, String> {
     env_vars(&[
@@ -22,6 +25,9 @@ fn environment() -> std::collections::HashMap<String, String> {
         ("WEBHOOK_DATABASE_URL", WEBHOOK_DATABASE_URL),
         ("WEBHOOK_API_TOKEN", WEBHOOK_API_TOKEN),
         ("CODE_HMAC_KEY", CODE_HMAC_KEY),
+        ("SMS_TWILIO_AUTH_TOKEN", SMS_TWILIO_AUTH_TOKEN),
+        ("SMS_HTTP_HEADERS", SMS_HTTP_HEADERS),
+        ("SMS_HTTP_URL", SMS_HTTP_URL),
     ])
 }
 
@@ -34,6 +40,9 @@ fn assert_redacted(what: &str, printed: &str) {
         "code-key-4715",
         "webhook-pw-4716",
         "api-token-4717",
+        "twilio-token-4718",
+        "sms-bearer-4719",
+        "sms-key-4720",
     ] {
         assert!(
             !printed.contains(password),
@@ -59,6 +68,15 @@ fn debug_output_of_every_settings_struct_hides_the_passwords() {
     assert_eq!(
         webhook.webhook_api_token,
         Some(webhook_service::ApiToken(WEBHOOK_API_TOKEN.into()))
+    );
+
+    assert_eq!(
+        webhook.sms_twilio_auth_token,
+        Some(webhook_service::SmsSecret(SMS_TWILIO_AUTH_TOKEN.into()))
+    );
+    assert_eq!(
+        webhook.sms_http_url.as_ref().map(|url| url.expose()),
+        Some(SMS_HTTP_URL)
     );
 
     assert_redacted("user-service Settings", &format!("{user:?}"));

@@ -7,7 +7,8 @@
 //!   fanned out from the events this service consumes from its quorum queue;
 //! - scheduled requests posted to `POST /v1/jobs` (`execute_at`, retry policy), and the signed
 //!   report of each job's outcome to its `notify` URL;
-//! - later, the SMS gateway call.
+//! - phone verification codes by SMS (`sms`), through a Twilio-compatible or templated HTTP
+//!   gateway, or as files in development.
 //!
 //! The modules are private; what the binary, the all-in-one runner and the tests use is
 //! re-exported here. One is public: [`signing`], which receivers written in Rust can use to
@@ -23,6 +24,7 @@
 //! - [`signing`]: Standard Webhooks secrets (`whsec_…`), signatures and their verification.
 //! - `consumer`: sign-up events from the broker → public webhook events → deliveries.
 //! - `public_events`: the public, versioned, secret-free webhook event schemas.
+//! - `sms`: `PhoneVerificationRequestedV1` → one `sms` delivery; the gateways, the text.
 //! - `jobs`: scheduled requests: parsing a job, its delivery, the outcome report to `notify`.
 //! - `store`: inserting deliveries (one function every producer uses) and the due signal.
 //! - `entity`, `migration`: the database.
@@ -40,9 +42,10 @@ mod public_events;
 mod retry;
 mod settings;
 pub mod signing;
+mod sms;
 mod startup;
 mod state;
 mod store;
 
-pub use settings::{ApiToken, Settings};
+pub use settings::{ApiToken, Settings, SmsBodyEncoding, SmsGateway, SmsHeaders, SmsSecret};
 pub use startup::Application;

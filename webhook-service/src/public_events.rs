@@ -19,11 +19,17 @@
 //! for them, nor for a password or hash: the structs below are built field by field from the
 //! internal events, never copied from them. `user.signup_attempted.v1` has no public event:
 //! it would tell a subscriber that someone tried to register an address that has an account.
+//! `PhoneVerificationRequestedV1` has none either: it carries the one-time code, which only the
+//! SMS may carry ([`crate::sms`]).
+//!
+//! **Personal data.** `user.phone_verified` carries the verified number (E.164), as the email
+//! events carry the address: personal data a subscriber needs to act on the verification, but
+//! no secret (it proves nothing by itself). Subscribers must treat it as they treat email.
 
 use chrono::{DateTime, Utc};
 use common::events::{
-    Envelope, SignupEvent, UserRegisteredV1, UserVerifiedV1, VerificationReminderV1,
-    VerificationResentV1,
+    Envelope, PhoneVerifiedV1, SignupEvent, UserRegisteredV1, UserVerifiedV1,
+    VerificationReminderV1, VerificationResentV1,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -35,6 +41,7 @@ pub(crate) const EVENT_TYPES: &[&str] = &[
     UserVerificationReminderSent::TYPE,
     UserVerificationResent::TYPE,
     UserVerified::TYPE,
+    UserPhoneVerified::TYPE,
     EndpointDisabled::TYPE,
 ];
 
@@ -127,6 +134,21 @@ impl PublicData for UserVerified {
     const TYPE: &'static str = "user.verified";
 }
 
+/// `user.phone_verified`: the user proved the phone number with the code sent by SMS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct UserPhoneVerified {
+    /// Schema version, 1.
+    pub(crate) version: u32,
+    pub(crate) user_id: Uuid,
+    /// The verified number, E.164 (`+447700900123`): personal data, not a secret.
+    pub(crate) phone: String,
+    pub(crate) verified_at: DateTime<Utc>,
+}
+
+impl PublicData for UserPhoneVerified {
+    const TYPE: &'static str = "user.phone_verified";
+}
+
 /// `endpoint.disabled` (operational): the service disabled an endpoint, because it answered
 /// 410 Gone (`reason` `gone`) or failed without a success for `WEBHOOK_DISABLE_AFTER`
 /// (`failing`). Sent to the endpoints that list it in their `event_types` (a catch-all endpoint
@@ -203,8 +225,7 @@ pub(crate) fn public_event(event: &SignupEvent) -> Result<Option<PublicEvent>, s
         SignupEvent::SignupAttempted(_) => Ok(None),
         // Carries a one-time code: sent by SMS (see `sms`), never published as a webhook.
         SignupEvent::PhoneVerificationRequested(_) => Ok(None),
-        // TODO(phone): `user.phone_verified`.
-        SignupEvent::PhoneVerified(_) => Ok(None),
+        SignupEvent::PhoneVerified(e) => encode(e, phone_verified(&e.data)),
     }
 }
 
@@ -266,17 +287,31 @@ fn verified(event: &UserVerifiedV1) -> UserVerified {
     }
 }
 
+fn phone_verified(event: &PhoneVerifiedV1) -> UserPhoneVerified {
+    UserPhoneVerified {
+        version: SCHEMA_VERSION,
+        user_id: event.user_id,
+        phone: event.phone.clone(),
+        verified_at: event.verified_at,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
-    use common::events::{Event, SignupAttemptedV1, VerificationDetails};
+    use common::events::{
+        Event, PhoneVerificationRequestedV1, SignupAttemptedV1, VerificationDetails,
+    };
 
     use super::*;
 
     const TOKEN: &str = "tok3nS3cr3tV4lue";
     const CODE: &str = "482913";
     const LINK: &str = "http://127.0.0.1:8080/user/verify?token=tok3nS3cr3tV4lue";
+    /// The SMS code: other digits than [`CODE`], so each is looked for on its own.
+    const PHONE_CODE: &str = "730561";
+    const PHONE: &str = "+447700900123";
 
     /// A fixed time and id, so no digit of a timestamp or id can match the code by chance.
     fn at() -> DateTime<Utc> {
@@ -298,7 +333,8 @@ mod tests {
         Envelope::new(Uuid::new_v4(), at(), data)
     }
 
-    /// One internal event of every type, the verification events with known secrets.
+    /// One internal event of every type, the verification events with known secrets; the
+    /// signup attempt last.
     fn every_internal_event() -> Vec<SignupEvent> {
         let user_id = Uuid::from_u128(0x0123_4567_89ab_cdef);
         let email = "ann@example.com".to_owned();
@@ -336,6 +372,20 @@ mod tests {
                 last_name,
                 verified_at: at(),
             })),
+            SignupEvent::PhoneVerificationRequested(envelope(PhoneVerificationRequestedV1 {
+                user_id,
+                verification_id: Uuid::from_u128(7),
+                phone: PHONE.into(),
+                code: PHONE_CODE.into(),
+                expires_at: at(),
+                send_number: 2,
+            })),
+            SignupEvent::PhoneVerified(envelope(PhoneVerifiedV1 {
+                user_id,
+                verification_id: Uuid::from_u128(7),
+                phone: PHONE.into(),
+                verified_at: at(),
+            })),
             SignupEvent::SignupAttempted(envelope(SignupAttemptedV1 {
                 user_id,
                 email,
@@ -355,9 +405,9 @@ mod tests {
     #[test]
     fn no_public_payload_carries_a_verification_secret() {
         let mapped = mapped();
-        assert_eq!(mapped.len(), 4);
+        assert_eq!(mapped.len(), 5);
         for event in &mapped {
-            for secret in [TOKEN, CODE, LINK, "verify?", "\"code", "\"link"] {
+            for secret in [TOKEN, CODE, PHONE_CODE, LINK, "verify?", "\"code", "\"link"] {
                 assert!(
                     !event.payload.contains(secret),
                     "{secret:?} in {}: {}",
@@ -383,6 +433,29 @@ mod tests {
     }
 
     #[test]
+    fn a_phone_code_request_is_never_public_and_a_verified_phone_is() {
+        let events = every_internal_event();
+        let requested = events
+            .iter()
+            .find(|e| matches!(e, SignupEvent::PhoneVerificationRequested(_)))
+            .expect("a code request");
+        assert_eq!(public_event(requested).expect("serialisable"), None);
+        let verified = events
+            .iter()
+            .find(|e| matches!(e, SignupEvent::PhoneVerified(_)))
+            .expect("a verified phone");
+        let event = public_event(verified)
+            .expect("serialisable")
+            .expect("public");
+        let payload: Payload<UserPhoneVerified> =
+            serde_json::from_str(&event.payload).expect("the documented schema");
+        assert_eq!(payload.event_type, "user.phone_verified");
+        assert_eq!(payload.data.phone, PHONE);
+        assert_eq!(payload.data.verified_at, at());
+        assert_eq!(payload.timestamp, at());
+    }
+
+    #[test]
     fn payloads_have_the_standard_webhooks_shape_and_a_version() {
         for event in mapped() {
             let json: serde_json::Value = serde_json::from_str(&event.payload).expect("JSON");
@@ -396,7 +469,11 @@ mod tests {
             assert_eq!(json["type"], event.event_type);
             assert_eq!(json["data"]["version"], SCHEMA_VERSION);
             assert!(json["data"]["user_id"].is_string());
-            assert_eq!(json["data"]["email"], "ann@example.com");
+            if event.event_type == UserPhoneVerified::TYPE {
+                assert_eq!(json["data"]["phone"], PHONE);
+            } else {
+                assert_eq!(json["data"]["email"], "ann@example.com");
+            }
             let timestamp = json["timestamp"].as_str().expect("timestamp");
             DateTime::parse_from_rfc3339(timestamp).expect("RFC 3339");
         }

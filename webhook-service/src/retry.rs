@@ -20,7 +20,12 @@
 //! | a retry that would start after the delivery's `deadline` | failed (`deadline`) |
 //!
 //! A claimed delivery already past its deadline is failed (`deadline`) without an attempt
-//! (the engine checks [`past_deadline`]).
+//! (the engine checks [`past_deadline`] before building the request and again before the call).
+//!
+//! **Per kind.** An `sms` delivery (a one-time code, its deadline the code's expiry) follows
+//! `SMS_RETRY_SCHEDULE` (default `2s,5s,10s,30s,1m,2m,5m,5m`) and fails at once on every 4xx but
+//! 408, 425 and 429 ([`sms_fail_statuses`]); 5xx, timeouts and connection errors are retried
+//! until the deadline, never after it.
 
 use std::time::Duration;
 
@@ -49,20 +54,34 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// The policy of `delivery`: its own `retry_schedule` (milliseconds) and `fail_statuses`
-    /// when set, else the global settings. A stored value that does not parse (never written
-    /// by this service) falls back to the global one.
+    /// when set, else its kind's: for `sms` `SMS_RETRY_SCHEDULE` and [`SMS_FAIL_STATUSES`],
+    /// for the others the global settings. A stored value that does not parse (never written by
+    /// this service) falls back to the kind's.
     pub(crate) fn for_delivery(settings: &Settings, delivery: &delivery::Model) -> Self {
+        let is_sms = delivery.kind == delivery::kind::SMS;
         let schedule = delivery
             .retry_schedule
             .as_ref()
             .and_then(|json| serde_json::from_value::<Vec<u64>>(json.clone()).ok())
             .map(|millis| millis.into_iter().map(Duration::from_millis).collect())
-            .unwrap_or_else(|| settings.webhook_retry_schedule.clone());
+            .unwrap_or_else(|| {
+                if is_sms {
+                    settings.sms_retry_schedule.clone()
+                } else {
+                    settings.webhook_retry_schedule.clone()
+                }
+            });
         let fail_statuses = delivery
             .fail_statuses
             .as_ref()
             .and_then(|json| serde_json::from_value::<Vec<u16>>(json.clone()).ok())
-            .unwrap_or_else(|| settings.webhook_fail_statuses.clone());
+            .unwrap_or_else(|| {
+                if is_sms {
+                    sms_fail_statuses()
+                } else {
+                    settings.webhook_fail_statuses.clone()
+                }
+            });
         Self {
             schedule,
             fail_statuses,
@@ -74,6 +93,19 @@ impl Policy {
     pub(crate) fn max_attempts(&self) -> usize {
         self.schedule.len() + 1
     }
+}
+
+/// The 4xx statuses an SMS gateway answers that are retried: timeout (408), too early (425),
+/// too many requests (429). Every other 4xx fails an `sms` delivery at once ([`FailReason::
+/// FailStatus`], 410 [`FailReason::Gone`]): the gateway refused this message (a bad number, bad
+/// credentials), and sending it again cannot help before the code expires.
+pub(crate) const SMS_RETRIED_4XX: [u16; 3] = [408, 425, 429];
+
+/// The fail statuses of an `sms` delivery: every 4xx but [`SMS_RETRIED_4XX`].
+pub(crate) fn sms_fail_statuses() -> Vec<u16> {
+    (400..500)
+        .filter(|status| !SMS_RETRIED_4XX.contains(status))
+        .collect()
 }
 
 /// What an attempt produced, as far as the policy cares.
@@ -294,6 +326,51 @@ mod tests {
                 "attempt {attempt}, {answer:?}, {deadline:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_sms_fails_on_a_4xx_but_408_425_429_and_retries_the_rest_until_its_deadline() {
+        use Answer::{Error, Status};
+        let policy = Policy {
+            schedule: vec![Duration::from_secs(2), Duration::from_secs(5)],
+            fail_statuses: sms_fail_statuses(),
+            retry_after_cap: Duration::from_secs(60),
+        };
+        let deadline = Some(secs(4));
+        let decide = |attempt, answer| decide(&policy, attempt, answer, now(), deadline, 0.0);
+        for status in [400, 401, 403, 404, 422] {
+            assert_eq!(
+                decide(1, Status(status, None)),
+                Verdict::Failed(FailReason::FailStatus),
+                "{status}"
+            );
+        }
+        assert_eq!(
+            decide(1, Status(410, None)),
+            Verdict::Failed(FailReason::Gone)
+        );
+        for answer in [
+            Status(408, None),
+            Status(425, None),
+            Status(429, None),
+            Status(500, None),
+            Status(503, None),
+            Error(ErrorKind::Timeout),
+            Error(ErrorKind::Connect),
+        ] {
+            assert_eq!(decide(1, answer), Verdict::Retry(secs(2)), "{answer:?}");
+            // The second delay (5 s) would start after the deadline (4 s).
+            assert_eq!(
+                decide(2, answer),
+                Verdict::Failed(FailReason::Deadline),
+                "{answer:?}"
+            );
+        }
+        let retry_after = Status(429, Some(Duration::from_secs(30)));
+        assert_eq!(
+            decide(1, retry_after),
+            Verdict::Failed(FailReason::Deadline)
+        );
     }
 
     #[test]

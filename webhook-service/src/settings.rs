@@ -1,6 +1,10 @@
 //! webhook-service settings: field names are the lower-cased environment variables.
+//!
+//! - `sms`: the SMS settings' types and their validation.
 
-use std::{net::SocketAddr, time::Duration};
+mod sms;
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use common::settings::{
     ConnectionUrl, LogFormat, SettingsError, Validate, deserialize_durations, ensure,
@@ -8,6 +12,8 @@ use common::settings::{
 };
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use sms::{SmsBodyEncoding, SmsGateway, SmsHeaders, SmsSecret};
 
 /// Svix's schedule after the first, immediate attempt: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
 const DEFAULT_RETRY_SCHEDULE: [Duration; 7] = [
@@ -121,6 +127,44 @@ pub struct Settings {
     /// plus a day, so a delivery still being retried keeps its attempt log.
     #[serde(with = "humantime_serde")]
     pub webhook_attempt_retention: Duration,
+    /// `SMS_GATEWAY`: `file` (one file per SMS in `SMS_DIR`), `twilio` or `http`.
+    pub sms_gateway: SmsGateway,
+    /// `SMS_DIR`: the folder of the `file` gateway (created when the first SMS is written).
+    pub sms_dir: PathBuf,
+    /// `SMS_APP_NAME`: `{app}` in `SMS_TEMPLATE`.
+    pub sms_app_name: String,
+    /// `SMS_TEMPLATE`: the text; `{app}`, `{code}` (required) and `{minutes}` (until the code
+    /// expires, rounded up) are replaced.
+    pub sms_template: String,
+    /// `SMS_FROM`: the sender (`twilio`: `From`, a number or alphanumeric sender id).
+    pub sms_from: Option<String>,
+    /// `SMS_RETRY_SCHEDULE`: delays after the first attempt of an SMS; no attempt starts after
+    /// the code's expiry whatever is left of it.
+    #[serde(
+        deserialize_with = "deserialize_durations",
+        serialize_with = "serialize_durations"
+    )]
+    pub sms_retry_schedule: Vec<Duration>,
+    /// `SMS_TWILIO_BASE_URL`: the Messages API's origin (a compatible API or a test fake).
+    pub sms_twilio_base_url: String,
+    /// `SMS_TWILIO_ACCOUNT_SID`: the account (path and basic-auth user).
+    pub sms_twilio_account_sid: Option<String>,
+    /// `SMS_TWILIO_AUTH_TOKEN`: basic-auth password. `Debug` hides it.
+    pub sms_twilio_auth_token: Option<SmsSecret>,
+    /// `SMS_TWILIO_MESSAGING_SERVICE_SID`: sent as `MessagingServiceSid` (instead of, or with,
+    /// `SMS_FROM`).
+    pub sms_twilio_messaging_service_sid: Option<String>,
+    /// `SMS_HTTP_URL`: the `http` gateway's URL (printed without secrets).
+    pub sms_http_url: Option<ConnectionUrl>,
+    /// `SMS_HTTP_METHOD`: the `http` gateway's method.
+    pub sms_http_method: String,
+    /// `SMS_HTTP_HEADERS`: `Name: value; Name: value` ([`SmsHeaders`]). `Debug` hides values.
+    pub sms_http_headers: SmsHeaders,
+    /// `SMS_HTTP_BODY`: the `http` gateway's body; `{to}` and `{text}` are replaced, escaped by
+    /// `SMS_HTTP_BODY_ENCODING`.
+    pub sms_http_body: String,
+    /// `SMS_HTTP_BODY_ENCODING`: `json`, `form` or `raw`.
+    pub sms_http_body_encoding: SmsBodyEncoding,
     /// `LOG_FORMAT`: `pretty` or `json`.
     pub log_format: LogFormat,
 }
@@ -152,6 +196,21 @@ impl Default for Settings {
             webhook_disable_after: Duration::from_secs(5 * 24 * 3600),
             webhook_secret_rotation_grace: Duration::from_secs(24 * 3600),
             webhook_attempt_retention: Duration::from_secs(30 * 24 * 3600),
+            sms_gateway: SmsGateway::File,
+            sms_dir: PathBuf::from("sms"),
+            sms_app_name: "Signup".into(),
+            sms_template: sms::DEFAULT_SMS_TEMPLATE.into(),
+            sms_from: None,
+            sms_retry_schedule: sms::DEFAULT_SMS_RETRY_SCHEDULE.to_vec(),
+            sms_twilio_base_url: "https://api.twilio.com".into(),
+            sms_twilio_account_sid: None,
+            sms_twilio_auth_token: None,
+            sms_twilio_messaging_service_sid: None,
+            sms_http_url: None,
+            sms_http_method: "POST".into(),
+            sms_http_headers: SmsHeaders::default(),
+            sms_http_body: sms::DEFAULT_SMS_HTTP_BODY.into(),
+            sms_http_body_encoding: SmsBodyEncoding::Json,
             log_format: LogFormat::Pretty,
         }
     }
@@ -243,7 +302,7 @@ impl Validate for Settings {
         ensure(self.webhook_max_body_bytes > 0, || {
             "WEBHOOK_MAX_BODY_BYTES must be at least 1".into()
         })?;
-        Ok(())
+        sms::validate(self)
     }
 }
 

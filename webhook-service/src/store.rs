@@ -121,6 +121,38 @@ pub(crate) async fn insert(
     Ok(())
 }
 
+/// Inserts one delivery unless a delivery with its id exists (the inbox of a delivery whose id
+/// is an event's id), with the `NOTIFY` of [`insert`], in one transaction. Returns whether it
+/// was inserted. On PostgreSQL a concurrent insert of the same id waits for the first one's
+/// transaction, then inserts nothing.
+///
+/// # Errors
+/// Any database error; nothing is inserted then.
+pub(crate) async fn insert_unless_exists(
+    db: &sea_orm::DatabaseConnection,
+    delivery: NewDelivery,
+) -> Result<bool, DbErr> {
+    use sea_orm::TransactionTrait as _;
+    let txn = db.begin().await?;
+    let inserted = delivery::Entity::insert(delivery.into_active_model(Utc::now()))
+        .on_conflict_do_nothing_on([delivery::Column::Id])
+        .exec_without_returning(&txn)
+        .await?;
+    if !matches!(inserted, sea_orm::TryInsertResult::Inserted(n) if n > 0) {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT pg_notify('{NOTIFY_CHANNEL}', '')"),
+        ))
+        .await?;
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
 /// In-process hint that deliveries were committed (or became due sooner): wakes the engine so it
 /// recomputes its next due time. Like `NOTIFY` it is only a hint; the engine also wakes at the
 /// earliest `next_attempt_at` it knows and polls as a backstop.

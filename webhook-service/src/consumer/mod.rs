@@ -1,10 +1,13 @@
 //! The event consumer: sign-up events from the webhook-service's quorum queue → public events
 //! ([`crate::public_events`]) → a `messages` row and one `webhook` delivery per subscribed
-//! endpoint, in one transaction ([`fanout`]) → wake the engine → ack.
+//! endpoint, in one transaction ([`fanout`]) → wake the engine → ack. A
+//! `PhoneVerificationRequestedV1` (never public) becomes one `sms` delivery instead
+//! ([`crate::sms`]), whose id is the event's (the inbox of SMS).
 //!
 //! Every delivery ends in exactly one of:
 //! - ack after the commit (the broker forgets the event only once its deliveries are durable);
-//! - ack of a duplicate: the event's message row exists (a redelivery), nothing is added;
+//! - ack of a duplicate: the event's message row (or SMS delivery) exists (a redelivery),
+//!   nothing is added;
 //! - ack of an event that has no public counterpart (`user.signup_attempted.v1`), nothing stored;
 //! - reject without requeue of an undecodable body: the broker dead-letters it to
 //!   `webhook-service.dlq`;
@@ -24,7 +27,12 @@
 use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use common::{amqp::header_text, backoff::Backoff, events::SignupEvent, shutdown::sleep_or_cancel};
+use common::{
+    amqp::header_text,
+    backoff::Backoff,
+    events::{Envelope, PhoneVerificationRequestedV1, SignupEvent},
+    shutdown::sleep_or_cancel,
+};
 use lapin::{
     BasicProperties, Connection,
     message::Delivery,
@@ -39,7 +47,11 @@ use tracing::Instrument;
 
 pub(crate) mod fanout;
 
-use crate::{public_events, state::AppState};
+use crate::{
+    public_events::{self, PublicEvent},
+    sms,
+    state::AppState,
+};
 use fanout::Stored;
 
 /// The consumer loop neither consuming nor reconnecting for longer than this is stuck:
@@ -213,8 +225,8 @@ async fn process(state: &AppState, delivery: &Delivery, done: &CancellationToken
             return Outcome::DeadLettered;
         }
     };
-    let public = match public_events::public_event(&event) {
-        Ok(Some(public)) => public,
+    let work = match work(&event) {
+        Ok(Some(work)) => work,
         Ok(None) => {
             tracing::debug!(
                 event_type = event.event_type(),
@@ -232,20 +244,27 @@ async fn process(state: &AppState, delivery: &Delivery, done: &CancellationToken
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let started = std::time::Instant::now();
     loop {
-        let stored = fanout::store_message(
-            &state.db,
-            event_id,
-            &public,
-            traceparent.clone(),
-            state.settings.webhook_request_timeout,
-        )
-        .await;
+        let stored = match &work {
+            Work::Publish(public) => {
+                fanout::store_message(
+                    &state.db,
+                    event_id,
+                    public,
+                    traceparent.clone(),
+                    state.settings.webhook_request_timeout,
+                )
+                .await
+            }
+            Work::Sms(requested) => {
+                sms::store(&state.db, &state.settings, requested, traceparent.clone()).await
+            }
+        };
         let error = match stored {
             Ok(Stored::Fresh { deliveries }) => {
                 if deliveries > 0 {
                     state.due.wake();
                 }
-                tracing::info!(%event_id, event_type = public.event_type, deliveries, "event stored");
+                tracing::info!(%event_id, event_type = work.kind(), deliveries, "event stored");
                 return Outcome::Stored;
             }
             Ok(Stored::Duplicate) => {
@@ -265,6 +284,32 @@ async fn process(state: &AppState, delivery: &Delivery, done: &CancellationToken
             return Outcome::Requeued;
         }
     }
+}
+
+/// What a consumed event becomes.
+enum Work<'a> {
+    /// A public event: a message and its webhooks.
+    Publish(PublicEvent),
+    /// A verification code: one `sms` delivery.
+    Sms(&'a Envelope<PhoneVerificationRequestedV1>),
+}
+
+impl Work<'_> {
+    /// The public event type, or `sms`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Publish(public) => public.event_type,
+            Self::Sms(_) => crate::entity::delivery::kind::SMS,
+        }
+    }
+}
+
+/// What `event` becomes: `None` for an event that is neither published nor sent.
+fn work(event: &SignupEvent) -> Result<Option<Work<'_>>, serde_json::Error> {
+    if let SignupEvent::PhoneVerificationRequested(requested) = event {
+        return Ok(Some(Work::Sms(requested)));
+    }
+    Ok(public_events::public_event(event)?.map(Work::Publish))
 }
 
 /// An ack, nack or reject, bounded by [`CHANNEL_TIMEOUT`]: on a channel that died without

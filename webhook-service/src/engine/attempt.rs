@@ -1,5 +1,6 @@
-//! One claimed delivery: check its deadline, build the request, check that the call still fits
-//! in the lease, make the call, apply the retry policy and record the outcome.
+//! One claimed delivery: check its deadline, build the request, check the deadline again and
+//! that the call still fits in the lease, make the call (an SMS of the `file` gateway: write
+//! it), apply the retry policy and record the outcome.
 //!
 //! **Within the lease.** Past its lease the row may be claimed again (by this process or
 //! another) and sent a second time. So a call starts only if its timeout and
@@ -66,26 +67,43 @@ pub(super) async fn deliver(
 
 async fn attempt(state: &AppState, recorder: &Recorder, prefetched: &Prefetched, claimed: Claimed) {
     let Claimed { row, lease_end } = claimed;
+    let deadline_passed = || Prepared::Skip {
+        status: delivery::status::FAILED,
+        reason: "deadline",
+    };
     let now = Utc::now();
-    let change = if retry::past_deadline(row.deadline, now) {
-        skip(row, delivery::status::FAILED, "deadline")
+    let prepared = if retry::past_deadline(row.deadline, now) {
+        Ok(deadline_passed())
     } else {
-        match request::prepare(&state.db, &state.settings, &row, prefetched, now).await {
-            Ok(Prepared::Skip { status, reason }) => skip(row, status, reason),
-            Ok(Prepared::Send { request, endpoint }) => {
-                if !fits_in_lease(Instant::now(), request.timeout, lease_end) {
-                    put_back(state, &row).await;
-                    return;
+        request::prepare(&state.db, &state.settings, &row, prefetched, now)
+            .await
+            .map(|prepared| match prepared {
+                // Building the request may have waited for the database: no call starts after
+                // the deadline.
+                Prepared::Send { .. } if retry::past_deadline(row.deadline, Utc::now()) => {
+                    deadline_passed()
                 }
-                call(state, row, request, endpoint, lease_end).await
-            }
-            Err(error) => {
-                tracing::warn!(
-                    error = %common::telemetry::error_chain(&error),
-                    "cannot prepare the attempt; it is retried when its lease ends"
-                );
+                prepared => prepared,
+            })
+    };
+    let change = match prepared {
+        Ok(Prepared::Skip { status, reason }) => {
+            crate::sms::count_skipped(&state.settings, &row, reason);
+            skip(row, status, reason)
+        }
+        Ok(Prepared::Send { request, endpoint }) => {
+            if !fits_in_lease(Instant::now(), request.timeout, lease_end) {
+                put_back(state, &row).await;
                 return;
             }
+            call(state, row, request, endpoint, lease_end).await
+        }
+        Err(error) => {
+            tracing::warn!(
+                error = %common::telemetry::error_chain(&error),
+                "cannot prepare the attempt; it is retried when its lease ends"
+            );
+            return;
         }
     };
     let change = Arc::new(change);
@@ -168,7 +186,11 @@ async fn call(
     let room = lease_end
         .saturating_duration_since(Instant::now())
         .saturating_sub(RECORD_BUDGET);
-    let result = send(state, request, room).await;
+    let mut result = match crate::sms::file::target(&claimed, &request) {
+        Some(path) => crate::sms::file::write(&path, &request.body).await,
+        None => send(state, request, room).await,
+    };
+    crate::sms::gateway::scrub(&claimed, &mut result);
     let now = Utc::now();
     let answer = Answer::of(&result);
     let policy = Policy::for_delivery(&state.settings, &claimed);
@@ -182,6 +204,7 @@ async fn call(
         retry::random_jitter(),
     );
     metrics::attempt(&claimed.kind, verdict.outcome(), result.duration);
+    crate::sms::count_verdict(&state.settings, &claimed, verdict);
     let error_kind = answer.error_kind();
     let (status, next_attempt_at, last_error) = match verdict {
         Verdict::Succeeded => (delivery::status::SUCCEEDED, now, None),

@@ -33,6 +33,7 @@ const SKIP_REASONS: &[&str] = &[
     "endpoint_deleted",
     "message_missing",
     "invalid_secret",
+    crate::sms::UNREADABLE,
 ];
 const DISABLE_REASONS: &[&str] = &["gone", "failing"];
 

@@ -66,6 +66,7 @@ const BACKLOG_SAMPLE: Duration = Duration::from_secs(5);
 /// (each is bounded by its timeout) and returns.
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
     metrics::register();
+    crate::sms::register_metrics(&state.settings);
     let mut background = JoinSet::new();
     let due = state.due.clone();
     background.spawn(common::database::listen(

@@ -149,7 +149,8 @@ pub(super) async fn record_batch(
 }
 
 /// Moves each delivery still holding its claim (`pending`, same `leased_until`) to its new
-/// state; returns the ids it moved. PostgreSQL: one statement joining the new states as a
+/// state; returns the ids it moved. A finished `sms` delivery loses its body, which holds the
+/// one-time code: the code is at rest only while it may still be sent. PostgreSQL: one statement joining the new states as a
 /// `VALUES` list; SQLite (one process): one statement per change.
 async fn update_deliveries(
     txn: &impl ConnectionTrait,
@@ -193,7 +194,8 @@ async fn update_deliveries(
         let sql = format!(
             "UPDATE deliveries AS d SET status = v.status, next_attempt_at = v.next_attempt_at, \
              attempts = v.attempts, last_status = v.last_status, last_error = v.last_error, \
-             updated_at = v.updated_at, completed_at = v.completed_at, leased_until = NULL \
+             updated_at = v.updated_at, completed_at = v.completed_at, leased_until = NULL, \
+             body = CASE WHEN d.kind = 'sms' AND v.status <> 'pending' THEN NULL ELSE d.body END \
              FROM (VALUES {}) AS v(id, status, next_attempt_at, attempts, last_status, \
                last_error, updated_at, completed_at, leased_until) \
              WHERE d.id = v.id AND d.status = 'pending' AND d.leased_until = v.leased_until \
@@ -213,7 +215,8 @@ async fn update_deliveries(
                     backend,
                     "UPDATE deliveries SET status = $2, next_attempt_at = $3, attempts = $4, \
                      last_status = $5, last_error = $6, updated_at = $7, completed_at = $8, \
-                     leased_until = NULL \
+                     leased_until = NULL, \
+                     body = CASE WHEN kind = 'sms' AND $2 <> 'pending' THEN NULL ELSE body END \
                      WHERE id = $1 AND status = 'pending' AND leased_until = $9",
                     values(change),
                 ))

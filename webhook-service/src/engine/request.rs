@@ -4,7 +4,9 @@
 //!   application/json`, the Standard Webhooks headers signed with the current secret (and the
 //!   previous one during a rotation), the message's payload. `webhook-id` is
 //!   `msg_<message id, simple>`: the same for every attempt and every endpoint of a message.
-//! - `job`, `sms`: the stored URL, method, headers, body and timeout.
+//! - `job`: the stored URL, method, headers, body and timeout.
+//! - `sms`: the stored recipient and text, sent by the gateway of the current settings
+//!   ([`crate::sms::gateway`]); a `file://` request is written by the engine, not sent.
 //! - `notify`: as stored (built by `jobs::notify_delivery_in`), signed here at each attempt with
 //!   the job's `notify_secret` (`webhook-id` `msg_<notify delivery id, simple>`, a fresh
 //!   `webhook-timestamp`); stored `webhook-*` headers are replaced.
@@ -40,7 +42,7 @@ const NOTIFY_SET: &[&str] = &[
     "webhook-signature",
     common::trace::headers::TRACEPARENT,
 ];
-/// Headers this service sets on a job (or SMS) request.
+/// Headers this service sets on a job request.
 const JOB_SET: &[&str] = &[common::trace::headers::TRACEPARENT];
 
 /// What an attempt does.
@@ -119,6 +121,18 @@ pub(super) async fn prepare(
     let traceparent = common::trace::child_traceparent(delivery.traceparent.as_deref());
     match delivery.kind.as_str() {
         delivery::kind::WEBHOOK => Ok(webhook(prefetched, delivery, now, timeout, traceparent)),
+        delivery::kind::SMS => Ok(
+            match crate::sms::gateway::request(settings, delivery, timeout, traceparent) {
+                Some(request) => Prepared::Send {
+                    request,
+                    endpoint: None,
+                },
+                None => Prepared::Skip {
+                    status: delivery::status::FAILED,
+                    reason: crate::sms::UNREADABLE,
+                },
+            },
+        ),
         kind => {
             let is_notify = kind == delivery::kind::NOTIFY;
             let set = if is_notify { NOTIFY_SET } else { JOB_SET };

@@ -112,7 +112,7 @@ impl Publisher {
 }
 
 /// Waits until `queue` holds no message, ready or unacknowledged: every delivery was settled.
-async fn wait_until_settled(queue: &str) {
+pub(crate) async fn wait_until_settled(queue: &str) {
     eventually(WAIT, &format!("{queue} to be empty"), || async move {
         let listed = common::testing::rabbitmqctl(&["-s", "list_queues", "name", "messages"]).await;
         listed
@@ -124,7 +124,7 @@ async fn wait_until_settled(queue: &str) {
 }
 
 /// Inserts an endpoint; `event_types` `None` subscribes it to every type.
-async fn endpoint(
+pub(crate) async fn endpoint(
     service: &TestService,
     url: &str,
     event_types: Option<&[&str]>,

@@ -110,6 +110,8 @@ impl Drop for TestService {
 pub(crate) enum Reply {
     /// This status with these headers and an empty body.
     Status(u16, Vec<(&'static str, String)>),
+    /// This status with a JSON body.
+    Json(u16, String),
     /// Never answer (the caller's timeout must fire).
     Hang,
 }
@@ -242,6 +244,12 @@ async fn record(
             }
             response
         }
+        Reply::Json(status, body) => (
+            StatusCode::from_u16(status).expect("status"),
+            [("content-type", "application/json")],
+            body,
+        )
+            .into_response(),
         Reply::Hang => std::future::pending().await,
     }
 }

@@ -11,3 +11,4 @@ mod helpers;
 mod jobs;
 mod scheduled;
 mod signing_interop;
+mod sms;
