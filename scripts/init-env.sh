@@ -21,6 +21,7 @@ secrets=(
   RABBITMQ_WEBHOOK_SERVICE_PASSWORD
   CODE_HMAC_KEY
   WEBHOOK_API_TOKEN
+  GRAFANA_ADMIN_PASSWORD
 )
 
 random_password() { od -An -N16 -tx1 /dev/urandom | tr -d ' \n'; }

@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/services.sh postgres rabbitmq
 # The reference verifiers the interop tests check our output against; fail (not skip) without.
 scripts/install-test-tools.sh
+# Prometheus configuration, alert rules and their unit tests, the Grafana dashboard's JSON.
+scripts/check-monitoring.sh
 export REQUIRE_INTEROP=1
 
 # Each test creates its own database (t_<label>_<12 hex>); drop the ones earlier runs left.

@@ -1,6 +1,6 @@
 //! The admin endpoint: `GET /health/live`, `GET /health/ready` (broker connected, inbox
 //! database reachable, mail server not paused by the circuit breaker, else 503) and
-//! `GET /metrics` (Prometheus text).
+//! `GET /metrics` (Prometheus text, with the dead-letter queue's depth sampled at scrape time).
 
 use std::sync::Arc;
 
@@ -70,9 +70,45 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     )
 }
 
-async fn metrics() -> impl IntoResponse {
+/// How long a scrape waits for the dead-letter queue's depth before rendering without it.
+const DLQ_SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Samples the dead-letter queue's depth (while the broker is connected: a scrape never
+/// connects it), then renders every metric of the process. A failed sample leaves the last
+/// value, and says why at debug level.
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    if state.broker.is_connected() {
+        match tokio::time::timeout(DLQ_SAMPLE_TIMEOUT, dead_letter_depth(&state.broker)).await {
+            Ok(Ok(depth)) => {
+                metrics::gauge!("email_dead_letter_queue_messages").set(f64::from(depth));
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(error = format!("{error:#}"), "cannot sample the DLQ depth");
+            }
+            Err(_) => tracing::debug!("sampling the DLQ depth timed out"),
+        }
+    }
     (
         [("content-type", "text/plain; version=0.0.4")],
         common::telemetry::metrics().render(),
     )
+}
+
+/// Messages ready in the dead-letter queue: a passive declare on a short-lived channel.
+async fn dead_letter_depth(broker: &Broker) -> anyhow::Result<u32> {
+    use anyhow::Context as _;
+    let channel = broker.channel().await?;
+    let queue = channel
+        .queue_declare(
+            broker.topology().email_dlq.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..lapin::options::QueueDeclareOptions::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .context("declaring the DLQ passively");
+    let _ = channel.close(200, "DLQ depth sampled".into()).await;
+    Ok(queue?.message_count())
 }

@@ -19,6 +19,7 @@
 //! - `publisher`: confirmed republishing to retry queues and the dead-letter queue.
 //! - `dlq`: [`DlqClient`], behind the operator commands `dlq list | replay | purge`.
 //! - `admin`: health and metrics endpoint.
+//! - `metrics`: every series described and created at zero at start-up.
 //! - `migration`: the inbox schema.
 //! - `sink` (feature `sink`, on by default): [`SmtpSink`], an in-process SMTP server for tests,
 //!   benchmarks and local development.
@@ -30,6 +31,7 @@ mod content;
 mod dlq;
 mod inbox;
 mod mailer;
+mod metrics;
 mod migration;
 mod publisher;
 mod settings;

@@ -44,6 +44,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         // Install the recorder before anything records.
         common::telemetry::metrics();
+        crate::metrics::register();
         settings.validate()?;
         let templates = Templates::new(&settings.mail_from)?;
         let db = migration::connect_and_migrate(

@@ -16,6 +16,7 @@
 //!   window per batch).
 //! - `retention`: deleting old published rows in batches.
 //! - `admin`: health and Prometheus metrics on `ADMIN_ADDR`.
+//! - `metrics`: every series described and created at zero at start-up.
 //!
 //! Metrics: `outbox_relay_backlog`, `outbox_relay_oldest_unpublished_age_seconds`,
 //! `outbox_relay_published_total`, `outbox_relay_confirm_latency_seconds`,
@@ -23,6 +24,7 @@
 //! `outbox_relay_errors_total{kind=database|broker|outbox_missing}`, `outbox_relay_purged_total`.
 
 mod admin;
+mod metrics;
 mod publish;
 mod relay;
 mod retention;

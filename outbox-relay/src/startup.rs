@@ -49,6 +49,7 @@ impl Application {
     /// When the admin address cannot be bound.
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
         common::telemetry::metrics();
+        crate::metrics::register();
         // The routes only: the email-service declares its own retry queues.
         let topology = Topology::new(&settings.amqp_namespace);
         let broker = Arc::new(Broker::new(

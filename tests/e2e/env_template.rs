@@ -74,7 +74,10 @@ fn docker_compose_passes_every_setting_and_only_real_ones() {
             continue;
         }
         let is_service_setting = known.contains(name);
-        let is_infrastructure = name.starts_with("POSTGRES_") || name.starts_with("RABBITMQ_");
+        // PostgreSQL's, RabbitMQ's and Grafana's own settings.
+        let is_infrastructure = name.starts_with("POSTGRES_")
+            || name.starts_with("RABBITMQ_")
+            || name.starts_with("GF_");
         assert!(
             is_service_setting || is_infrastructure,
             "docker-compose sets unknown {name}"
@@ -107,12 +110,18 @@ fn required_variables(text: &str) -> BTreeSet<String> {
 fn docker_compose_takes_every_password_from_env_and_publishes_only_the_api() {
     let compose = compose();
     for line in compose.lines().map(str::trim) {
-        // A password as a setting: `POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?…}`.
+        // A password as a setting: `POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?…}`, or under
+        // the image's own name, `GF_SECURITY_ADMIN_PASSWORD: ${GRAFANA_ADMIN_PASSWORD:?…}`.
         if let Some((name, value)) = line.split_once(':')
             && name.ends_with("PASSWORD")
         {
+            let required_from_env = value
+                .trim()
+                .strip_prefix("${")
+                .and_then(|rest| rest.split_once(":?"))
+                .is_some_and(|(variable, _)| variable.ends_with("PASSWORD"));
             assert!(
-                value.trim().starts_with(&format!("${{{name}:?")),
+                required_from_env,
                 "{name} must be required from .env: {line}"
             );
         }
@@ -141,8 +150,8 @@ fn docker_compose_takes_every_password_from_env_and_publishes_only_the_api() {
     }
     assert_eq!(
         compose.matches("ports:").count(),
-        3,
-        "API, mail UI and RabbitMQ UI only"
+        5,
+        "API, mail UI, RabbitMQ UI, Prometheus and Grafana only"
     );
 
     // scripts/init-env.sh generates exactly the passwords compose requires, and .env.template

@@ -7,6 +7,7 @@
 mod database_outage;
 mod env_template;
 mod helpers;
+mod monitoring;
 mod proxy;
 mod readiness;
 mod redaction;

@@ -16,9 +16,12 @@ use crate::helpers::{eventually, has_code, token_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signup-outbox");
 
-struct Runner {
+pub(crate) struct Runner {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
+    /// `GET /metrics` of each service: user-service, relay and email-service admin ports,
+    /// the webhook-service API.
+    pub(crate) metrics_urls: [String; 4],
     _cleanup: common::testing::AmqpCleanup,
 }
 
@@ -31,7 +34,12 @@ impl Drop for Runner {
 
 impl Runner {
     /// The binary on `http_port`; mails go to `smtp_url` if given, else to `dir/mail`.
-    fn start(dir: &Path, http_port: u16, rust_log: &str, smtp_url: Option<&str>) -> Self {
+    pub(crate) fn start(
+        dir: &Path,
+        http_port: u16,
+        rust_log: &str,
+        smtp_url: Option<&str>,
+    ) -> Self {
         common::testing::install_crypto_provider();
         let namespace = common::testing::unique_namespace();
         // Every queue of the namespace: the email-service's retry queues and the
@@ -39,6 +47,10 @@ impl Runner {
         let topology = common::topology::Topology::new(&namespace)
             .with_retry_delays(email_service::Settings::default().retry_delays)
             .with_webhook_queue();
+        let [user_admin, relay_admin, email_admin, webhook_http] =
+            std::array::from_fn(|_| format!("127.0.0.1:{}", common::testing::free_port()));
+        let metrics_urls = [&user_admin, &relay_admin, &email_admin, &webhook_http]
+            .map(|addr| format!("http://{addr}/metrics"));
         let mut command = Command::new(BIN);
         if let Some(url) = smtp_url {
             command.env("SMTP_URL", url);
@@ -57,27 +69,15 @@ impl Runner {
                 "WEBHOOK_DATABASE_URL",
                 format!("sqlite://{}/webhook.db?mode=rwc", dir.display()),
             )
-            .env(
-                "WEBHOOK_HTTP_ADDR",
-                format!("127.0.0.1:{}", common::testing::free_port()),
-            )
+            .env("WEBHOOK_HTTP_ADDR", &webhook_http)
             .env("MAIL_DIR", dir.join("mail"))
             .env("AMQP_URL", common::testing::amqp_url())
             .env("AMQP_NAMESPACE", &namespace)
             .env("HTTP_ADDR", format!("127.0.0.1:{http_port}"))
             .env("PUBLIC_BASE_URL", format!("http://127.0.0.1:{http_port}"))
-            .env(
-                "USER_ADMIN_ADDR",
-                format!("127.0.0.1:{}", common::testing::free_port()),
-            )
-            .env(
-                "RELAY_ADMIN_ADDR",
-                format!("127.0.0.1:{}", common::testing::free_port()),
-            )
-            .env(
-                "EMAIL_ADMIN_ADDR",
-                format!("127.0.0.1:{}", common::testing::free_port()),
-            )
+            .env("USER_ADMIN_ADDR", &user_admin)
+            .env("RELAY_ADMIN_ADDR", &relay_admin)
+            .env("EMAIL_ADMIN_ADDR", &email_admin)
             .env("ARGON2_MEMORY_KIB", "1024")
             .env("ARGON2_ITERATIONS", "1")
             .env("ARGON2_ALLOW_WEAK", "true")
@@ -102,6 +102,7 @@ impl Runner {
         Self {
             child,
             lines,
+            metrics_urls,
             _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
         }
     }
@@ -110,7 +111,7 @@ impl Runner {
         self.lines.lock().unwrap().clone()
     }
 
-    async fn wait_for_log(&self, needle: &str) {
+    pub(crate) async fn wait_for_log(&self, needle: &str) {
         let lines = self.lines.clone();
         eventually(Duration::from_secs(60), needle, || {
             let found = lines.lock().unwrap().iter().any(|l| l.contains(needle));

@@ -15,6 +15,7 @@
 //! - `middleware`: the API port's layers (request ids, security headers, metrics, load
 //!   shedding, timeout, rate limits).
 //! - `admin`: the admin port (`ADMIN_ADDR`): health and `GET /metrics`.
+//! - `metrics`: every series described and created at zero at start-up.
 //! - `settings`: typed settings from defaults, `CONFIG_FILE` and the environment.
 //! - `state`: `AppState`, shared by the handlers.
 //! - `routes`: the HTTP handlers, one module per endpoint (`register`, `verify` with the POST
@@ -47,6 +48,7 @@ mod entity;
 mod error;
 mod expiry;
 mod idempotency;
+mod metrics;
 mod middleware;
 pub mod migration;
 mod password;

@@ -47,6 +47,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         common::telemetry::metrics();
+        crate::metrics::register();
         crate::phone::describe_metrics();
         if settings.code_hmac_key.is_none() {
             tracing::warn!(

@@ -94,6 +94,23 @@ async fn smtp_5xx_is_dead_lettered_and_replay_after_the_fix_delivers_it() {
         assert!(stored.contains("<[redacted address]>"), "{stored}");
     }
 
+    // The admin port reports the waiting letter (the DLQ's depth, sampled at each scrape).
+    let metrics = format!("http://{}/metrics", app.admin);
+    let dlq_depth_is = |depth: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            let (_, body) = http_get(&metrics).await;
+            body.lines()
+                .any(|line| line == format!("email_dead_letter_queue_messages {depth}"))
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the DLQ depth 1 in /metrics",
+        || dlq_depth_is("1"),
+    )
+    .await;
+
     // The operator fixes the cause, then replays.
     app.sink.set_behaviour(SinkBehaviour::Accept);
     let missing = dlq
@@ -109,6 +126,12 @@ async fn smtp_5xx_is_dead_lettered_and_replay_after_the_fix_delivers_it() {
     let mails = app.sink.wait_for(1, Duration::from_secs(10)).await.unwrap();
     assert_eq!(mails[0].to, vec!["nobody@example.com".to_owned()]);
     assert!(dlq.list().await.unwrap().is_empty());
+    eventually(
+        Duration::from_secs(10),
+        "the DLQ depth 0 in /metrics",
+        || dlq_depth_is("0"),
+    )
+    .await;
     dlq.close().await;
     app.stop().await;
 }

@@ -150,8 +150,9 @@ pub(super) async fn record_batch(
 
 /// Moves each delivery still holding its claim (`pending`, same `leased_until`) to its new
 /// state; returns the ids it moved. A finished `sms` delivery loses its body, which holds the
-/// one-time code: the code is at rest only while it may still be sent. PostgreSQL: one statement joining the new states as a
-/// `VALUES` list; SQLite (one process): one statement per change.
+/// one-time code: the code is at rest only while it may still be sent. PostgreSQL: one
+/// statement joining the new states as a `VALUES` list; SQLite (one process): one statement
+/// per change.
 async fn update_deliveries(
     txn: &impl ConnectionTrait,
     changes: &[&Change],

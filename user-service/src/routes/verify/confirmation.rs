@@ -141,7 +141,7 @@ async fn verify_by_token(
     let outcome = complete_verification(&txn, &user, found.id, now, trace).await?;
     txn.commit().await?;
     state.outbox_wakeup.wake();
-    count_success("link", outcome);
+    count_success("link", outcome, &user, now);
     Ok(outcome)
 }
 
@@ -230,7 +230,7 @@ async fn verify_by_code(
     let outcome = complete_verification(&txn, &user, current.id, now, trace).await?;
     txn.commit().await?;
     state.outbox_wakeup.wake();
-    count_success("code", outcome);
+    count_success("code", outcome, &user, now);
     Ok(outcome)
 }
 
@@ -349,9 +349,18 @@ async fn complete_verification(
     Ok(VerifyOutcome::Verified)
 }
 
-fn count_success(method: &'static str, outcome: VerifyOutcome) {
+/// Counts a success; a verification (committed) also records the account's time to verify.
+fn count_success(
+    method: &'static str,
+    outcome: VerifyOutcome,
+    user: &user::Model,
+    now: DateTime<Utc>,
+) {
     let outcome = match outcome {
-        VerifyOutcome::Verified => "verified",
+        VerifyOutcome::Verified => {
+            crate::metrics::verified_after(method, user.created_at, now);
+            "verified"
+        }
         VerifyOutcome::AlreadyVerified => "already_verified",
     };
     metrics::counter!("verifications_total", "method" => method, "outcome" => outcome).increment(1);
