@@ -8,6 +8,7 @@ mod database_outage;
 mod env_template;
 mod helpers;
 mod monitoring;
+mod phone;
 mod proxy;
 mod readiness;
 mod redaction;

@@ -39,13 +39,14 @@ use crate::{
 pub(crate) enum CheckResult {
     /// The code was right: the number is verified now.
     Verified,
-    /// The code was checked and is wrong (also the answer for a number without a
-    /// verification).
+    /// The code was checked and is wrong, and attempts are left (also the answer for a number
+    /// without a verification).
     Incorrect,
     /// The code expired (`PHONE_CODE_TTL`); no attempt was used. Resend for a new one.
     Expired,
-    /// `PHONE_CODE_MAX_ATTEMPTS` checks failed (or the number reached
-    /// `PHONE_MAX_FAILED_CHECKS`); the code is not checked any more. Resend for a new one.
+    /// `PHONE_CODE_MAX_ATTEMPTS` checks failed, this one included when it was the last (or the
+    /// number reached `PHONE_MAX_FAILED_CHECKS`); the code is not checked any more. Resend for
+    /// a new one.
     MaxAttemptsReached,
     /// The number's verification was verified before; nothing changed.
     AlreadyVerified,
@@ -358,6 +359,8 @@ pub(crate) async fn check(
                 verification_id = %current.id,
                 "phone verification ended after too many wrong codes"
             );
+            // The seed's answer to the last wrong code: MAX_ATTEMPTS_REACHED, not "try again".
+            return Ok(CheckResult::MaxAttemptsReached.into());
         }
         return Ok(CheckResult::Incorrect.into());
     }

@@ -47,9 +47,10 @@ pub(crate) struct PhoneCheckResponse {
     request_body = PhoneCheckRequest,
     responses(
         (status = 200, description = "The check's result: `verified` (now), `incorrect` (wrong \
-            code, one attempt used; also for a number without a verification), `expired` (no \
-            attempt used), `max_attempts_reached` (`PHONE_CODE_MAX_ATTEMPTS` wrong codes, or \
-            `PHONE_MAX_FAILED_CHECKS` for the number; the code is not checked), \
+            code, one attempt used and attempts left; also for a number without a \
+            verification), `expired` (no attempt used), `max_attempts_reached` (this wrong code \
+            was the last of `PHONE_CODE_MAX_ATTEMPTS`, or they were used before, or \
+            `PHONE_MAX_FAILED_CHECKS` for the number; the code is not checked any more), \
             `already_verified`", body = PhoneCheckResponse),
         (status = 422, description = "`invalid_phone`, or `validation_failed` for a code that \
             is not 1 to 10 digits", body = ErrorBody),
