@@ -8,7 +8,6 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     sync::{Arc, Mutex},
     time::Duration,
 };
