@@ -301,6 +301,28 @@ pub fn phone_verified() -> Envelope<PhoneVerifiedV1> {
     )
 }
 
+/// The path of the workspace binary `name` (`user-service`, `outbox-relay`, …) that cargo built
+/// next to the running test's `deps/` folder, for tests that run the services as processes.
+///
+/// # Panics
+/// If it is not there: `cargo test --workspace` builds every binary of the workspace, and so
+/// does `cargo build --bins`.
+pub fn service_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test binary lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --bins`; \
+         `cargo test --workspace` does)",
+        path.display()
+    );
+    path
+}
+
 /// Makes ring the process's default rustls provider (once; later calls do nothing).
 ///
 /// The webhook-service builds reqwest with `rustls-no-provider` (its egress client brings its

@@ -23,19 +23,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// six-digit one could, in a timestamp or a port).
 const CODE_LENGTH: &str = "10";
 
-/// Where cargo put the service binaries: next to this test's `deps/` folder.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test --workspace` builds it (or `cargo build --bins`)",
-        path.display()
-    );
-    path
-}
-
 struct Processes {
     dir: tempfile::TempDir,
     users_db: String,
@@ -106,7 +93,7 @@ impl Processes {
             .append(true)
             .open(self.dir.path().join(format!("{name}.log")))
             .unwrap();
-        let mut command = Command::new(binary(binary_name));
+        let mut command = Command::new(common::testing::service_binary(binary_name));
         command
             .env_clear()
             .env("AMQP_URL", common::testing::amqp_url())

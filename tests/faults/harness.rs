@@ -18,19 +18,6 @@ const CHEAP_ARGON2: [(&str, &str); 3] = [
     ("ARGON2_ALLOW_WEAK", "true"),
 ];
 
-/// Where cargo put the service binaries: next to this test's `deps/` folder.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: build the binaries first (scripts/faults.sh runs `cargo build --bins`)",
-        path.display()
-    );
-    path
-}
-
 /// One system: its databases, namespace, sink and processes.
 pub(crate) struct System {
     pub(crate) users_db: String,
@@ -87,7 +74,7 @@ impl System {
             .append(true)
             .open(self.logs.join(format!("{name}.log")))
             .unwrap();
-        let mut command = Command::new(binary(binary_name));
+        let mut command = Command::new(common::testing::service_binary(binary_name));
         command
             .env_clear()
             .env("AMQP_URL", common::testing::amqp_url())
