@@ -6,9 +6,9 @@
 pub(crate) mod health;
 mod openapi;
 pub(crate) mod phone;
-mod register;
-mod resend;
-mod verify;
+pub(crate) mod register;
+pub(crate) mod resend;
+pub(crate) mod verify;
 
 use axum::Router;
 use utoipa::OpenApi as _;
@@ -18,7 +18,7 @@ use crate::state::AppState;
 
 /// Waits until `floor` has passed since `started` (`MIN_RESPONSE_TIME`): endpoints whose work
 /// depends on whether an address has an account answer after the same time either way.
-async fn answer_no_sooner_than(started: std::time::Instant, floor: std::time::Duration) {
+pub(crate) async fn answer_no_sooner_than(started: std::time::Instant, floor: std::time::Duration) {
     tokio::time::sleep_until((started + floor).into()).await;
 }
 
