@@ -135,6 +135,7 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/signup/already-verified", get(check::already_verified))
         .route_layer(middleware::from_fn_with_state(state, refuse_cross_site))
         .route("/assets/style.css", get(stylesheet))
+        .route("/assets/icon.svg", get(icon))
 }
 
 /// `GET /assets/style.css`: cacheable for a day (it changes only with a release).
@@ -145,6 +146,18 @@ async fn stylesheet() -> Response {
             (header::CACHE_CONTROL, "public, max-age=86400"),
         ],
         STYLESHEET,
+    )
+        .into_response()
+}
+
+/// `GET /assets/icon.svg`: the pages' icon (without one, browsers ask for `/favicon.ico`).
+async fn icon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        include_str!("templates/icon.svg"),
     )
         .into_response()
 }
@@ -177,15 +190,22 @@ pub(crate) fn cross_site_refused(state: &AppState) -> Response {
 }
 
 /// Whether a form POST comes from another site (CSRF): its `Origin` is neither this request's
-/// host nor `PUBLIC_BASE_URL`'s origin (`null` included); without an `Origin`, a
+/// host nor `PUBLIC_BASE_URL`'s origin (`null` only with `Sec-Fetch-Site: same-origin`); without an `Origin`, a
 /// `Sec-Fetch-Site` other than `same-origin` or `none`. With neither header (curl, tests,
 /// browsers too old to send them) it is not cross-site: browsers that can be tricked into a
 /// cross-site POST send one of them.
 pub(crate) fn is_cross_site(state: &AppState, headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
+    let fetch_site = headers.get("sec-fetch-site").map(HeaderValue::as_bytes);
     if let Some(origin) = headers.get(header::ORIGIN) {
         let Ok(origin) = origin.to_str() else {
             return true;
         };
+        if origin == "null" {
+            // Browsers send `Origin: null` for a same-origin POST from a page whose
+            // `Referrer-Policy` is `no-referrer` (ours), and for sandboxed or opaque origins:
+            // only the browser's own `Sec-Fetch-Site` tells them apart.
+            return fetch_site != Some(b"same-origin");
+        }
         let origin = origin.trim_end_matches('/');
         let host = headers
             .get(header::HOST)
@@ -201,10 +221,7 @@ pub(crate) fn is_cross_site(state: &AppState, headers: &HeaderMap, uri: &axum::h
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
         return !(same_host || same_public);
     }
-    !matches!(
-        headers.get("sec-fetch-site").map(HeaderValue::as_bytes),
-        None | Some(b"same-origin" | b"none")
-    )
+    !matches!(fetch_site, None | Some(b"same-origin" | b"none"))
 }
 
 /// A form-level message for an error that belongs to no field.

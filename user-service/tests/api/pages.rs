@@ -253,7 +253,11 @@ async fn cross_site_form_posts_are_refused_and_change_nothing() {
         ("last_name", ""),
         ("phone", ""),
     ];
-    for origin in ["https://evil.example", "null"] {
+    for origin in [
+        "https://evil.example",
+        "null",
+        "http://127.0.0.1.evil.example",
+    ] {
         let refused = post_form(&app, "/signup", &fields, Some(origin)).await;
         assert_eq!(refused.status(), 403, "{origin}");
         assert_page_headers(&refused);
@@ -266,6 +270,17 @@ async fn cross_site_form_posts_are_refused_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(fetch_metadata.status(), 403);
+    // `Origin: null` is what browsers send from a no-referrer page: accepted only when the
+    // browser says the post is same-origin.
+    let null_cross_site = browser()
+        .post(app.url("/signup"))
+        .header(header::ORIGIN, "null")
+        .header("sec-fetch-site", "cross-site")
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_cross_site.status(), 403);
     for path in ["/signup/code", "/signup/resend"] {
         let refused = post_form(
             &app,
@@ -278,7 +293,23 @@ async fn cross_site_form_posts_are_refused_and_change_nothing() {
     }
     assert_eq!(app.count("users").await, 0);
 
-    // The same origin, and PUBLIC_BASE_URL's origin, are accepted.
+    // The same origin, a no-referrer page's same-origin post and PUBLIC_BASE_URL's origin are
+    // accepted.
+    let null_same_origin = browser()
+        .post(app.url("/signup"))
+        .header(header::ORIGIN, "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("email", "bob@example.com"),
+            ("password", PASSWORD),
+            ("first_name", ""),
+            ("last_name", ""),
+            ("phone", ""),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(null_same_origin.status(), 303);
     assert_eq!(
         post_form(&app, "/signup", &fields, Some(&same_origin(&app)))
             .await
