@@ -338,3 +338,53 @@ async fn cross_site_form_posts_are_refused_and_change_nothing() {
             .contains("Email address verified")
     );
 }
+
+#[tokio::test]
+async fn an_expired_link_shows_the_expired_page_with_the_way_to_a_new_mail() {
+    use sea_orm::ConnectionTrait;
+    let app = spawn_app("pages_expired").await;
+    assert_eq!(app.register(&crate::helpers::ann()).await.status(), 201);
+    let (token, _) = app.latest_secrets().await;
+    app.db
+        .execute_unprepared("UPDATE verifications SET expires_at = now() - interval '1 second'")
+        .await
+        .unwrap();
+    for page in [
+        app.get(&format!("/user/verify?token={token}")).await,
+        post_form(&app, "/user/verify", &[("token", &token)], None).await,
+    ] {
+        assert_eq!(page.status(), 410);
+        assert_page_headers(&page);
+        let html = page.text().await.unwrap();
+        assert!(html.contains("This link has expired"), "{html}");
+        // minijinja escapes `/` in attributes as `&#x2f;`, which browsers read as `/`.
+        assert!(html.contains("href=\"&#x2f;signup&#x2f;check\">Get a new mail"), "{html}");
+    }
+}
+
+#[tokio::test]
+async fn the_forms_share_the_api_rate_limits_and_say_so_inline() {
+    let app = crate::helpers::spawn_tuned("pages_rate_limited", |settings| {
+        settings.rate_limit_register =
+            user_service::RateLimit::per(1, std::time::Duration::from_secs(3600));
+    })
+    .await;
+    assert_eq!(app.register(&crate::helpers::ann()).await.status(), 201);
+    let fields = [
+        ("email", "bob@example.com"),
+        ("password", PASSWORD),
+        ("first_name", "Bob"),
+        ("last_name", ""),
+        ("phone", ""),
+    ];
+    let limited = post_form(&app, "/signup", &fields, None).await;
+    assert_eq!(limited.status(), 429);
+    let html = limited.text().await.unwrap();
+    assert!(html.contains("Too many attempts"), "{html}");
+    assert!(
+        html.contains("value=\"bob@example.com\"") && html.contains("value=\"Bob\""),
+        "{html}"
+    );
+    assert!(!html.contains(PASSWORD));
+    assert_eq!(app.count("users").await, 1);
+}
