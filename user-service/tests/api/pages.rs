@@ -358,7 +358,10 @@ async fn an_expired_link_shows_the_expired_page_with_the_way_to_a_new_mail() {
         let html = page.text().await.unwrap();
         assert!(html.contains("This link has expired"), "{html}");
         // minijinja escapes `/` in attributes as `&#x2f;`, which browsers read as `/`.
-        assert!(html.contains("href=\"&#x2f;signup&#x2f;check\">Get a new mail"), "{html}");
+        assert!(
+            html.contains("href=\"&#x2f;signup&#x2f;check\">Get a new mail"),
+            "{html}"
+        );
     }
 }
 
