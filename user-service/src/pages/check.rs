@@ -32,29 +32,66 @@ use crate::{
 
 const TITLE: &str = "Check your inbox";
 
-/// `?email=…&resent=1`.
+/// `?email=…&phone=…&resent=1&sms_resent=1` (`phone` when one was given at sign-up).
 #[derive(Deserialize)]
 pub(super) struct CheckQuery {
     #[serde(default)]
     email: String,
     #[serde(default)]
+    phone: String,
+    #[serde(default)]
     resent: Option<String>,
+    #[serde(default)]
+    sms_resent: Option<String>,
+    #[serde(default)]
+    phone_verified: Option<String>,
 }
 
-/// The code form, and the resend form (`email` only).
+/// The code form, and the resend form (`email` only); `phone` is carried along to the next page.
 #[derive(Deserialize, Default)]
 pub(super) struct CodeForm {
     #[serde(default)]
-    email: String,
+    pub(super) email: String,
     #[serde(default)]
-    code: String,
+    pub(super) code: String,
+    #[serde(default)]
+    pub(super) phone: String,
 }
 
 #[derive(Debug, Default, Serialize)]
-struct FieldErrors {
-    email: Option<String>,
-    code: Option<String>,
-    resend_email: Option<String>,
+pub(super) struct FieldErrors {
+    pub(super) email: Option<String>,
+    pub(super) code: Option<String>,
+    pub(super) resend_email: Option<String>,
+    pub(super) phone_code: Option<String>,
+}
+
+/// What the check page shows.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct View {
+    pub(super) email: String,
+    pub(super) code: String,
+    /// The number an SMS code went to, if any: adds the phone code form.
+    pub(super) phone: String,
+    pub(super) phone_code: String,
+    pub(super) errors: FieldErrors,
+    pub(super) form_error: Option<String>,
+    pub(super) resent: bool,
+    pub(super) sms_resent: bool,
+    pub(super) phone_verified: bool,
+}
+
+/// `/signup/check` for `email` (and `phone`), with `flag` (`resent=1`, …) if not empty.
+pub(super) fn check_url(email: &str, phone: &str, flag: &str) -> String {
+    let mut url = format!("/signup/check?email={}", query_value(email));
+    if !phone.is_empty() {
+        url.push_str(&format!("&phone={}", query_value(phone)));
+    }
+    if !flag.is_empty() {
+        url.push('&');
+        url.push_str(flag);
+    }
+    url
 }
 
 /// `GET /signup/check`.
@@ -62,16 +99,15 @@ pub(super) async fn page(
     State(state): State<AppState>,
     Query(query): Query<CheckQuery>,
 ) -> Response {
-    let email = UserEmail::new(&query.email);
-    render(
-        &state,
-        StatusCode::OK,
-        email.as_str(),
-        "",
-        &FieldErrors::default(),
-        None,
-        query.resent.is_some(),
-    )
+    let view = View {
+        email: UserEmail::new(&query.email).as_str().to_owned(),
+        phone: query.phone.trim().to_owned(),
+        resent: query.resent.is_some(),
+        sms_resent: query.sms_resent.is_some(),
+        phone_verified: query.phone_verified.is_some(),
+        ..View::default()
+    };
+    render(&state, StatusCode::OK, &view)
 }
 
 /// `POST /signup/code`: a right code redirects to the verified page.
@@ -86,23 +122,20 @@ pub(super) async fn submit_code(
     let email = UserEmail::new(&form.email);
     // People copy codes with spaces ("123 456").
     let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
-    let mut errors = FieldErrors::default();
+    let mut view = View {
+        email: email.as_str().to_owned(),
+        code: code.clone(),
+        phone: form.phone.trim().to_owned(),
+        ..View::default()
+    };
     if email.as_str().is_empty() {
-        errors.email = Some("Enter your email address.".to_owned());
+        view.errors.email = Some("Enter your email address.".to_owned());
     }
     if code.is_empty() {
-        errors.code = Some("Enter the six-digit code from the mail.".to_owned());
+        view.errors.code = Some("Enter the six-digit code from the mail.".to_owned());
     }
-    if errors.email.is_some() || errors.code.is_some() {
-        return render(
-            &state,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            email.as_str(),
-            &code,
-            &errors,
-            None,
-            false,
-        );
+    if view.errors.email.is_some() || view.errors.code.is_some() {
+        return render(&state, StatusCode::UNPROCESSABLE_ENTITY, &view);
     }
     let trace = TraceContext::from_headers(&headers);
     let result = match state.rate_limits.check("/user/verify", client.0) {
@@ -117,32 +150,23 @@ pub(super) async fn submit_code(
         Err(error) => error,
     };
     let status = error.status();
-    let mut form_error = None;
     match error {
         ApiError::Validation(_) => {
-            errors.code = Some("The code is six digits, for example 123456.".to_owned());
+            view.errors.code = Some("The code is six digits, for example 123456.".to_owned());
         }
         ApiError::InvalidCode => {
-            errors.code = Some(
+            view.errors.code = Some(
                 "This code is not correct or no longer valid. After several wrong codes it \
                  stops working: ask for a new mail below."
                     .to_owned(),
             );
         }
         other => {
-            form_error = Some(form_message(&other));
+            view.form_error = Some(form_message(&other));
             log_unexpected(other);
         }
     }
-    render(
-        &state,
-        status,
-        email.as_str(),
-        &code,
-        &errors,
-        form_error,
-        false,
-    )
+    render(&state, status, &view)
 }
 
 /// `POST /signup/resend`: always back to the check page saying a mail is on its way (if there
@@ -156,20 +180,14 @@ pub(super) async fn resend(
     let started = Instant::now();
     let Form(form) = form.unwrap_or_default();
     let email = UserEmail::new(&form.email);
+    let mut view = View {
+        email: email.as_str().to_owned(),
+        phone: form.phone.trim().to_owned(),
+        ..View::default()
+    };
     if email.as_str().is_empty() {
-        let errors = FieldErrors {
-            resend_email: Some("Enter your email address.".to_owned()),
-            ..FieldErrors::default()
-        };
-        return render(
-            &state,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "",
-            "",
-            &errors,
-            None,
-            false,
-        );
+        view.errors.resend_email = Some("Enter your email address.".to_owned());
+        return render(&state, StatusCode::UNPROCESSABLE_ENTITY, &view);
     }
     let trace = TraceContext::from_headers(&headers);
     let result = match state
@@ -183,24 +201,13 @@ pub(super) async fn resend(
     match result {
         Ok(outcome) => {
             metrics::counter!("verification_resends_total", "outcome" => outcome).increment(1);
-            see_other(&format!(
-                "/signup/check?email={}&resent=1",
-                query_value(email.as_str())
-            ))
+            see_other(&check_url(&view.email, &view.phone, "resent=1"))
         }
         Err(error) => {
             let status = error.status();
-            let message = form_message(&error);
+            view.form_error = Some(form_message(&error));
             log_unexpected(error);
-            render(
-                &state,
-                status,
-                email.as_str(),
-                "",
-                &FieldErrors::default(),
-                Some(message),
-                false,
-            )
+            render(&state, status, &view)
         }
     }
 }
@@ -217,18 +224,11 @@ pub(super) async fn already_verified(State(state): State<AppState>) -> Response 
         .outcome(StatusCode::OK, &super::ALREADY_VERIFIED)
 }
 
-fn render(
-    state: &AppState,
-    status: StatusCode,
-    email: &str,
-    code: &str,
-    errors: &FieldErrors,
-    form_error: Option<String>,
-    resent: bool,
-) -> Response {
+/// The check page with `view`, answered with `status`.
+pub(super) fn render(state: &AppState, status: StatusCode, view: &View) -> Response {
     state.pages.page(
         status,
         "check.html",
-        context! { title => TITLE, email, code, errors, form_error, resent },
+        context! { title => TITLE, ..minijinja::Value::from_serialize(view) },
     )
 }

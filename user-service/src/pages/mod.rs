@@ -6,7 +6,8 @@
 //! - `GET /signup`, `POST /signup` ([`signup`]): the sign-up form; success redirects (303) to
 //! - `GET /signup/check?email=…` ([`check`]): "check your inbox", with the code form
 //!   (`POST /signup/code`) and a resend button (`POST /signup/resend`); a right code redirects
-//!   to `GET /signup/verified` (or `/signup/already-verified`).
+//!   to `GET /signup/verified` (or `/signup/already-verified`); with a phone number, the SMS
+//!   code form (`POST /signup/phone`) and a new SMS (`POST /signup/phone/resend`) ([`phone`]).
 //! - The link page `GET /user/verify` and its outcome pages render the templates of this module
 //!   (`routes::verify::page`).
 //! - `GET /assets/style.css`: the stylesheet.
@@ -18,6 +19,7 @@
 //! The page routes are not in the OpenAPI document: they are HTML for browsers, not the API.
 
 mod check;
+mod phone;
 mod signup;
 
 use axum::{
@@ -131,6 +133,8 @@ pub(crate) fn routes(state: AppState) -> Router<AppState> {
         .route("/signup/check", get(check::page))
         .route("/signup/code", axum::routing::post(check::submit_code))
         .route("/signup/resend", axum::routing::post(check::resend))
+        .route("/signup/phone", axum::routing::post(phone::submit_code))
+        .route("/signup/phone/resend", axum::routing::post(phone::resend))
         .route("/signup/verified", get(check::verified))
         .route("/signup/already-verified", get(check::already_verified))
         .route_layer(middleware::from_fn_with_state(state, refuse_cross_site))

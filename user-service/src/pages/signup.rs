@@ -14,7 +14,7 @@ use minijinja::context;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{form_message, log_unexpected, query_value, see_other};
+use super::{form_message, log_unexpected, see_other};
 use crate::{
     error::ApiError,
     rate_limit::ClientAddress,
@@ -69,10 +69,7 @@ pub(super) async fn submit(
         Err(error) => Err(error),
     };
     match result {
-        Ok(_) => see_other(&format!(
-            "/signup/check?email={}",
-            query_value(&values.email)
-        )),
+        Ok(_) => see_other(&super::check::check_url(&values.email, &values.phone, "")),
         Err(error) => {
             let status = error.status();
             let (errors, form_error) = messages(error);

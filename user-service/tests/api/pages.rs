@@ -391,3 +391,103 @@ async fn the_forms_share_the_api_rate_limits_and_say_so_inline() {
     assert!(!html.contains(PASSWORD));
     assert_eq!(app.count("users").await, 1);
 }
+
+#[tokio::test]
+async fn with_a_phone_the_check_page_takes_the_sms_code_and_sends_a_new_one() {
+    let app = spawn_app("pages_phone").await;
+    let fields = [
+        ("email", "ann@example.com"),
+        ("password", PASSWORD),
+        ("first_name", ""),
+        ("last_name", ""),
+        ("phone", "+447400123456"),
+    ];
+    let created = post_form(&app, "/signup", &fields, None).await;
+    assert_eq!(created.status(), 303);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        location,
+        "/signup/check?email=ann%40example%2Ecom&phone=%2B447400123456"
+    );
+    let check = app.get(&location).await.text().await.unwrap();
+    assert!(check.contains("action=\"/signup/phone\""), "{check}");
+    assert!(check.contains("Code from the SMS"), "{check}");
+
+    let code = app.latest_phone_code().await;
+    let wrong = if code.starts_with('0') { "1" } else { "0" }.repeat(code.len());
+    let phone_form = |code: String| {
+        vec![
+            ("email", "ann@example.com".to_owned()),
+            ("phone", "+447400123456".to_owned()),
+            ("code", code),
+        ]
+    };
+    let incorrect = browser()
+        .post(app.url("/signup/phone"))
+        .form(&phone_form(wrong.clone()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(incorrect.status(), 422);
+    let html = incorrect.text().await.unwrap();
+    assert!(html.contains("This code is not correct."), "{html}");
+    assert!(html.contains("value=\"+447400123456\""), "{html}");
+
+    let resent = browser()
+        .post(app.url("/signup/phone/resend"))
+        .form(&phone_form(String::new()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resent.status(), 303);
+    assert!(
+        resent.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("&sms_resent=1")
+    );
+
+    let verified = browser()
+        .post(app.url("/signup/phone"))
+        .form(&phone_form(app.latest_phone_code().await))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 303);
+    assert_eq!(
+        verified.headers()["location"],
+        "/signup/check?email=ann%40example%2Ecom&phone_verified=1"
+    );
+    assert_eq!(
+        app.scalar("SELECT COUNT(*) AS n FROM users WHERE phone_verified_at IS NOT NULL")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_locked_sms_code_is_said_to_be_locked() {
+    let app = spawn_app("pages_phone_locked").await;
+    let mut body = crate::helpers::ann();
+    body["phone"] = "+447400123456".into();
+    assert_eq!(app.register(&body).await.status(), 201);
+    let code = app.latest_phone_code().await;
+    let wrong = if code.starts_with('0') { "1" } else { "0" }.repeat(code.len());
+    let mut last = String::new();
+    for _ in 0..=app.settings.phone_code_max_attempts {
+        last = browser()
+            .post(app.url("/signup/phone"))
+            .form(&[
+                ("email", "ann@example.com"),
+                ("phone", "+447400123456"),
+                ("code", &wrong),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    }
+    assert!(last.contains("this code is locked"), "{last}");
+}
