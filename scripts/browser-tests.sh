@@ -62,5 +62,5 @@ done
 curl -fsS -o /dev/null "$base/signup"
 
 mkdir -p docs/screenshots
-BASE_URL="$base" MAIL_DIR="$work/mail" SCREENSHOT_DIR="$PWD/docs/screenshots" \
+BASE_URL="$base" MAIL_DIR="$work/mail" SMS_DIR="$work/sms" SCREENSHOT_DIR="$PWD/docs/screenshots" \
   node --test --test-concurrency=1 tests/browser/pages.test.mjs

@@ -10,6 +10,7 @@ import { chromium } from 'playwright-core';
 const BASE = process.env.BASE_URL;
 const MAIL_DIR = process.env.MAIL_DIR;
 const SHOTS = process.env.SCREENSHOT_DIR;
+const SMS_DIR = process.env.SMS_DIR;
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 const PASSWORD = 'correct horse battery staple';
 
@@ -17,7 +18,7 @@ let browser;
 let counter = 0;
 
 before(async () => {
-  assert.ok(BASE && MAIL_DIR && SHOTS, 'BASE_URL, MAIL_DIR and SCREENSHOT_DIR must be set');
+  assert.ok(BASE && MAIL_DIR && SMS_DIR && SHOTS, 'BASE_URL, MAIL_DIR, SMS_DIR and SCREENSHOT_DIR must be set');
   await fs.mkdir(SHOTS, { recursive: true });
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM_PATH || '/usr/bin/chromium',
@@ -82,6 +83,22 @@ async function mailsTo(to, count) {
   }
 }
 
+/** The code of the first SMS to `phone` in SMS_DIR (bounded wait). */
+async function smsCodeTo(phone) {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    let files = [];
+    try { files = await fs.readdir(SMS_DIR); } catch { /* not created yet */ }
+    for (const file of files) {
+      const text = await fs.readFile(path.join(SMS_DIR, file), 'utf8');
+      const code = text.includes(`To: ${phone}`) && text.match(/code is (\d+)/);
+      if (code) return code[1];
+    }
+    if (Date.now() > deadline) throw new Error(`no SMS to ${phone} after 30 s`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+}
+
 function linkIn(mail) {
   const found = mail.match(/https?:\/\/[^\s"<>]+\/user\/verify\?token=[0-9a-f]{64}/);
   assert.ok(found, `a link in ${mail}`);
@@ -94,12 +111,13 @@ function codeIn(mail) {
   return found[1];
 }
 
-async function signUp(page, email, { firstName = 'Ann', lastName = 'Lee', password = PASSWORD } = {}) {
+async function signUp(page, email, { firstName = 'Ann', lastName = 'Lee', password = PASSWORD, phone = '' } = {}) {
   await page.goto(`${BASE}/signup`);
   await page.getByLabel('Email address').fill(email);
   await page.getByLabel('Password').fill(password);
   await page.getByLabel('First name').fill(firstName);
   await page.getByLabel('Last name').fill(lastName);
+  await page.getByLabel('Phone number').fill(phone);
   await page.getByRole('button', { name: 'Create account' }).click();
 }
 
@@ -150,6 +168,23 @@ test('the code path: type the code from the mail on the check page', async (t) =
   await page.waitForURL(`${BASE}/signup/verified`);
   assert.equal(await heading(page), 'Email address verified');
   await mailsTo(email, 2);
+});
+
+test('with a phone number: the SMS code on the check page, then the mail code', async (t) => {
+  const page = await newPage(t);
+  const email = address('phone');
+  const phone = '+447400123456';
+  await signUp(page, email, { phone });
+  await page.waitForURL(/\/signup\/check\?.*phone=/);
+  await page.getByLabel('Code from the SMS').fill(await smsCodeTo(phone));
+  await shot(page, 'check-inbox-phone');
+  await page.getByRole('button', { name: 'Confirm my phone number' }).click();
+  await page.waitForURL(/phone_verified=1/);
+  assert.match(await page.getByRole('status').textContent(), /phone number is verified/);
+  const [mail] = await mailsTo(email, 1);
+  await page.getByLabel('Code from the mail').fill(codeIn(mail));
+  await page.getByRole('button', { name: 'Confirm my email address' }).click();
+  await page.waitForURL(`${BASE}/signup/verified`);
 });
 
 test('resend: a new mail whose code works', async (t) => {
@@ -269,6 +304,7 @@ test('axe-core: no serious or critical violation on any page', async (t) => {
     ['invalid link', `${BASE}/user/verify?token=nope`],
     ['check without address', `${BASE}/signup/check`],
     ['resent', `${BASE}/signup/check?email=${encodeURIComponent(email)}&resent=1`],
+    ['check with a phone', `${BASE}/signup/check?email=${encodeURIComponent(email)}&phone=%2B447400123499&sms_resent=1`],
     ['verified', `${BASE}/signup/verified`],
     ['already verified', `${BASE}/signup/already-verified`],
   ]) {
