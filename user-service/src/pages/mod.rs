@@ -261,7 +261,7 @@ pub(crate) const VERIFIED: Outcome<'static> = Outcome {
     kind: "verified",
     title: "Email address verified",
     paragraphs: &[
-        "Thank you, your email address is verified. We sent you a welcome mail. You can close this page.",
+        "Thank you, your email address is verified. A welcome mail is on its way. You can close this page.",
     ],
     next_href: None,
     next_label: None,

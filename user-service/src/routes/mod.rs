@@ -1,6 +1,6 @@
 //! The HTTP API: one module per endpoint, and [`documented_routes`], which builds the router and
-//! its OpenAPI document from the same `routes!()` calls, so a route cannot be served without
-//! being documented. Logic shared with the scheduler (issuing verifications, the outbox,
+//! its OpenAPI document from the same `routes!()` calls, so an API route cannot be served
+//! without being documented (the HTML pages of `crate::pages` are merged in beside it). Logic shared with the scheduler (issuing verifications, the outbox,
 //! passwords, idempotency) lives in the feature modules at the crate root.
 
 pub(crate) mod health;
