@@ -17,4 +17,8 @@ psql -h 127.0.0.1 -U postgres -d postgres -Atc \
     psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"
   done
 
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+
+# The hosted pages in headless Chromium (installed if missing), against the all-in-one binary; on
+# a full run only (arguments select some cargo tests).
+if [ $# -eq 0 ]; then scripts/browser-tests.sh; fi

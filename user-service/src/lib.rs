@@ -21,6 +21,8 @@
 //! - `routes`: the HTTP handlers, one module per endpoint (`register`, `verify` with the POST
 //!   confirmation and the GET page, `resend`, `phone` (code check and resend), `health`,
 //!   `openapi`), and the documented router.
+//! - `pages`: the hosted HTML pages (sign-up form, check your inbox, outcomes), their
+//!   templates, stylesheet, security headers and cross-site form refusal.
 //! - `domain`: values that passed validation (`UserEmail`, `NewUser`).
 //! - `idempotency`: `Idempotency-Key` storage for registration.
 //! - `verification`: issuing link tokens and codes, stored hashed.
@@ -51,6 +53,7 @@ mod idempotency;
 mod metrics;
 mod middleware;
 pub mod migration;
+mod pages;
 mod password;
 mod phone;
 mod rate_limit;

@@ -161,6 +161,22 @@ impl RateLimits {
         }
     }
 
+    /// The limit of the API route `api_route` (a POST), checked by a hosted page's handler that
+    /// does the same work (the page routes are not limited by [`limit`]): the page and the API
+    /// share one budget.
+    pub(crate) fn check(&self, api_route: &'static str, client: IpAddr) -> Result<(), ApiError> {
+        let Some(limiter) = self.for_route(&Method::POST, api_route) else {
+            return Ok(());
+        };
+        limiter.check(client).map_err(|wait| {
+            metrics::counter!("http_rate_limited_total", "route" => api_route).increment(1);
+            tracing::info!(%client, route = api_route, "rate limited (page)");
+            ApiError::RateLimited {
+                retry_after: wait.as_secs().max(1),
+            }
+        })
+    }
+
     /// The address the limits apply to (see the module docs).
     fn client(&self, request: &Request) -> IpAddr {
         let peer = request

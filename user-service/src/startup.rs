@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    admin, expiry, middleware, migration, password::PasswordHasher, rate_limit::RateLimits,
+    admin, expiry, middleware, migration, pages, password::PasswordHasher, rate_limit::RateLimits,
     reminder, routes, settings::Settings, state::AppState,
 };
 
@@ -82,8 +82,10 @@ impl Application {
             hasher,
             outbox_wakeup,
             openapi: Arc::new(openapi),
+            pages: Arc::new(pages::Templates::new()?),
         };
-        let router = middleware::api(documented, state.clone());
+        let routes = documented.merge(pages::routes(state.clone()));
+        let router = middleware::api(routes, state.clone());
         Ok(Self {
             listener,
             admin,

@@ -19,6 +19,8 @@ pub(crate) struct AppState {
     pub(crate) outbox_wakeup: outbox::Wakeup,
     /// Per-client rate limits of the public endpoints.
     pub(crate) rate_limits: Arc<RateLimits>,
+    /// The hosted pages' templates.
+    pub(crate) pages: Arc<crate::pages::Templates>,
     /// The OpenAPI document of the router.
     pub(crate) openapi: Arc<utoipa::openapi::OpenApi>,
 }

@@ -1,14 +1,14 @@
 //! The HTTP API: one module per endpoint, and [`documented_routes`], which builds the router and
-//! its OpenAPI document from the same `routes!()` calls, so a route cannot be served without
-//! being documented. Logic shared with the scheduler (issuing verifications, the outbox,
+//! its OpenAPI document from the same `routes!()` calls, so an API route cannot be served
+//! without being documented (the HTML pages of `crate::pages` are merged in beside it). Logic shared with the scheduler (issuing verifications, the outbox,
 //! passwords, idempotency) lives in the feature modules at the crate root.
 
 pub(crate) mod health;
 mod openapi;
 pub(crate) mod phone;
-mod register;
-mod resend;
-mod verify;
+pub(crate) mod register;
+pub(crate) mod resend;
+pub(crate) mod verify;
 
 use axum::Router;
 use utoipa::OpenApi as _;
@@ -18,7 +18,7 @@ use crate::state::AppState;
 
 /// Waits until `floor` has passed since `started` (`MIN_RESPONSE_TIME`): endpoints whose work
 /// depends on whether an address has an account answer after the same time either way.
-async fn answer_no_sooner_than(started: std::time::Instant, floor: std::time::Duration) {
+pub(crate) async fn answer_no_sooner_than(started: std::time::Instant, floor: std::time::Duration) {
     tokio::time::sleep_until((started + floor).into()).await;
 }
 

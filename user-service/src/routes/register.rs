@@ -129,6 +129,27 @@ impl TryFrom<RegisterRequest> for NewUser {
     }
 }
 
+/// What the sign-up page shows again after an error: every typed field but the password.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct TypedValues {
+    pub(crate) email: String,
+    pub(crate) first_name: String,
+    pub(crate) last_name: String,
+    pub(crate) phone: String,
+}
+
+impl RegisterRequest {
+    /// The request's values to show again (normalised as they were read), never the password.
+    pub(crate) fn typed_values(&self) -> TypedValues {
+        TypedValues {
+            email: self.email.as_str().to_owned(),
+            first_name: self.first_name.clone().unwrap_or_default(),
+            last_name: self.last_name.clone().unwrap_or_default(),
+            phone: self.phone.clone().unwrap_or_default(),
+        }
+    }
+}
+
 /// 201 body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub(crate) struct RegisterResponse {
@@ -158,16 +179,42 @@ pub(crate) struct RegisterResponse {
         (status = 503, description = "`service_unavailable`: the database is unreachable; `overloaded`: too many requests in progress (or, on register, every password hashing slot stayed busy for `HASH_QUEUE_TIMEOUT`); retry after `Retry-After` seconds", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]
 pub(crate) async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     client: ClientAddress,
-    ApiJson(mut request): ApiJson<RegisterRequest>,
+    ApiJson(request): ApiJson<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     let trace = TraceContext::from_headers(&headers);
-    tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
     let key = IdempotencyKey::from_headers(&headers)?;
+    match register_user(&state, request, client, &trace, key.as_ref()).await? {
+        Registered::Created(response) => Ok((StatusCode::CREATED, Json(response)).into_response()),
+        Registered::Replayed(reply) => Ok(reply),
+    }
+}
+
+/// What [`register_user`] did.
+pub(crate) enum Registered {
+    /// A new account (201 for the JSON API).
+    Created(RegisterResponse),
+    /// A retried request with the same `Idempotency-Key`: the stored answer.
+    Replayed(Response),
+}
+
+/// Registration itself, shared by `POST /user/register` and the sign-up page's form: validate,
+/// check the phone, hash, write (see the module docs).
+///
+/// # Errors
+/// Every [`ApiError`] the JSON API documents for `POST /user/register`.
+#[tracing::instrument(name = "register", skip_all, fields(correlation_id, user_id))]
+pub(crate) async fn register_user(
+    state: &AppState,
+    mut request: RegisterRequest,
+    client: ClientAddress,
+    trace: &TraceContext,
+    key: Option<&IdempotencyKey>,
+) -> Result<Registered, ApiError> {
+    tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
     let raw_phone = request.phone.take();
     let mut new_user = NewUser::try_from(request)?;
     new_user.phone = raw_phone
@@ -176,43 +223,38 @@ pub(crate) async fn register(
     if let Some(phone) = &new_user.phone
         && let Some(block) = phone.policy_block(&state.settings)
     {
-        record_blocked(&state, phone, client, Utc::now(), block).await?;
+        record_blocked(state, phone, client, Utc::now(), block).await?;
         metrics::counter!("user_registrations_total", "outcome" => "phone_refused").increment(1);
         return Err(block.api_error(0).unwrap_or(ApiError::PhoneTypeNotAllowed));
     }
 
-    if let Some(key) = &key
+    if let Some(key) = key
         && let Some(stored) = idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
     {
-        return replay(&state, stored, &new_user).await;
+        return replay(state, stored, &new_user)
+            .await
+            .map(Registered::Replayed);
     }
 
     let password_hash = state.hasher.hash(&new_user.password).await?;
-    match create_user(
-        &state,
-        &new_user,
-        password_hash,
-        &trace,
-        key.as_ref(),
-        client,
-    )
-    .await
-    {
+    match create_user(state, &new_user, password_hash, trace, key, client).await {
         Ok(response) => {
             tracing::Span::current().record("user_id", tracing::field::display(response.user_id));
             metrics::counter!("user_registrations_total", "outcome" => "created").increment(1);
             metrics::counter!("verifications_issued_total", "reason" => "registration")
                 .increment(1);
             tracing::info!("user registered");
-            Ok((StatusCode::CREATED, Json(response)).into_response())
+            Ok(Registered::Created(response))
         }
         Err(error) => {
             // A concurrent request with the same key may have committed first: answer like it.
-            if let Some(key) = &key
+            if let Some(key) = key
                 && let Some(stored) =
                     idempotency::find(&state.db, key, &new_user.email, Utc::now()).await?
             {
-                return replay(&state, stored, &new_user).await;
+                return replay(state, stored, &new_user)
+                    .await
+                    .map(Registered::Replayed);
             }
             let outcome = if matches!(error, ApiError::RateLimited { .. }) {
                 "phone_rate_limited"
@@ -220,7 +262,7 @@ pub(crate) async fn register(
                 // The answer stays 409; the owner hears of it (rate-limited). A failure to
                 // write the notice must not change the answer, so it is only logged.
                 if let Err(notice_error) =
-                    signup_attempt::notify_owner(&state, &new_user.email, &trace).await
+                    signup_attempt::notify_owner(state, &new_user.email, trace).await
                 {
                     tracing::warn!(
                         error = format!("{notice_error:#}"),

@@ -63,8 +63,12 @@ pub(crate) async fn resend(
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))))
 }
 
-/// Issues a new verification for a pending user unless rate-limited; returns what happened.
-async fn resend_verification(
+/// Issues a new verification for a pending user unless rate-limited; returns what happened
+/// (a metrics label, never shown to the client). Shared with the check-your-inbox page.
+///
+/// # Errors
+/// A database failure.
+pub(crate) async fn resend_verification(
     state: &AppState,
     email: &UserEmail,
     trace: &TraceContext,

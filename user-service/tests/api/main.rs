@@ -9,6 +9,7 @@ mod helpers;
 mod idempotency;
 mod openapi;
 mod overload;
+mod pages;
 mod phone;
 mod phone_abuse;
 mod process;

@@ -60,7 +60,6 @@ pub(crate) struct PhoneCheckResponse {
             `Retry-After` seconds", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "phone_check", skip_all, fields(correlation_id))]
 pub(crate) async fn check(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -68,9 +67,28 @@ pub(crate) async fn check(
 ) -> Result<Json<PhoneCheckResponse>, ApiError> {
     let started = Instant::now();
     let trace = TraceContext::from_headers(&headers);
+    let status = check_phone_code(&state, &request.phone, &request.code, &trace).await?;
+    // Answer in the same time whatever the number's state.
+    super::super::answer_no_sooner_than(started, state.settings.min_response_time).await;
+    Ok(Json(PhoneCheckResponse { status }))
+}
+
+/// Checks an SMS code (shared by `POST /user/phone/verify` and the check-your-inbox page): parses
+/// the number and the code, checks in one transaction, counts. The caller answers no sooner than
+/// `MIN_RESPONSE_TIME` after the request began.
+///
+/// # Errors
+/// `invalid_phone`, `validation_failed` for a code that is not 1 to 10 digits, a database error.
+#[tracing::instrument(name = "phone_check", skip_all, fields(correlation_id))]
+pub(crate) async fn check_phone_code(
+    state: &AppState,
+    raw_phone: &str,
+    code: &str,
+    trace: &TraceContext,
+) -> Result<CheckResult, ApiError> {
     tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
-    let phone = Phone::parse(&request.phone, &state.settings)?;
-    let code = request.code.trim();
+    let phone = Phone::parse(raw_phone.trim(), &state.settings)?;
+    let code = code.trim();
     if code.is_empty() || code.len() > MAX_CODE_CHARS || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::Validation(json!({
             "code": [{ "code": "invalid_format", "message": "must be the digits from the SMS" }]
@@ -78,16 +96,12 @@ pub(crate) async fn check(
     }
     let now = Utc::now();
     let txn = state.db.begin().await?;
-    let checked = verification::check(&txn, &phone, code, now, &state.settings, &trace).await?;
+    let checked = verification::check(&txn, &phone, code, now, &state.settings, trace).await?;
     txn.commit().await?;
     if checked.result == CheckResult::Verified {
         state.outbox_wakeup.wake();
         metrics::counter!("phone_verifications_verified_total").increment(1);
     }
     metrics::counter!("phone_checks_total", "result" => checked.label).increment(1);
-    // Answer in the same time whatever the number's state.
-    super::super::answer_no_sooner_than(started, state.settings.min_response_time).await;
-    Ok(Json(PhoneCheckResponse {
-        status: checked.result,
-    }))
+    Ok(checked.result)
 }

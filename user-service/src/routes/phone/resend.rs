@@ -59,26 +59,42 @@ pub(crate) struct PhoneResendRequest {
             `Retry-After` seconds", body = ErrorBody),
     )
 )]
-#[tracing::instrument(name = "phone_resend", skip_all, fields(correlation_id))]
 pub(crate) async fn resend(
     State(state): State<AppState>,
     headers: HeaderMap,
     client: ClientAddress,
     ApiJson(request): ApiJson<PhoneResendRequest>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let started = Instant::now();
     let trace = TraceContext::from_headers(&headers);
+    resend_phone_code(&state, &request.phone, client, &trace, Instant::now()).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))))
+}
+
+/// Sends the code again or starts a new verification (see the module docs); shared by
+/// `POST /user/phone/verification/resend` and the check-your-inbox page. Answers no sooner than
+/// `MIN_RESPONSE_TIME` after `started` once the number is accepted.
+///
+/// # Errors
+/// `invalid_phone`, `phone_type_not_allowed`, `phone_country_not_allowed`, `rate_limited` (a
+/// velocity limit), a database error.
+#[tracing::instrument(name = "phone_resend", skip_all, fields(correlation_id))]
+pub(crate) async fn resend_phone_code(
+    state: &AppState,
+    raw_phone: &str,
+    client: ClientAddress,
+    trace: &TraceContext,
+    started: Instant,
+) -> Result<(), ApiError> {
     tracing::Span::current().record("correlation_id", trace.correlation_id.as_str());
-    let phone = Phone::parse(&request.phone, &state.settings)?;
+    let phone = Phone::parse(raw_phone.trim(), &state.settings)?;
     let now = Utc::now();
     if let Some(block) = phone.policy_block(&state.settings) {
-        record_blocked(&state, &phone, client, now, block).await?;
+        record_blocked(state, &phone, client, now, block).await?;
         return Err(block.api_error(0).unwrap_or(ApiError::PhoneTypeNotAllowed));
     }
-    let outcome = resend_code(&state, &phone, client, now, &trace).await;
+    let outcome = resend_code(state, &phone, client, now, trace).await;
     super::super::answer_no_sooner_than(started, state.settings.min_response_time).await;
-    outcome?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "status": "accepted" }))))
+    outcome
 }
 
 /// Records a request refused before any verification is looked at, on its own.

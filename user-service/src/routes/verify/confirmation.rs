@@ -95,11 +95,15 @@ pub(crate) async fn verify(State(state): State<AppState>, request: Request) -> R
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if is_form {
+        // A form post comes from the link page: refused when another site made the browser send it.
+        if crate::pages::is_cross_site(&state, request.headers(), request.uri()) {
+            return crate::pages::cross_site_refused(&state);
+        }
         let result = match Form::<TokenForm>::from_request(request, &state).await {
             Ok(Form(form)) => verify_by_token(&state, &form.token, &trace).await,
             Err(_) => Err(ApiError::InvalidToken),
         };
-        return outcome_page(result);
+        return outcome_page(&state, result);
     }
     let result = match ApiJson::<VerifyRequest>::from_request(request, &state).await {
         Ok(ApiJson(VerifyRequest::Token { token })) => {
@@ -151,7 +155,7 @@ async fn verify_by_token(
 /// verified, no or expired verification, locked, wrong code): the answer never tells whether
 /// an address has an account. Why it failed goes to the metrics (admin port) only.
 #[tracing::instrument(name = "verify_by_code", skip_all, fields(user_id))]
-async fn verify_by_code(
+pub(crate) async fn verify_by_code(
     state: &AppState,
     email: &UserEmail,
     code: &str,

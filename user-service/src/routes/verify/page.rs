@@ -5,16 +5,18 @@
 
 use axum::{
     extract::{Query, State},
-    http::{StatusCode, header},
-    response::{Html, IntoResponse, Response},
+    http::StatusCode,
+    response::{IntoResponse, Response},
 };
-use std::time::Duration;
-
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::{VerifyOutcome, find_by_token, link_outcome};
-use crate::{error::ApiError, state::AppState};
+use crate::{
+    error::ApiError,
+    pages::{ALREADY_VERIFIED, Outcome, VERIFIED},
+    state::AppState,
+};
 
 /// `?token=` of the GET link.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -49,86 +51,56 @@ pub(crate) async fn verify_page(
     }
     .await;
     match (result, registered_at) {
-        // The token is 64 hex characters here (checked by find_by_token): safe to embed.
-        (Ok(VerifyOutcome::Verified), Some(registered_at)) => page(
-            StatusCode::OK,
-            "Confirm your email address",
-            &format!(
-                "<p>Press the button to confirm your email address.</p>\
-                 {}\
-                 <form method=\"post\" action=\"/user/verify\">\
-                 <input type=\"hidden\" name=\"token\" value=\"{token}\">\
-                 <button type=\"submit\">Confirm my email address</button></form>",
-                sign_up_notice(registered_at, state.settings.pending_account_ttl)
-            ),
-        ),
-        (other, _) => outcome_page(other),
+        // The token is 64 hex characters here (checked by find_by_token); escaped anyway.
+        (Ok(VerifyOutcome::Verified), Some(registered_at)) => {
+            let deleted_at = chrono::Duration::from_std(state.settings.pending_account_ttl)
+                .ok()
+                .and_then(|ttl| registered_at.checked_add_signed(ttl))
+                .map(|at| at.format(TIME_FORMAT).to_string());
+            state.pages.page(
+                StatusCode::OK,
+                "confirm.html",
+                minijinja::context! {
+                    title => "Confirm your email address",
+                    token,
+                    registered_at => registered_at.format(TIME_FORMAT).to_string(),
+                    deleted_at,
+                },
+            )
+        }
+        (other, _) => outcome_page(&state, other),
     }
-}
-
-/// When the sign-up was made, and what happens if it was not the reader: someone else may have
-/// typed this address, and confirming would hand them an account on it.
-fn sign_up_notice(registered_at: DateTime<Utc>, pending_account_ttl: Duration) -> String {
-    let deleted_at = chrono::Duration::from_std(pending_account_ttl)
-        .ok()
-        .and_then(|ttl| registered_at.checked_add_signed(ttl));
-    let deletion = deleted_at.map_or_else(String::new, |at| {
-        format!(" Unconfirmed, it is deleted on {}.", at.format(TIME_FORMAT))
-    });
-    format!(
-        "<p>This address was used to sign up on {}. If that was not you, do not press the \
-         button: close this page and nothing happens.{deletion}</p>",
-        registered_at.format(TIME_FORMAT)
-    )
 }
 
 /// How times are shown on the pages (UTC, like the mails).
 const TIME_FORMAT: &str = "%Y-%m-%d %H:%M UTC";
 
-pub(crate) fn outcome_page(result: Result<VerifyOutcome, ApiError>) -> Response {
+/// The page answering a link confirmation (the GET page's, or its form post's).
+pub(crate) fn outcome_page(state: &AppState, result: Result<VerifyOutcome, ApiError>) -> Response {
+    let pages = &state.pages;
     match result {
-        Ok(VerifyOutcome::Verified) => page(
-            StatusCode::OK,
-            "Email address verified",
-            "<p>Thank you, your email address is verified. You can close this page.</p>",
-        ),
-        Ok(VerifyOutcome::AlreadyVerified) => page(
-            StatusCode::OK,
-            "Already verified",
-            "<p>Your email address was already verified. Nothing more to do.</p>",
-        ),
-        Err(error @ ApiError::VerificationExpired) => page(
+        Ok(VerifyOutcome::Verified) => pages.outcome(StatusCode::OK, &VERIFIED),
+        Ok(VerifyOutcome::AlreadyVerified) => pages.outcome(StatusCode::OK, &ALREADY_VERIFIED),
+        Err(error @ ApiError::VerificationExpired) => pages.outcome(
             error.status(),
-            "This link has expired",
-            "<p>This verification link has expired. Request a new verification mail.</p>",
+            &Outcome {
+                kind: "expired",
+                title: "This link has expired",
+                paragraphs: &["This verification link has expired. Request a new verification mail."],
+                next_href: Some("/signup/check"),
+                next_label: Some("Get a new mail"),
+            },
         ),
         Err(error @ (ApiError::Internal(_) | ApiError::Unavailable(_))) => error.into_response(),
-        Err(error) => page(
+        Err(error) => pages.outcome(
             error.status(),
-            "This link is not valid",
-            "<p>This verification link is not valid, or a newer mail replaced it. \
-             Use the link in the most recent mail, or request a new one.</p>",
+            &Outcome {
+                kind: "invalid",
+                title: "This link is not valid",
+                paragraphs: &["This verification link is not valid, or a newer mail replaced it. Use the link in the most recent mail, or request a new one."],
+                next_href: Some("/signup/check"),
+                next_label: Some("Get a new mail"),
+            },
         ),
     }
-}
-
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"
-    );
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::REFERRER_POLICY, "no-referrer"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        ],
-        Html(html),
-    )
-        .into_response()
 }
