@@ -3,7 +3,8 @@
 # `chromium`, installed here if missing; never downloaded by Playwright) driven by
 # `playwright-core` (tests/browser, pinned by package-lock.json) against the all-in-one runner
 # (SQLite databases, mails as .eml files and SMS as files in a fresh temporary folder, RabbitMQ
-# on localhost under a namespace of its own). Screenshots go to docs/screenshots/.
+# on localhost under a namespace of its own). Screenshots go to target/screenshots/
+# (UPDATE_SCREENSHOTS=1: docs/screenshots/, the README's).
 # Needs RabbitMQ running (scripts/services.sh rabbitmq). Exits non-zero when a test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,6 +62,10 @@ for _ in $(seq 1 120); do
 done
 curl -fsS -o /dev/null "$base/signup"
 
-mkdir -p docs/screenshots
-BASE_URL="$base" MAIL_DIR="$work/mail" SMS_DIR="$work/sms" SCREENSHOT_DIR="$PWD/docs/screenshots" \
+# Screenshots of every run go to target/screenshots (not committed: they show per-run
+# addresses); UPDATE_SCREENSHOTS=1 refreshes the README's, in docs/screenshots.
+screenshots="$PWD/target/screenshots"
+if [ "${UPDATE_SCREENSHOTS:-0}" = 1 ]; then screenshots="$PWD/docs/screenshots"; fi
+mkdir -p "$screenshots"
+BASE_URL="$base" MAIL_DIR="$work/mail" SMS_DIR="$work/sms" SCREENSHOT_DIR="$screenshots" \
   node --test --test-concurrency=1 tests/browser/pages.test.mjs
