@@ -8,7 +8,7 @@
 //! was claimed again, the attempt is still recorded but the newer state is left alone. The
 //! attempt count is no fence: a replay resets it, so a stale attempt could match a newer claim.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -123,7 +123,9 @@ pub(super) async fn record_batch(
     let mut results = Vec::with_capacity(changes.len());
     for change in changes {
         let mut recorded = Recorded {
-            applied: applied.contains(&change.claimed.id),
+            // By id and lease: a batch may hold a stale attempt of a delivery and the attempt
+            // of its newer claim; only the latter moved it.
+            applied: applied.contains(&(change.claimed.id, change.claimed.leased_until)),
             ..Recorded::default()
         };
         if recorded.applied && change.terminal() && change.claimed.kind == delivery::kind::JOB {
@@ -131,11 +133,30 @@ pub(super) async fn record_batch(
         }
         results.push(recorded);
     }
-    succeeded_endpoints(&txn, changes).await?;
-    for (change, recorded) in changes.iter().zip(&mut results) {
-        if let Some((endpoint_id, health, disable_after)) = change.health
+    // Each endpoint learns its latest outcome in the batch (what recording one attempt at a
+    // time would have left), in ascending id order (concurrent batches lock endpoints in one
+    // order).
+    let mut latest: BTreeMap<Uuid, usize> = BTreeMap::new();
+    for (i, change) in changes.iter().enumerate() {
+        if let Some((endpoint_id, _, _)) = change.health {
+            let slot = latest.entry(endpoint_id).or_insert(i);
+            if changes[*slot].now <= change.now {
+                *slot = i;
+            }
+        }
+    }
+    let succeeded: Vec<Uuid> = latest
+        .iter()
+        .filter(|(_, i)| matches!(changes[**i].health, Some((_, Health::Succeeded, _))))
+        .map(|(id, _)| *id)
+        .collect();
+    succeeded_endpoints(&txn, &succeeded, changes).await?;
+    for (&endpoint_id, &i) in &latest {
+        let change = changes[i];
+        if let Some((_, health, disable_after)) = change.health
             && health != Health::Succeeded
         {
+            let recorded = &mut results[i];
             recorded.disabled =
                 endpoint_health(&txn, endpoint_id, health, disable_after, change.now).await?;
             if let Some(disabled) = &recorded.disabled {
@@ -156,7 +177,7 @@ pub(super) async fn record_batch(
 async fn update_deliveries(
     txn: &impl ConnectionTrait,
     changes: &[&Change],
-) -> Result<HashSet<Uuid>, DbErr> {
+) -> Result<HashSet<(Uuid, Option<DateTime<Utc>>)>, DbErr> {
     let backend = txn.get_database_backend();
     let values = |change: &Change| {
         [
@@ -200,14 +221,17 @@ async fn update_deliveries(
              FROM (VALUES {}) AS v(id, status, next_attempt_at, attempts, last_status, \
                last_error, updated_at, completed_at, leased_until) \
              WHERE d.id = v.id AND d.status = 'pending' AND d.leased_until = v.leased_until \
-             RETURNING d.id",
+             RETURNING d.id, v.leased_until AS fence",
             rows.join(", ")
         );
         for row in txn
             .query_all_raw(Statement::from_sql_and_values(backend, sql, bound))
             .await?
         {
-            applied.insert(row.try_get::<Uuid>("", "id")?);
+            applied.insert((
+                row.try_get::<Uuid>("", "id")?,
+                row.try_get::<Option<DateTime<Utc>>>("", "fence")?,
+            ));
         }
     } else {
         for change in changes {
@@ -223,7 +247,7 @@ async fn update_deliveries(
                 ))
                 .await?;
             if updated.rows_affected() == 1 {
-                applied.insert(change.claimed.id);
+                applied.insert((change.claimed.id, change.claimed.leased_until));
             }
         }
     }
@@ -259,21 +283,16 @@ async fn notify_job(txn: &impl ConnectionTrait, change: &Change) -> Result<bool,
     }
 }
 
-/// Ends the failure run of the endpoints that just succeeded: one statement for the batch, only
-/// matching (and locking) the endpoints that were failing.
-async fn succeeded_endpoints(txn: &impl ConnectionTrait, changes: &[&Change]) -> Result<(), DbErr> {
-    let mut ids: Vec<Uuid> = changes
-        .iter()
-        .filter_map(|change| match change.health {
-            Some((id, Health::Succeeded, _)) => Some(id),
-            _ => None,
-        })
-        .collect();
+/// Ends the failure run of `ids` (endpoints whose latest attempt in the batch succeeded): one
+/// statement, only matching (and locking) the endpoints that were failing.
+async fn succeeded_endpoints(
+    txn: &impl ConnectionTrait,
+    ids: &[Uuid],
+    changes: &[&Change],
+) -> Result<(), DbErr> {
     if ids.is_empty() {
         return Ok(());
     }
-    ids.sort_unstable();
-    ids.dedup();
     let now = changes
         .iter()
         .map(|change| change.now)
@@ -283,11 +302,11 @@ async fn succeeded_endpoints(txn: &impl ConnectionTrait, changes: &[&Change]) ->
     let (filter, list) = match backend {
         DbBackend::Postgres => (
             "id = ANY($2::text::uuid[])",
-            Value::from(super::claim::uuid_array(&ids)),
+            Value::from(super::claim::uuid_array(ids)),
         ),
         _ => (
             "hex(id) IN (SELECT value FROM json_each($2))",
-            Value::from(super::claim::hex_json_list(&ids)),
+            Value::from(super::claim::hex_json_list(ids)),
         ),
     };
     txn.execute_raw(Statement::from_sql_and_values(
@@ -438,4 +457,155 @@ fn disabled(
             })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveModelTrait, IntoActiveModel};
+
+    use super::*;
+    use crate::entity::endpoint;
+
+    async fn db() -> DatabaseConnection {
+        crate::migration::connect_and_migrate("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database")
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a time")
+    }
+
+    async fn endpoint(db: &DatabaseConnection) -> Uuid {
+        let id = Uuid::now_v7();
+        endpoint::Model {
+            id,
+            url: "https://example.com/hook".into(),
+            description: String::new(),
+            event_types: None,
+            headers: serde_json::json!({}),
+            secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
+            previous_secret: None,
+            previous_secret_until: None,
+            enabled: true,
+            disabled_reason: None,
+            failing_since: None,
+            created_at: at(0),
+            updated_at: at(0),
+        }
+        .into_active_model()
+        .insert(db)
+        .await
+        .expect("an endpoint");
+        id
+    }
+
+    /// A pending `job` delivery (of `endpoint`, when given) leased until `lease`.
+    async fn delivery(
+        db: &DatabaseConnection,
+        endpoint: Option<Uuid>,
+        lease: DateTime<Utc>,
+    ) -> delivery::Model {
+        delivery::Model {
+            id: Uuid::now_v7(),
+            kind: delivery::kind::JOB.into(),
+            endpoint_id: endpoint,
+            message_id: None,
+            job_id: None,
+            url: "https://example.com/".into(),
+            method: "POST".into(),
+            headers: serde_json::json!([]),
+            body: None,
+            timeout_ms: 1000,
+            retry_schedule: None,
+            fail_statuses: None,
+            status: delivery::status::PENDING.into(),
+            attempts: 1,
+            next_attempt_at: lease,
+            leased_until: Some(lease),
+            deadline: None,
+            last_status: None,
+            last_error: None,
+            traceparent: None,
+            created_at: at(0),
+            updated_at: at(0),
+            completed_at: None,
+        }
+        .into_active_model()
+        .insert(db)
+        .await
+        .expect("a delivery")
+    }
+
+    fn change(claimed: delivery::Model, status: &'static str, now: DateTime<Utc>) -> Change {
+        Change {
+            attempts: claimed.attempts,
+            claimed,
+            attempt: None,
+            status,
+            next_attempt_at: now,
+            last_status: None,
+            last_error: None,
+            health: None,
+            now,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_attempt_batched_with_the_newer_claim_is_not_applied() {
+        let db = db().await;
+        let fresh = delivery(&db, None, at(100)).await;
+        let stale = delivery::Model {
+            leased_until: Some(at(50)),
+            ..fresh.clone()
+        };
+        let stale = change(stale, delivery::status::SUCCEEDED, at(60));
+        let newer = change(fresh.clone(), delivery::status::PENDING, at(61));
+        let recorded = record_batch(&db, &[&stale, &newer])
+            .await
+            .expect("recorded");
+        assert!(!recorded[0].applied, "the stale attempt holds no lease");
+        assert!(recorded[1].applied);
+        let row = delivery::Entity::find_by_id(fresh.id)
+            .one(&db)
+            .await
+            .expect("read")
+            .expect("row");
+        assert_eq!(row.status, delivery::status::PENDING);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_learns_its_latest_outcome_in_a_batch() {
+        let db = db().await;
+        let week = std::time::Duration::from_secs(7 * 24 * 3600);
+        for (first, second, failing_since) in [
+            (Health::Failed, Health::Succeeded, None),
+            (Health::Succeeded, Health::Failed, Some(at(20))),
+        ] {
+            let endpoint_id = endpoint(&db).await;
+            let mut a = change(
+                delivery(&db, Some(endpoint_id), at(100)).await,
+                delivery::status::PENDING,
+                at(10),
+            );
+            a.health = Some((endpoint_id, first, week));
+            let mut b = change(
+                delivery(&db, Some(endpoint_id), at(100)).await,
+                delivery::status::PENDING,
+                at(20),
+            );
+            b.health = Some((endpoint_id, second, week));
+            // The later outcome is listed first: the batch's order is not the attempts' order.
+            record_batch(&db, &[&b, &a]).await.expect("recorded");
+            let row = endpoint::Entity::find_by_id(endpoint_id)
+                .one(&db)
+                .await
+                .expect("read")
+                .expect("row");
+            assert_eq!(
+                row.failing_since, failing_since,
+                "{first:?} then {second:?}"
+            );
+        }
+    }
 }

@@ -6,8 +6,9 @@
 //! them with [`record::record_batch`]. Under load a commit thus records many attempts; at light
 //! load a batch is one attempt and nothing waits for company. [`WORKERS`] tasks record at once,
 //! so a transaction waiting for a lock (an endpoint row the API is updating, a table a
-//! maintenance statement holds) delays only its own batch. If a batch fails, each of its
-//! changes is recorded alone, so one change the database refuses cannot fail the others.
+//! maintenance statement holds) delays only its own batch. If the database refuses a batch,
+//! each of its changes is recorded alone, so one change it refuses cannot fail the others; if
+//! the database is unreachable, every change of the batch gets the error at once.
 
 use std::sync::Arc;
 
@@ -79,9 +80,14 @@ async fn run(db: DatabaseConnection, rx: Queue) {
                     let _ = reply.send(Ok(recorded));
                 }
             }
-            Err(error) if batch.len() == 1 => {
-                let (_, reply) = batch.pop().expect("one change");
-                let _ = reply.send(Err(error));
+            Err(error) if batch.len() == 1 || common::database::is_unreachable(&error) => {
+                // Unreachable: recording each change alone would wait out the connection
+                // timeout once per change; every waiter gets the error (and retries within
+                // its lease).
+                let message = common::telemetry::error_chain(&error);
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(DbErr::Custom(message.clone())));
+                }
             }
             Err(error) => {
                 tracing::warn!(

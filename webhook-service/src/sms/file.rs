@@ -66,7 +66,15 @@ async fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
-    tokio::fs::write(&tmp, contents).await?;
+    // Readable by this user only: the file holds a code and a number.
+    let mut options = tokio::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut file, contents).await?;
+    file.sync_all().await?;
+    drop(file);
     tokio::fs::rename(&tmp, path).await
 }
 
@@ -86,6 +94,15 @@ mod tests {
             std::fs::read_to_string(&path).expect("written"),
             "To: +1\n\nsecond\n"
         );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "a code and a number: owner only");
+        }
         let names: Vec<_> = std::fs::read_dir(path.parent().expect("dir"))
             .expect("dir")
             .map(|entry| entry.expect("entry").file_name())

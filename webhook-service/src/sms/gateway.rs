@@ -187,7 +187,16 @@ pub(crate) fn scrub(delivery: &delivery::Model, result: &mut AttemptResult) {
         return;
     };
     let escaped = encode(SmsBodyEncoding::Json, &sms.text);
-    for secret in [sms.text.as_str(), escaped.as_str(), sms.code.as_str()] {
+    // The text and the code, and the number (a gateway echoes `to`: personal data kept no
+    // longer than the attempt log's retention otherwise).
+    let digits = sms.to.trim_start_matches('+');
+    for secret in [
+        sms.text.as_str(),
+        escaped.as_str(),
+        sms.code.as_str(),
+        sms.to.as_str(),
+        digits,
+    ] {
         if !secret.is_empty() {
             result.response_body = result.response_body.replace(secret, "***");
         }

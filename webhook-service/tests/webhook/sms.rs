@@ -117,7 +117,9 @@ async fn a_code_request_becomes_one_twilio_sms_and_a_redelivery_sends_no_second(
     // Twilio echoes the message, code included: it must not be stored with the attempt.
     gateway.reply([Reply::Json(
         201,
-        format!(r#"{{"sid": "SM1", "status": "queued", "body": "Signup: your code is {CODE}"}}"#),
+        format!(
+            r#"{{"sid": "SM1", "status": "queued", "to": "{PHONE}", "body": "Signup: your code is {CODE}"}}"#
+        ),
     )]);
     let settings = twilio_settings(&gateway, test_settings("wh_sms_twilio").await);
     let service = TestService::start(settings).await;
@@ -167,6 +169,10 @@ async fn a_code_request_becomes_one_twilio_sms_and_a_redelivery_sends_no_second(
     let attempts = attempts_of(&service, event.event_id).await;
     assert_eq!(attempts.len(), 1);
     assert!(!attempts[0].1.contains(CODE), "{attempts:?}");
+    assert!(
+        !attempts[0].1.contains(&PHONE[1..]),
+        "the number echoed: {attempts:?}"
+    );
     assert!(attempts[0].1.contains("\"sid\": \"SM1\""), "{attempts:?}");
     let leaked = scalar(
         &service.db,
