@@ -20,8 +20,8 @@ use common::{
     trace::TraceContext,
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, Order,
+    QueryFilter, QueryOrder, QuerySelect, Statement, sea_query::Expr,
 };
 use serde::Serialize;
 use uuid::Uuid;
@@ -65,6 +65,8 @@ pub(crate) const CHECK_METRIC_RESULTS: &[&str] = &[
 ];
 
 /// The number's newest verification, locked for the transaction on PostgreSQL when `lock`.
+/// A canceled one only when every one is: two starts racing for the lock may leave the later
+/// `created_at` on the one the other canceled.
 ///
 /// # Errors
 /// Database errors.
@@ -75,6 +77,10 @@ pub(crate) async fn newest(
 ) -> Result<Option<phone_verification::Model>, DbErr> {
     let mut query = phone_verification::Entity::find()
         .filter(phone_verification::Column::Phone.eq(phone.e164()))
+        .order_by(
+            Expr::cust("CASE WHEN status = 'canceled' THEN 1 ELSE 0 END"),
+            Order::Asc,
+        )
         .order_by_desc(phone_verification::Column::CreatedAt)
         .order_by_desc(phone_verification::Column::Id);
     if lock && conn.get_database_backend() == DbBackend::Postgres {

@@ -351,3 +351,27 @@ async fn sqlite_registers_sends_and_verifies_a_phone_too() {
     assert_eq!(deleted, 1);
     assert_eq!(app.count("phone_verifications").await, 0, "cascade");
 }
+
+#[tokio::test]
+async fn a_canceled_row_with_a_later_creation_time_does_not_hide_the_live_verification() {
+    // Two starts racing for the send lock: the one that read its clock first commits last,
+    // cancelling the other, whose `created_at` is later.
+    let app = spawn_tuned("phone_newest_live", phone_settings).await;
+    assert_eq!(app.register(&ann_with_phone(PHONE)).await.status(), 201);
+    let code = app.latest_phone_code().await;
+    app.db
+        .execute_unprepared(&format!(
+            "INSERT INTO phone_verifications (id, user_id, phone, nonce, code_length, status, \
+             attempts, sends, last_sent_at, created_at, expires_at, verified_at) \
+             SELECT '{}', user_id, phone, nonce, code_length, 'canceled', attempts, sends, \
+             last_sent_at, created_at + interval '1 second', expires_at, verified_at \
+             FROM phone_verifications",
+            uuid::Uuid::now_v7()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        status_of(&app.phone_check(PHONE, &code).await),
+        (200, "verified")
+    );
+}
