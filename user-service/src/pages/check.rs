@@ -58,6 +58,22 @@ pub(super) struct CodeForm {
     pub(super) phone: String,
 }
 
+impl CodeForm {
+    /// The page showing what was posted back: the address as normalised, the number trimmed.
+    pub(super) fn view(&self) -> View {
+        View {
+            email: UserEmail::new(&self.email).as_str().to_owned(),
+            phone: self.phone.trim().to_owned(),
+            ..View::default()
+        }
+    }
+
+    /// The typed code without spaces (people copy "123 456").
+    pub(super) fn typed_code(&self) -> String {
+        self.code.chars().filter(|c| !c.is_whitespace()).collect()
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub(super) struct FieldErrors {
     pub(super) email: Option<String>,
@@ -120,13 +136,10 @@ pub(super) async fn submit_code(
     let started = Instant::now();
     let Form(form) = form.unwrap_or_default();
     let email = UserEmail::new(&form.email);
-    // People copy codes with spaces ("123 456").
-    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    let code = form.typed_code();
     let mut view = View {
-        email: email.as_str().to_owned(),
         code: code.clone(),
-        phone: form.phone.trim().to_owned(),
-        ..View::default()
+        ..form.view()
     };
     if email.as_str().is_empty() {
         view.errors.email = Some("Enter your email address.".to_owned());
@@ -150,22 +163,18 @@ pub(super) async fn submit_code(
         Err(error) => error,
     };
     let status = error.status();
-    match error {
-        ApiError::Validation(_) => {
-            view.errors.code = Some("The code is six digits, for example 123456.".to_owned());
-        }
+    let message = match error {
+        ApiError::Validation(_) => "The code is six digits, for example 123456.",
         ApiError::InvalidCode => {
-            view.errors.code = Some(
-                "This code is not correct or no longer valid. After several wrong codes it \
-                 stops working: ask for a new mail below."
-                    .to_owned(),
-            );
+            "This code is not correct or no longer valid. After several wrong codes it stops \
+             working: ask for a new mail below."
         }
         other => {
-            view.form_error = Some(form_message(&other));
-            log_unexpected(other);
+            let message = form_message(&other);
+            return refused(&state, view, other, message);
         }
-    }
+    };
+    view.errors.code = Some(message.to_owned());
     render(&state, status, &view)
 }
 
@@ -180,11 +189,7 @@ pub(super) async fn resend(
     let started = Instant::now();
     let Form(form) = form.unwrap_or_default();
     let email = UserEmail::new(&form.email);
-    let mut view = View {
-        email: email.as_str().to_owned(),
-        phone: form.phone.trim().to_owned(),
-        ..View::default()
-    };
+    let mut view = form.view();
     if email.as_str().is_empty() {
         view.errors.resend_email = Some("Enter your email address.".to_owned());
         return render(&state, StatusCode::UNPROCESSABLE_ENTITY, &view);
@@ -204,10 +209,8 @@ pub(super) async fn resend(
             see_other(&check_url(&view.email, &view.phone, "resent=1"))
         }
         Err(error) => {
-            let status = error.status();
-            view.form_error = Some(form_message(&error));
-            log_unexpected(error);
-            render(&state, status, &view)
+            let message = form_message(&error);
+            refused(&state, view, error, message)
         }
     }
 }
@@ -222,6 +225,20 @@ pub(super) async fn already_verified(State(state): State<AppState>) -> Response 
     state
         .pages
         .outcome(StatusCode::OK, &super::ALREADY_VERIFIED)
+}
+
+/// The check page with `view` and `message` above its forms, answered with `error`'s status
+/// (`error` logged if unexpected).
+pub(super) fn refused(
+    state: &AppState,
+    mut view: View,
+    error: ApiError,
+    message: String,
+) -> Response {
+    let status = error.status();
+    view.form_error = Some(message);
+    log_unexpected(error);
+    render(state, status, &view)
 }
 
 /// The check page with `view`, answered with `status`.

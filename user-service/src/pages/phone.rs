@@ -16,11 +16,10 @@ use axum::{
 use common::trace::TraceContext;
 
 use super::{
-    check::{CodeForm, View, check_url, render},
-    form_message, log_unexpected, see_other,
+    check::{CodeForm, View, check_url, refused, render},
+    form_message, see_other,
 };
 use crate::{
-    domain::UserEmail,
     error::ApiError,
     phone::verification::CheckResult,
     rate_limit::ClientAddress,
@@ -40,12 +39,10 @@ pub(super) async fn submit_code(
 ) -> Response {
     let started = Instant::now();
     let Form(form) = form.unwrap_or_default();
-    let code: String = form.code.chars().filter(|c| !c.is_whitespace()).collect();
+    let code = form.typed_code();
     let mut view = View {
-        email: UserEmail::new(&form.email).as_str().to_owned(),
-        phone: form.phone.trim().to_owned(),
         phone_code: code.clone(),
-        ..View::default()
+        ..form.view()
     };
     let trace = TraceContext::from_headers(&headers);
     let result = match state.rate_limits.check("/user/phone/verify", client.0) {
@@ -64,13 +61,11 @@ pub(super) async fn submit_code(
         }
         Err(ApiError::Validation(_)) => "Enter the digits from the SMS.",
         Err(error) => {
-            let status = error.status();
-            view.form_error = Some(match error {
+            let message = match error {
                 ApiError::InvalidPhone => "This phone number is not valid.".to_owned(),
                 ref other => form_message(other),
-            });
-            log_unexpected(error);
-            return render(&state, status, &view);
+            };
+            return refused(&state, view, error, message);
         }
     };
     view.errors.phone_code = Some(message.to_owned());
@@ -86,11 +81,7 @@ pub(super) async fn resend(
 ) -> Response {
     let started = Instant::now();
     let Form(form) = form.unwrap_or_default();
-    let mut view = View {
-        email: UserEmail::new(&form.email).as_str().to_owned(),
-        phone: form.phone.trim().to_owned(),
-        ..View::default()
-    };
+    let view = form.view();
     let trace = TraceContext::from_headers(&headers);
     let result = match state
         .rate_limits
@@ -102,17 +93,15 @@ pub(super) async fn resend(
     match result {
         Ok(()) => see_other(&check_url(&view.email, &view.phone, "sms_resent=1")),
         Err(error) => {
-            let status = error.status();
-            view.form_error = Some(match &error {
+            let message = match &error {
                 ApiError::InvalidPhone
                 | ApiError::PhoneTypeNotAllowed
                 | ApiError::PhoneCountryNotAllowed => {
                     "Codes cannot be sent to this phone number.".to_owned()
                 }
                 other => form_message(other),
-            });
-            log_unexpected(error);
-            render(&state, status, &view)
+            };
+            refused(&state, view, error, message)
         }
     }
 }
