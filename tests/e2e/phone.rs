@@ -8,15 +8,16 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use axum::{Router, body::Bytes, extract::State};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
-use crate::helpers::eventually;
+use crate::{
+    helpers::eventually,
+    webhooks::{receiver, webhooks_of},
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Ten digits: a code this long does not turn up by chance in megabytes of trace logs (a
@@ -217,32 +218,16 @@ fn wrong(code: &str) -> String {
     format!("{head}{last}")
 }
 
-/// A local webhook receiver: the bodies it was sent.
-async fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let received = Arc::new(Mutex::new(Vec::new()));
-    async fn receive(State(received): State<Arc<Mutex<Vec<String>>>>, body: Bytes) {
-        received
-            .lock()
-            .unwrap()
-            .push(String::from_utf8_lossy(&body).into_owned());
-    }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let app = Router::new().fallback(receive).with_state(received.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
-}
-
 #[tokio::test]
 async fn the_seed_story_survives_sigkill_and_no_code_reaches_a_log_or_a_webhook() {
     let mut system = Processes::start().await;
-    let (url, received) = receiver().await;
+    let (base, received) = receiver().await;
     let response = reqwest::Client::new()
         .post(format!(
             "http://127.0.0.1:{}/v1/endpoints",
             system.webhook_port
         ))
-        .json(&json!({"url": url}))
+        .json(&json!({"url": format!("{base}/hook")}))
         .send()
         .await
         .unwrap();
@@ -272,19 +257,18 @@ async fn the_seed_story_survives_sigkill_and_no_code_reaches_a_log_or_a_webhook(
     assert_eq!(system.check(bob_phone, &bob_code).await, "verified");
     assert_eq!(system.check(bob_phone, &bob_code).await, "already_verified");
 
-    let verified = eventually(WAIT, "user.phone_verified at the endpoint", || async {
-        received
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|body| body.contains("user.phone_verified"))
-            .cloned()
-    })
-    .await;
+    let verified = webhooks_of(&received, "user.phone_verified").await;
+    let verified = verified[0].1.to_string();
     assert!(verified.contains(bob_phone), "{verified}");
 
     // Nothing secret in what the receiver got (every event type went to it) ...
-    let payloads = received.lock().unwrap().join("\n");
+    let payloads: Vec<String> = received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| String::from_utf8_lossy(body).into_owned())
+        .collect();
+    let payloads = payloads.join("\n");
     assert!(payloads.contains("user.registered"), "{payloads}");
     for code in [&ann_code, &bob_code] {
         assert!(!payloads.contains(code.as_str()), "a code in a webhook");

@@ -129,10 +129,10 @@ async fn a_sign_up_is_stored_as_a_user_registered_webhook_for_its_subscribers_on
 }
 
 /// What a receiver got: headers and body of each request.
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 /// A local HTTP receiver answering 200 to everything; returns its base URL.
-async fn receiver() -> (String, Received) {
+pub(crate) async fn receiver() -> (String, Received) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let received = Received::default();
@@ -148,7 +148,10 @@ async fn receiver() -> (String, Received) {
 }
 
 /// The bodies of the received webhooks of type `event_type`, once there is one.
-async fn webhooks_of(received: &Received, event_type: &str) -> Vec<(HeaderMap, serde_json::Value)> {
+pub(crate) async fn webhooks_of(
+    received: &Received,
+    event_type: &str,
+) -> Vec<(HeaderMap, serde_json::Value)> {
     eventually(WAIT, &format!("a {event_type} webhook"), || {
         let found: Vec<(HeaderMap, serde_json::Value)> = received
             .lock()
