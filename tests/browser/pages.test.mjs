@@ -89,7 +89,8 @@ async function smsCodeTo(phone) {
   for (;;) {
     let files = [];
     try { files = await fs.readdir(SMS_DIR); } catch { /* not created yet */ }
-    for (const file of files) {
+    // Finished SMS only: the gateway writes `.<id>.txt.tmp` first and renames it.
+    for (const file of files.filter((name) => name.endsWith('.txt'))) {
       const text = await fs.readFile(path.join(SMS_DIR, file), 'utf8');
       const code = text.includes(`To: ${phone}`) && text.match(/code is (\d+)/);
       if (code) return code[1];
