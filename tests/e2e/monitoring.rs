@@ -222,8 +222,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exposed_from_start_up() {
     used.retain(|name| !recorded.contains(name) && !SCRAPE_SERIES.contains(&name.as_str()));
 
     let dir = tempfile::tempdir().unwrap();
-    let runner = Runner::start(dir.path(), common::testing::free_port(), "info", None);
-    runner.wait_for_log("signup-outbox is running").await;
+    let runner = Runner::start(dir.path(), "info", None).await;
     // One scrape per service, before any request or event. The runner hosts the four in one
     // process with one registry, so each endpoint shows the union; docker compose runs them
     // apart, and Prometheus sees the same union across its four jobs.

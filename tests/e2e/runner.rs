@@ -18,7 +18,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_signup-outbox");
 
 pub(crate) struct Runner {
     child: Child,
+    /// The user-service API's port.
+    pub(crate) http_port: u16,
     lines: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
     /// `GET /metrics` of each service: user-service, relay and email-service admin ports,
     /// the webhook-service API.
     pub(crate) metrics_urls: [String; 4],
@@ -32,14 +35,51 @@ impl Drop for Runner {
     }
 }
 
+/// What the runner prints once its four services are bound and running.
+const RUNNING: &str = "signup-outbox is running";
+
 impl Runner {
-    /// The binary on `http_port`; mails go to `smtp_url` if given, else to `dir/mail`.
-    pub(crate) fn start(
-        dir: &Path,
-        http_port: u16,
-        rust_log: &str,
-        smtp_url: Option<&str>,
-    ) -> Self {
+    /// Starts the binary (mails to `smtp_url` if given, else to `dir/mail`) on free ports and
+    /// waits until it says it is running. Tests run side by side, so a port `free_port` chose
+    /// can be taken (by another test's listener or outgoing connection) before the runner binds
+    /// it: then it starts again on new ports, up to three times. Any other early exit panics
+    /// with the runner's output.
+    pub(crate) async fn start(dir: &Path, rust_log: &str, smtp_url: Option<&str>) -> Self {
+        const TRIES: usize = 3;
+        for attempt in 1..=TRIES {
+            let mut runner = Self::spawn(dir, rust_log, smtp_url);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if runner.logs().iter().any(|l| l.contains(RUNNING)) {
+                    return runner;
+                }
+                if let Some(status) = runner.child.try_wait().unwrap() {
+                    // Its output is complete once both readers reached the end of the pipes.
+                    for reader in runner.readers.drain(..) {
+                        reader.join().unwrap();
+                    }
+                    let logs = runner.logs();
+                    let port_taken = logs.iter().any(|l| l.contains("Address already in use"));
+                    assert!(
+                        port_taken && attempt < TRIES,
+                        "the runner exited ({status}) before it was running:\n{}",
+                        logs.join("\n")
+                    );
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the runner is not running after 60 s:\n{}",
+                    runner.logs().join("\n")
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        unreachable!("the last try panics")
+    }
+
+    fn spawn(dir: &Path, rust_log: &str, smtp_url: Option<&str>) -> Self {
+        let http_port = common::testing::free_port();
         common::testing::install_crypto_provider();
         let namespace = common::testing::unique_namespace();
         // Every queue of the namespace: the email-service's retry queues and the
@@ -88,20 +128,23 @@ impl Runner {
             .spawn()
             .unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let mut readers = Vec::new();
         for stream in [
             Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
             Box::new(child.stderr.take().unwrap()),
         ] {
             let lines = lines.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     lines.lock().unwrap().push(line);
                 }
-            });
+            }));
         }
         Self {
             child,
+            http_port,
             lines,
+            readers,
             metrics_urls,
             _cleanup: common::testing::AmqpCleanup::for_topology(&topology),
         }
@@ -153,10 +196,9 @@ fn has_standalone(line: &str, code: &str) -> bool {
 #[tokio::test]
 async fn the_all_in_one_runner_delivers_mails_to_a_folder_and_logs_no_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::testing::free_port();
     // Per-event relay lines are debug; everything else at its default level.
-    let runner = Runner::start(dir.path(), port, "info,outbox_relay=debug", None);
-    runner.wait_for_log("signup-outbox is running").await;
+    let runner = Runner::start(dir.path(), "info,outbox_relay=debug", None).await;
+    let port = runner.http_port;
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
     let password = "a very secret passphrase";
@@ -275,11 +317,10 @@ fn forms_of(secret: &str) -> [String; 2] {
 #[tokio::test]
 async fn at_trace_level_no_log_line_of_the_three_services_carries_a_code_or_token() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::testing::free_port();
     // Over SMTP, so the pooled SMTP transport and its TLS stack run at trace too.
     let sink = email_service::SmtpSink::start().await.unwrap();
-    let runner = Runner::start(dir.path(), port, "trace", Some(&sink.url()));
-    runner.wait_for_log("signup-outbox is running").await;
+    let runner = Runner::start(dir.path(), "trace", Some(&sink.url())).await;
+    let port = runner.http_port;
     let client = reqwest::Client::new();
     let api = format!("http://127.0.0.1:{port}");
     let registered = client
