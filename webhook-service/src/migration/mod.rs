@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261207_000001_initial;
 mod m20261207_000002_lease;
+mod m20261208_000001_partial_indexes;
 
 /// Applies every migration of the webhook-service database.
 pub(crate) struct Migrator;
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261207_000001_initial::Migration),
             Box::new(m20261207_000002_lease::Migration),
+            Box::new(m20261208_000001_partial_indexes::Migration),
         ]
     }
 }

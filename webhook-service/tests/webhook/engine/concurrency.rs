@@ -220,3 +220,63 @@ async fn the_claim_scan_skips_saturated_endpoints_in_the_index() {
         "the due scan must not fetch each row from the table:\n{plan}"
     );
 }
+
+#[tokio::test]
+async fn deliveries_without_a_job_or_still_pending_add_no_entry_to_the_job_and_completed_indexes() {
+    let service = TestService::start(test_settings("engine_partial_indexes").await).await;
+    let backend = service.db.get_database_backend();
+    let definitions = service
+        .db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'deliveries' \
+             AND indexname IN ('deliveries_job', 'deliveries_completed_at') ORDER BY indexname",
+        ))
+        .await
+        .expect("pg_indexes");
+    let definitions: Vec<String> = definitions
+        .iter()
+        .map(|row| row.try_get::<String>("", "indexdef").expect("indexdef"))
+        .collect();
+    assert_eq!(definitions.len(), 2, "{definitions:?}");
+    assert!(
+        definitions[0].ends_with("WHERE (completed_at IS NOT NULL)"),
+        "{definitions:?}"
+    );
+    assert!(
+        definitions[1].ends_with("WHERE (job_id IS NOT NULL)"),
+        "{definitions:?}"
+    );
+    // What reads them still can use them: a job's deliveries, the retention's finished rows.
+    let txn = service.db.begin().await.expect("begin");
+    txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+        .await
+        .expect("set");
+    for (query, index) in [
+        (
+            "SELECT id FROM deliveries WHERE job_id = '00000000-0000-0000-0000-000000000001'",
+            "deliveries_job",
+        ),
+        (
+            "SELECT id FROM deliveries WHERE status <> 'pending' AND completed_at < now()",
+            "deliveries_completed_at",
+        ),
+    ] {
+        let plan = txn
+            .query_all_raw(Statement::from_string(
+                backend,
+                format!("EXPLAIN (COSTS OFF) {query}"),
+            ))
+            .await
+            .expect("explain");
+        let plan: Vec<String> = plan
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0).expect("plan line"))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(index),
+            "{query} does not use {index}:\n{plan}"
+        );
+    }
+}
