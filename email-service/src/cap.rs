@@ -5,10 +5,11 @@
 //! the recipient's domain only.
 //!
 //! The count is the inbox's own record of the address's admitted mails, in flight or sent, in
-//! the last 24 hours ([`crate::inbox::admit_under_cap`]), keyed by a SHA-256 of the normalised
-//! address, so the inbox holds no address in clear. The decisions for one address are
-//! serialised and in-flight mails count, so the bound is exact: never more than the cap sent in
-//! any 24 hours, whatever the number of instances and concurrent deliveries.
+//! the last 24 hours, decided in the claim's transaction ([`crate::inbox::claim`]) and keyed by
+//! a SHA-256 of the normalised address, so the inbox holds no address in clear. The decisions
+//! for one address are serialised and in-flight mails count, so the bound is exact: never more
+//! than the cap sent in any 24 hours, whatever the number of instances and concurrent
+//! deliveries.
 //!
 //! Exempt: the welcome mail (`UserVerifiedV1`). Its owner proved the address and it goes out
 //! once per account, so it neither counts nor is ever kept back.

@@ -12,7 +12,8 @@
 //! - `startup`: [`Application`]: build it from [`Settings`], run it until a shutdown token.
 //! - `consumer`: the delivery loop: parse → check → inbox → render → send → record → ack.
 //! - `content`: what a mail may carry (links under `PUBLIC_BASE_URL`, six-digit codes).
-//! - `inbox`: deduplication and send state per event id ([`find_inbox_entry`]).
+//! - `inbox`: deduplication and send state per event id ([`find_inbox_entry`]), claims, and the
+//!   daily cap's decision in the claim's transaction.
 //! - `cap`: the per-address daily mail cap ([`MailCap`], `MAX_MAILS_PER_ADDRESS_PER_DAY`).
 //! - `templates`: text + HTML mails rendered from the files in `templates/`.
 //! - `mailer`: the mail transports (pooled SMTP with `TCP_NODELAY`, `.eml` files).

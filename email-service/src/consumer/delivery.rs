@@ -162,12 +162,24 @@ impl Handler {
             metrics::counter!("email_duplicates_total").increment(1);
             return Ok(Outcome::Duplicate);
         };
+        // The cap is decided with the claim, in its transaction.
+        let cap = self
+            .settings
+            .max_mails_per_address_per_day
+            .limit()
+            .zip(cap::recipient_key(&event))
+            .map(|(limit, recipient_key)| inbox::CapCheck {
+                recipient_key,
+                limit,
+                since: chrono::Utc::now() - cap::WINDOW,
+            });
         let claim = inbox::claim(
             &self.db,
             event_id,
             event.event_type(),
             self.instance,
             self.lease(),
+            cap.as_ref(),
         )
         .await
         .context("claiming the inbox row")?;
@@ -187,6 +199,18 @@ impl Handler {
                 metrics::counter!("email_duplicates_total").increment(1);
                 return Ok(Outcome::Duplicate);
             }
+            Claim::Suppressed => {
+                metrics::counter!("email_suppressed_total", "reason" => "daily_cap", "event_type" => event.event_type().to_owned())
+                    .increment(1);
+                tracing::info!(
+                    %event_id,
+                    event_type = event.event_type(),
+                    recipient_domain = cap::domain_of(event.recipient().unwrap_or_default()),
+                    cap = cap.map(|cap| cap.limit),
+                    "daily mail cap reached for this address; mail not sent"
+                );
+                return Ok(Outcome::Suppressed);
+            }
             Claim::InFlightElsewhere { remaining } => {
                 // Look again exactly when the other instance's claim runs out (it is sending,
                 // or it died: then this copy sends), not at the next retry tier.
@@ -200,27 +224,6 @@ impl Handler {
                     .publish_to_queue(&self.topology.email_defer, &delivery.data, properties)
                     .await?;
                 return Ok(Outcome::Deferred);
-            }
-        }
-
-        if let Some(cap) = self.settings.max_mails_per_address_per_day.limit()
-            && let Some(key) = cap::recipient_key(&event)
-        {
-            let since = chrono::Utc::now() - cap::WINDOW;
-            let admitted = inbox::admit_under_cap(&self.db, event_id, &key, cap, since)
-                .await
-                .context("checking the daily mail cap")?;
-            if !admitted {
-                metrics::counter!("email_suppressed_total", "reason" => "daily_cap", "event_type" => event.event_type().to_owned())
-                    .increment(1);
-                tracing::info!(
-                    %event_id,
-                    event_type = event.event_type(),
-                    recipient_domain = cap::domain_of(event.recipient().unwrap_or_default()),
-                    cap,
-                    "daily mail cap reached for this address; mail not sent"
-                );
-                return Ok(Outcome::Suppressed);
             }
         }
 
