@@ -1,7 +1,15 @@
 //! `tracing` subscriber setup and trace-context helpers.
 
 use tracing_subscriber::{
-    EnvFilter, filter::LevelFilter, filter::Targets, fmt, layer::SubscriberExt,
+    EnvFilter,
+    filter::LevelFilter,
+    filter::Targets,
+    fmt::{
+        self, MakeWriter,
+        format::{Format, Json, JsonFields},
+    },
+    layer::SubscriberExt,
+    registry::LookupSpan,
     util::SubscriberInitExt,
 };
 
@@ -42,17 +50,26 @@ pub fn init(format: LogFormat, default_filter: &str) -> anyhow::Result<()> {
         .with(secret_safe_caps());
     match format {
         LogFormat::Pretty => registry.with(fmt::layer()).try_init()?,
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(true),
-            )
-            .try_init()?,
+        LogFormat::Json => registry.with(json_layer(std::io::stdout)).try_init()?,
     }
     Ok(())
+}
+
+/// One JSON object per line: the event's fields at the top level and `spans`, every entered
+/// span from the outermost (the request's `http` span with its `request_id`) to the current
+/// one, each with its fields. No separate `span` object: it would repeat the list's last entry
+/// (about a quarter of a request's line).
+fn json_layer<S, W>(writer: W) -> fmt::Layer<S, JsonFields, Format<Json>, W>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+    W: for<'writer> MakeWriter<'writer> + 'static,
+{
+    fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(true)
+        .with_writer(writer)
 }
 
 /// `rust_log`, else `default_filter`.
@@ -187,6 +204,32 @@ mod tests {
         for visible in ["lapin debug", "other lapin warnings", "our own trace"] {
             assert!(logged.contains(visible), "{logged}");
         }
+    }
+
+    #[test]
+    fn a_json_line_names_each_span_once_outermost_first() {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::registry().with(super::json_layer(buffer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let http = tracing::info_span!("http", request_id = "req-1");
+            let _http = http.enter();
+            let register = tracing::info_span!("register", correlation_id = "req-1");
+            let _register = register.enter();
+            tracing::info!(user_id = "u1", "user registered");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["message"], "user registered");
+        assert_eq!(line["user_id"], "u1");
+        assert_eq!(line["spans"][0]["name"], "http");
+        assert_eq!(line["spans"][0]["request_id"], "req-1");
+        assert_eq!(line["spans"][1]["name"], "register");
+        assert_eq!(line["spans"][1]["correlation_id"], "req-1");
+        assert!(
+            line.get("span").is_none(),
+            "the current span is not repeated: {text}"
+        );
+        assert_eq!(text.matches("correlation_id").count(), 1, "{text}");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The writer: events are rows, appended in the caller's transaction.
 //!
 //! [`enqueue`] takes the connection of an open transaction, so the state change and the event
-//! that announces it commit together or not at all. On PostgreSQL it also issues `pg_notify`,
-//! which the server delivers only at commit: a wake-up hint for the relay, never a source of
-//! truth (a lost notification only costs the relay's poll interval). In one process, signal a
-//! [`crate::Wakeup`] after the commit instead.
+//! that announces it commit together or not at all. On PostgreSQL its INSERT also calls
+//! `pg_notify` (in the same statement), which the server delivers only at commit: a wake-up hint
+//! for the relay, never a source of truth (a lost notification only costs the relay's poll
+//! interval). In one process, signal a [`crate::Wakeup`] after the commit instead.
 //!
 //! The event's [`Event::SECRET_FIELDS`] are blanked in a copy of the payload stored with the
 //! row (`redacted_payload`), which replaces the payload when the row is marked published: the
@@ -16,7 +16,8 @@ use common::{
     trace::TraceContext,
 };
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, Statement, prelude::Json,
+    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryTrait, Statement,
+    prelude::Json,
 };
 use uuid::Uuid;
 
@@ -55,18 +56,33 @@ pub async fn enqueue<E: Event>(
         last_error: Set(None),
         ..Default::default()
     };
-    entity::Entity::insert(row)
-        .exec_without_returning(conn)
-        .await?;
-    if conn.get_database_backend() == DbBackend::Postgres {
-        conn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_notify($1, '')",
-            [NOTIFY_CHANNEL.into()],
-        ))
-        .await?;
-    }
+    let backend = conn.get_database_backend();
+    let insert = entity::Entity::insert(row).build(backend);
+    let statement = match backend {
+        DbBackend::Postgres => with_notify(insert),
+        _ => insert,
+    };
+    conn.execute_raw(statement).await?;
     Ok(event_id)
+}
+
+/// The PostgreSQL `insert` with the relay's wake-up riding on it: one statement, one round trip,
+/// instead of a second `SELECT pg_notify(…)`. A data-modifying CTE runs whatever the outer
+/// query reads; selecting from it makes the notification depend on the inserted row. The server
+/// delivers it at commit (none on rollback) and folds identical ones of one transaction into
+/// one, so a transaction that enqueues several events still wakes the relay once.
+fn with_notify(insert: Statement) -> Statement {
+    let mut values = insert.values.map(|values| values.0).unwrap_or_default();
+    values.push(NOTIFY_CHANNEL.into());
+    Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        format!(
+            "WITH appended AS ({} RETURNING 1) SELECT pg_notify(${}, '') FROM appended",
+            insert.sql,
+            values.len()
+        ),
+        values,
+    )
 }
 
 /// `payload` (an envelope) with each of `secret_fields` (pointers into its `data`) replaced by

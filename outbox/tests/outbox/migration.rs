@@ -4,7 +4,7 @@ use common::database::{PoolOptions, connect_and_migrate};
 use sea_orm_migration::{MigrationTrait, MigratorTrait};
 
 /// A service migrator holding just the outbox table.
-struct Migrator;
+pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {

@@ -39,7 +39,7 @@ use crate::{
     routes::phone::resend::record_blocked,
     signup_attempt,
     state::AppState,
-    verification::issue_verification,
+    verification::issue_first_verification,
 };
 
 /// The registration request. Unknown fields are rejected (422), so a typo such as `fist_name`
@@ -321,7 +321,8 @@ async fn create_user(
         next_reminder_at,
     )
     .await?;
-    let verification = issue_verification(&txn, user_id, now, settings).await?;
+    // The user is new in this transaction: it has no older verification to supersede.
+    let verification = issue_first_verification(&txn, user_id, now, settings).await?;
     outbox::enqueue(
         &txn,
         now,

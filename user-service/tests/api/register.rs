@@ -1,7 +1,10 @@
 //! Registration: the user row and the outbox row commit together.
 
+use std::time::Duration;
+
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{TestApp, ann, spawn_app, spawn_sqlite_app};
 
@@ -100,6 +103,24 @@ async fn register_returns_409_when_email_is_taken_ignoring_case_and_spaces() {
         assert_eq!(app.events("SignupAttemptedV1").await.len(), 1);
         assert_eq!(app.count("outbox").await, 2);
     }
+}
+
+#[tokio::test]
+async fn register_wakes_the_relay_at_commit() {
+    let app = spawn_app("register_notify").await;
+    let wakeup = outbox::Wakeup::default();
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    tokio::spawn(outbox::listen(app.db.clone(), wakeup.clone(), shutdown));
+    let within = Duration::from_secs(10);
+    // The listener signals once when its LISTEN is in place: from then on nothing is missed.
+    tokio::time::timeout(within, wakeup.notified())
+        .await
+        .expect("LISTEN established");
+    assert_eq!(app.register(&ann()).await.status(), 201);
+    tokio::time::timeout(within, wakeup.notified())
+        .await
+        .expect("the registration's NOTIFY reaches the relay's LISTEN");
 }
 
 #[tokio::test]
