@@ -195,26 +195,15 @@ async fn the_claim_scan_skips_saturated_endpoints_in_the_index() {
     let service = TestService::start(test_settings("engine_due_index").await).await;
     // The claim's inner scan; whatever the table's size, the plan with sequential scans off
     // shows whether the index alone answers it (saturated endpoints filtered on its entries).
-    let txn = service.db.begin().await.expect("begin");
-    txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-        .await
-        .expect("set");
-    let plan = txn
-        .query_all_raw(Statement::from_string(
-            txn.get_database_backend(),
-            "EXPLAIN (COSTS OFF) SELECT id, endpoint_id, next_attempt_at FROM deliveries \
-             WHERE status = 'pending' AND next_attempt_at <= now() \
-               AND (endpoint_id IS NULL OR NOT (endpoint_id = \
-                 ANY('{00000000-0000-0000-0000-000000000001}'::text::uuid[]))) \
-             ORDER BY next_attempt_at LIMIT 800",
-        ))
-        .await
-        .expect("explain");
-    let plan: Vec<String> = plan
-        .iter()
-        .map(|row| row.try_get_by_index::<String>(0).expect("plan line"))
-        .collect();
-    let plan = plan.join("\n");
+    let plan = plan_without_seqscan(
+        &service.db,
+        "SELECT id, endpoint_id, next_attempt_at FROM deliveries \
+         WHERE status = 'pending' AND next_attempt_at <= now() \
+           AND (endpoint_id IS NULL OR NOT (endpoint_id = \
+             ANY('{00000000-0000-0000-0000-000000000001}'::text::uuid[]))) \
+         ORDER BY next_attempt_at LIMIT 800",
+    )
+    .await;
     assert!(
         plan.contains("Index Only Scan using deliveries_due"),
         "the due scan must not fetch each row from the table:\n{plan}"
@@ -248,10 +237,6 @@ async fn deliveries_without_a_job_or_still_pending_add_no_entry_to_the_job_and_c
         "{definitions:?}"
     );
     // What reads them still can use them: a job's deliveries, the retention's finished rows.
-    let txn = service.db.begin().await.expect("begin");
-    txn.execute_unprepared("SET LOCAL enable_seqscan = off")
-        .await
-        .expect("set");
     for (query, index) in [
         (
             "SELECT id FROM deliveries WHERE job_id = '00000000-0000-0000-0000-000000000001'",
@@ -262,21 +247,29 @@ async fn deliveries_without_a_job_or_still_pending_add_no_entry_to_the_job_and_c
             "deliveries_completed_at",
         ),
     ] {
-        let plan = txn
-            .query_all_raw(Statement::from_string(
-                backend,
-                format!("EXPLAIN (COSTS OFF) {query}"),
-            ))
-            .await
-            .expect("explain");
-        let plan: Vec<String> = plan
-            .iter()
-            .map(|row| row.try_get_by_index::<String>(0).expect("plan line"))
-            .collect();
-        let plan = plan.join("\n");
+        let plan = plan_without_seqscan(&service.db, query).await;
         assert!(
             plan.contains(index),
             "{query} does not use {index}:\n{plan}"
         );
     }
+}
+
+/// PostgreSQL's plan of `query` with sequential scans off, one line per plan node.
+async fn plan_without_seqscan(db: &sea_orm::DatabaseConnection, query: &str) -> String {
+    let txn = db.begin().await.expect("begin");
+    txn.execute_unprepared("SET LOCAL enable_seqscan = off")
+        .await
+        .expect("set");
+    let plan = txn
+        .query_all_raw(Statement::from_string(
+            txn.get_database_backend(),
+            format!("EXPLAIN (COSTS OFF) {query}"),
+        ))
+        .await
+        .expect("explain");
+    plan.iter()
+        .map(|row| row.try_get_by_index::<String>(0).expect("plan line"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
