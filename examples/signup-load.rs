@@ -13,7 +13,7 @@
 //! cargo build --release --workspace --bins --example signup-load
 //! target/release/examples/signup-load --concurrency 16 --signups 5000          # closed loop
 //! target/release/examples/signup-load --rate 300 --duration 30s               # open loop
-//! cargo run --example signup-load -- --signups 300 --concurrency 8 --warmup 50  # debug build
+//! cargo build --workspace --bins && cargo run --example signup-load -- --signups 300 --warmup 50  # debug
 //! ```
 //!
 //! In the open loop each request is sent at its scheduled time whatever happened to the earlier

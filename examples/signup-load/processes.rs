@@ -175,8 +175,8 @@ pub(crate) fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(name);
     anyhow::ensure!(
         path.exists(),
-        "{} is missing: build the binaries with the same profile (`cargo build --release --bins \
-         --examples`) or pass --bin-dir",
+        "{} is missing: build the binaries with the same profile (`cargo build --release \
+         --workspace --bins --example signup-load`) or pass --bin-dir",
         path.display()
     );
     Ok(path)
