@@ -27,8 +27,8 @@ mod writer;
 pub use listen::listen;
 pub use migration::{Migration, RedactedPayloadMigration, migrate_outbox_only, migrations};
 pub use reader::{
-    Backlog, OutboxRow, backlog, claim_batch, is_missing_table, mark_published, purge_published,
-    record_failure,
+    Backlog, Marked, OutboxRow, backlog, claim_batch, is_missing_table, mark_published,
+    purge_published, record_failure,
 };
 pub use wakeup::Wakeup;
 pub use writer::{REDACTED, enqueue};

@@ -160,9 +160,23 @@ fn seq_list(backend: DbBackend, seqs: &[i64]) -> (&'static str, Value) {
     }
 }
 
+/// What [`mark_published`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Marked {
+    /// Rows marked published.
+    pub rows: u64,
+    /// Whether one of their aggregates has a later pending row: a row the claim left out while
+    /// an earlier one was pending, which is eligible once this mark commits.
+    pub successors_pending: bool,
+}
+
 /// Marks rows published at `at` and, in the same statement, replaces each payload with its
 /// redacted copy (secret fields blanked, see [`crate::enqueue`]): once the broker holds the
 /// event, the table no longer does. Call only with rows the broker confirmed.
+///
+/// The statement also tells whether a marked row's aggregate has a later pending row (an index
+/// probe per row on `outbox_unpublished_by_aggregate`): the relay then claims again at once
+/// instead of waiting for a wake-up, which that row's commit already sent while it was blocked.
 ///
 /// # Errors
 /// Any database error.
@@ -170,24 +184,33 @@ pub async fn mark_published(
     conn: &impl ConnectionTrait,
     seqs: &[i64],
     at: DateTime<Utc>,
-) -> Result<u64, DbErr> {
+) -> Result<Marked, DbErr> {
     if seqs.is_empty() {
-        return Ok(0);
+        return Ok(Marked::default());
     }
     let backend = conn.get_database_backend();
     let (condition, list) = seq_list(backend, seqs);
     let sql = format!(
         "UPDATE outbox SET published_at = $1, payload = COALESCE(redacted_payload, payload), \
-         redacted_payload = NULL WHERE {condition}"
+         redacted_payload = NULL WHERE {condition} \
+         RETURNING EXISTS (SELECT 1 FROM outbox e WHERE e.aggregate_id = outbox.aggregate_id \
+           AND e.published_at IS NULL AND e.seq > outbox.seq) AS successor"
     );
-    let result = conn
-        .execute_raw(Statement::from_sql_and_values(
+    let rows = conn
+        .query_all_raw(Statement::from_sql_and_values(
             backend,
             sql,
             [Value::from(at), list],
         ))
         .await?;
-    Ok(result.rows_affected())
+    let mut successors_pending = false;
+    for row in &rows {
+        successors_pending |= row.try_get::<bool>("", "successor")?;
+    }
+    Ok(Marked {
+        rows: u64::try_from(rows.len()).unwrap_or(u64::MAX),
+        successors_pending,
+    })
 }
 
 /// Counts a failed attempt on rows that stay pending, with the reason.

@@ -87,6 +87,8 @@ pub struct BatchReport {
     pub published: usize,
     /// Rows left pending (nack, returned, timeout, channel error), with `attempts` increased.
     pub failed: usize,
+    /// A published row's aggregate has a later pending row, eligible now ([`outbox::Marked`]).
+    pub successors_pending: bool,
 }
 
 /// Tunables of the publishing loop.
@@ -216,7 +218,7 @@ impl Relay {
         }
         let outcome = self.publish(&channel, &rows, pipeline).await;
         let (confirmed, failures) = split(&rows, &outcome.outcomes);
-        self.mark(claim_txn, &confirmed, &failures).await?;
+        let marked = self.mark(claim_txn, &confirmed, &failures).await?;
 
         if outcome.channel_broken {
             self.broker.redeclare();
@@ -249,6 +251,7 @@ impl Relay {
             claimed: rows.len(),
             published: confirmed.len(),
             failed,
+            successors_pending: marked.successors_pending,
         })
     }
 
@@ -321,17 +324,18 @@ impl Relay {
         claim_txn: Option<DatabaseTransaction>,
         confirmed: &[i64],
         failures: &BTreeMap<String, Vec<i64>>,
-    ) -> Result<(), DbErr> {
+    ) -> Result<outbox::Marked, DbErr> {
         let confirmed_at = Utc::now();
         let txn = match claim_txn {
             Some(txn) => txn,
             None => self.db.begin().await?,
         };
-        outbox::mark_published(&txn, confirmed, confirmed_at).await?;
+        let marked = outbox::mark_published(&txn, confirmed, confirmed_at).await?;
         for (error, seqs) in failures {
             outbox::record_failure(&txn, seqs, error).await?;
         }
-        txn.commit().await
+        txn.commit().await?;
+        Ok(marked)
     }
 }
 

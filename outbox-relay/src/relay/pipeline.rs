@@ -1,5 +1,6 @@
-//! The batch pipelines: each one relays batches while there is work, then waits for a wake-up
-//! or the poll interval, and backs off while the database or broker is down.
+//! The batch pipelines: each one relays batches while there is work (until a batch comes back
+//! short with nothing left behind it), then waits for a wake-up or the poll interval, and backs
+//! off while the database or broker is down.
 
 use std::{pin::pin, sync::atomic::Ordering, time::Duration};
 
@@ -10,9 +11,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Relay, RelayError};
 
 impl Relay {
-    /// Runs one batch pipeline until `shutdown`: drains while batches come back non-empty, then
-    /// waits for a wake-up or the poll interval. On shutdown the in-flight batch gets up to the
-    /// confirm timeout to finish; after that it is dropped and its rows stay pending.
+    /// Runs one batch pipeline until `shutdown`: drains while batches come back full or leave
+    /// work behind (failed rows, an aggregate's next row), then waits for a wake-up or the poll
+    /// interval. On shutdown the in-flight batch gets up to the confirm timeout to finish; after
+    /// that it is dropped and its rows stay pending.
     pub async fn run_pipeline(&self, shutdown: CancellationToken) {
         let pipeline = self.next_pipeline.fetch_add(1, Ordering::Relaxed);
         let mut slot: Option<Channel> = None;
@@ -55,7 +57,15 @@ impl Relay {
                         if self.failing.swap(0, Ordering::Relaxed) != 0 {
                             tracing::info!("outbox relay is publishing again");
                         }
-                        if report.claimed == 0 {
+                        // A short batch took every eligible row: later ones woke (or will
+                        // wake) a pipeline when they committed. Claiming again at once would
+                        // mostly find nothing, a transaction for nothing per batch. Except
+                        // after failures (those rows are pending again) and when a published
+                        // row's aggregate has a later row, which no commit will announce.
+                        let short = report.claimed < self.config.batch_size as usize;
+                        if report.claimed == 0
+                            || (short && report.failed == 0 && !report.successors_pending)
+                        {
                             break;
                         }
                         if report.claimed >= self.config.batch_size as usize {

@@ -45,3 +45,29 @@ async fn three_relays_publish_every_event_once_in_per_aggregate_order() {
         relay.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test]
+async fn an_aggregates_next_event_follows_its_first_at_once_not_at_the_next_poll() {
+    let ctx = TestContext::new("relay_successor").await;
+    let mut consumer = ctx.bind_test_queue().await;
+    let shutdown = CancellationToken::new();
+    let settings = outbox_relay::Settings {
+        // Far beyond the wait below: only the relay's own claim can publish the second event.
+        relay_poll_interval: Duration::from_secs(600),
+        ..ctx.settings()
+    };
+    let app = Application::build(settings).await.unwrap();
+    let relay = tokio::spawn(app.run(shutdown.clone()));
+
+    // One commit, one wake-up: the claim takes the first event only (the second waits for it),
+    // a short batch; its mark finds the second pending and the pipeline claims again.
+    let user = Uuid::new_v4();
+    for _ in 0..5 {
+        ctx.write_events(&[user, user, Uuid::new_v4()]).await;
+    }
+    let deliveries = collect(&mut consumer, 15, Duration::from_secs(20)).await;
+    assert_eq!(duplicates(&deliveries), 0);
+    assert_per_aggregate_order(&ctx.expected_order().await, &deliveries);
+    shutdown.cancel();
+    relay.await.unwrap().unwrap();
+}
