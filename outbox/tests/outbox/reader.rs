@@ -29,36 +29,25 @@ async fn mark_reports_pending_successors(db: DatabaseConnection) {
     // Ann's first and Bob's only row are eligible; Ann's second waits for her first.
     let claimed = outbox::claim_batch(&db, 10, None).await.unwrap();
     assert_eq!(claimed.len(), 2);
-    let bobs: Vec<i64> = claimed
-        .iter()
-        .filter(|row| row.aggregate_id == bob)
-        .map(|row| row.seq)
-        .collect();
-    let marked = outbox::mark_published(&db, &bobs, Utc::now())
-        .await
-        .unwrap();
-    assert_eq!(
-        marked,
-        outbox::Marked {
-            rows: 1,
-            successors_pending: false
-        }
-    );
-    let anns: Vec<i64> = claimed
-        .iter()
-        .filter(|row| row.aggregate_id == ann)
-        .map(|row| row.seq)
-        .collect();
-    let marked = outbox::mark_published(&db, &anns, Utc::now())
-        .await
-        .unwrap();
-    assert_eq!(
-        marked,
-        outbox::Marked {
-            rows: 1,
-            successors_pending: true
-        }
-    );
+    let of = |user: Uuid| -> Vec<i64> {
+        claimed
+            .iter()
+            .filter(|row| row.aggregate_id == user)
+            .map(|row| row.seq)
+            .collect()
+    };
+    for (user, successors_pending) in [(bob, false), (ann, true)] {
+        let marked = outbox::mark_published(&db, &of(user), Utc::now())
+            .await
+            .unwrap();
+        assert_eq!(
+            marked,
+            outbox::Marked {
+                rows: 1,
+                successors_pending
+            }
+        );
+    }
 
     // Now Ann's second row is the only one left, and nothing comes after it.
     let claimed = outbox::claim_batch(&db, 10, None).await.unwrap();
