@@ -161,20 +161,26 @@ impl RateLimits {
         }
     }
 
-    /// The limit of the API route `api_route` (a POST), checked by a hosted page's handler that
-    /// does the same work (the page routes are not limited by [`limit`]): the page and the API
+    /// Runs `work` (a hosted page's handler doing what the API route `api_route`, a POST, does)
+    /// if that route's limit lets `client` through, else answers [`ApiError::RateLimited`]
+    /// without starting it. The page routes are not limited by [`limit`]: the page and the API
     /// share one budget.
-    pub(crate) fn check(&self, api_route: &'static str, client: IpAddr) -> Result<(), ApiError> {
-        let Some(limiter) = self.for_route(&Method::POST, api_route) else {
-            return Ok(());
-        };
-        limiter.check(client).map_err(|wait| {
-            metrics::counter!("http_rate_limited_total", "route" => api_route).increment(1);
-            tracing::info!(%client, route = api_route, "rate limited (page)");
-            ApiError::RateLimited {
-                retry_after: wait.as_secs().max(1),
-            }
-        })
+    pub(crate) async fn within<T>(
+        &self,
+        api_route: &'static str,
+        client: IpAddr,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        if let Some(limiter) = self.for_route(&Method::POST, api_route) {
+            limiter.check(client).map_err(|wait| {
+                metrics::counter!("http_rate_limited_total", "route" => api_route).increment(1);
+                tracing::info!(%client, route = api_route, "rate limited (page)");
+                ApiError::RateLimited {
+                    retry_after: wait.as_secs().max(1),
+                }
+            })?;
+        }
+        work.await
     }
 
     /// The address the limits apply to (see the module docs).

@@ -151,10 +151,14 @@ pub(super) async fn submit_code(
         return render(&state, StatusCode::UNPROCESSABLE_ENTITY, &view);
     }
     let trace = TraceContext::from_headers(&headers);
-    let result = match state.rate_limits.check("/user/verify", client.0) {
-        Ok(()) => verify_by_code(&state, &email, &code, client, &trace).await,
-        Err(error) => Err(error),
-    };
+    let result = state
+        .rate_limits
+        .within(
+            "/user/verify",
+            client.0,
+            verify_by_code(&state, &email, &code, client, &trace),
+        )
+        .await;
     // The time of the answer must not tell the address's state (as on the API).
     answer_no_sooner_than(started, state.settings.min_response_time).await;
     let error = match result {
@@ -195,13 +199,14 @@ pub(super) async fn resend(
         return render(&state, StatusCode::UNPROCESSABLE_ENTITY, &view);
     }
     let trace = TraceContext::from_headers(&headers);
-    let result = match state
+    let result = state
         .rate_limits
-        .check("/user/verification/resend", client.0)
-    {
-        Ok(()) => resend_verification(&state, &email, &trace).await,
-        Err(error) => Err(error),
-    };
+        .within(
+            "/user/verification/resend",
+            client.0,
+            resend_verification(&state, &email, &trace),
+        )
+        .await;
     answer_no_sooner_than(started, state.settings.min_response_time).await;
     match result {
         Ok(outcome) => {

@@ -45,10 +45,14 @@ pub(super) async fn submit_code(
         ..form.view()
     };
     let trace = TraceContext::from_headers(&headers);
-    let result = match state.rate_limits.check("/user/phone/verify", client.0) {
-        Ok(()) => check_phone_code(&state, &view.phone, &code, &trace).await,
-        Err(error) => Err(error),
-    };
+    let result = state
+        .rate_limits
+        .within(
+            "/user/phone/verify",
+            client.0,
+            check_phone_code(&state, &view.phone, &code, &trace),
+        )
+        .await;
     answer_no_sooner_than(started, state.settings.min_response_time).await;
     let message = match result {
         Ok(CheckResult::Verified | CheckResult::AlreadyVerified) => {
@@ -83,13 +87,14 @@ pub(super) async fn resend(
     let Form(form) = form.unwrap_or_default();
     let view = form.view();
     let trace = TraceContext::from_headers(&headers);
-    let result = match state
+    let result = state
         .rate_limits
-        .check("/user/phone/verification/resend", client.0)
-    {
-        Ok(()) => resend_phone_code(&state, &view.phone, client, &trace, started).await,
-        Err(error) => Err(error),
-    };
+        .within(
+            "/user/phone/verification/resend",
+            client.0,
+            resend_phone_code(&state, &view.phone, client, &trace, started),
+        )
+        .await;
     match result {
         Ok(()) => see_other(&check_url(&view.email, &view.phone, "sms_resent=1")),
         Err(error) => {

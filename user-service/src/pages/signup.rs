@@ -64,10 +64,14 @@ pub(super) async fn submit(
     };
     let values = request.typed_values();
     let trace = TraceContext::from_headers(&headers);
-    let result = match state.rate_limits.check("/user/register", client.0) {
-        Ok(()) => register_user(&state, request, client, &trace, None).await,
-        Err(error) => Err(error),
-    };
+    let result = state
+        .rate_limits
+        .within(
+            "/user/register",
+            client.0,
+            register_user(&state, request, client, &trace, None),
+        )
+        .await;
     match result {
         Ok(_) => see_other(&super::check::check_url(&values.email, &values.phone, "")),
         Err(error) => {
