@@ -1,5 +1,6 @@
-//! The reader's mark on PostgreSQL and SQLite: it tells whether a marked row's aggregate has a
-//! later pending row (the relay claims again at once for it).
+//! The reader on PostgreSQL and SQLite: a mark tells whether a marked row's aggregate has a
+//! later pending row (the relay claims again at once for it), and a claim's cost does not grow
+//! with the backlog whatever plan PostgreSQL cached.
 
 use chrono::Utc;
 use common::{database::PoolOptions, events::SignupAttemptedV1, trace::TraceContext};
@@ -84,4 +85,61 @@ async fn a_mark_tells_whether_an_aggregate_has_a_later_pending_row_on_sqlite() {
     .await
     .unwrap();
     mark_reports_pending_successors(db).await;
+}
+
+/// The claim's plan must not depend on the statistics PostgreSQL had when it cached the
+/// prepared statement's generic plan: on a brand-new table (as at a relay's first claims) it
+/// chose an anti-join that read the whole pending index for every candidate row.
+#[tokio::test]
+async fn a_claim_probes_each_candidates_aggregate_even_with_a_plan_cached_on_an_empty_table() {
+    common::testing::init_tracing();
+    let url = common::testing::fresh_postgres_database("outbox_claim_generic_plan")
+        .await
+        .unwrap();
+    // One connection, so every statement below shares its prepared statements and settings.
+    let db = common::database::connect_and_migrate::<crate::migration::Migrator>(
+        &url,
+        PoolOptions::new(1),
+    )
+    .await
+    .unwrap();
+    // What PostgreSQL does after five executions, at once.
+    common::testing::scalar(
+        &db,
+        "SELECT 0::bigint FROM (SELECT set_config('plan_cache_mode', 'force_generic_plan', false)) s",
+    )
+    .await;
+    enqueue(&db, Uuid::now_v7()).await;
+    let txn = db.begin().await.unwrap();
+    assert_eq!(outbox::claim_batch(&txn, 100, None).await.unwrap().len(), 1);
+    txn.rollback().await.unwrap();
+
+    // A backlog of 2,000 users' events, never analyzed.
+    common::testing::scalar(
+        &db,
+        "WITH added AS (INSERT INTO outbox (id, aggregate_id, event_type, routing_key, payload, \
+         headers, created_at) SELECT gen_random_uuid(), gen_random_uuid(), 'SignupAttemptedV1', \
+         'signup.attempted', '{}', '{}', now() FROM generate_series(1, 2000) RETURNING 1) \
+         SELECT COUNT(*) FROM added",
+    )
+    .await;
+
+    let txn = db.begin().await.unwrap();
+    assert_eq!(
+        outbox::claim_batch(&txn, 100, None).await.unwrap().len(),
+        100
+    );
+    let read = common::testing::scalar(
+        &txn,
+        // This transaction's reads of the index (pg_stat_xact_user_tables' counter, per index).
+        "SELECT pg_stat_get_xact_tuples_returned('outbox_unpublished_by_aggregate'::regclass)",
+    )
+    .await;
+    txn.rollback().await.unwrap();
+    // A probe per candidate reads at most its aggregate's earlier rows: none here. The
+    // anti-join read the whole index per candidate: 100 × 2,001 entries.
+    assert!(
+        read <= 100,
+        "the claim read {read} entries of the pending-by-aggregate index for 100 rows"
+    );
 }
