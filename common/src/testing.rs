@@ -5,6 +5,7 @@
 //!   in parallel against the real services;
 //! - waiting: [`eventually`], a bounded poll (never a bare sleep);
 //! - probing: [`http_get`], [`free_port`], [`scalar`], [`slow_header_clients`] (slowloris);
+//! - plans: [`pin_generic_plans`], [`rows_read_in_transaction`] (a cached plan's cost);
 //! - events: [`user_registered`], [`signup_attempted`], sign-up events to publish or decode;
 //! - logs: [`init_tracing`], which shows a test's logs when `TEST_LOG` is set (zero2prod's
 //!   trick: `TEST_LOG=1 cargo test name`).
@@ -394,6 +395,39 @@ pub async fn fresh_postgres_database(label: &str) -> anyhow::Result<String> {
         .rsplit_once('/')
         .map_or(admin_url.as_str(), |(base, _)| base);
     Ok(format!("{base}/{name}"))
+}
+
+/// Makes PostgreSQL plan every prepared statement of this session generically from its first
+/// execution on, and keep that plan (what it does after five executions). With a one-connection
+/// pool, a test can run a statement once on a small table, grow the table, and check that the
+/// cached plan does not read the whole table: the plan a service caches at start-up, on new
+/// tables, is kept until the next ANALYZE (never, where autovacuum is off).
+///
+/// # Panics
+/// When the setting fails.
+pub async fn pin_generic_plans(db: &impl ConnectionTrait) {
+    scalar(
+        db,
+        "SELECT 0::bigint FROM (SELECT set_config('plan_cache_mode', 'force_generic_plan', false)) s",
+    )
+    .await;
+}
+
+/// Rows (heap tuples and index entries) read from `table` and its indexes by the current
+/// transaction so far: call it inside the transaction that ran the statements to measure.
+///
+/// # Panics
+/// When the query fails.
+pub async fn rows_read_in_transaction(txn: &impl ConnectionTrait, table: &str) -> i64 {
+    scalar(
+        txn,
+        &format!(
+            "SELECT (pg_stat_get_xact_tuples_returned('{table}'::regclass) + COALESCE((SELECT \
+             SUM(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index \
+             WHERE indrelid = '{table}'::regclass), 0))::bigint"
+        ),
+    )
+    .await
 }
 
 /// Deletes a test's exchange and queues when dropped (also when the test panics), so test runs
