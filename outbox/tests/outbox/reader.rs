@@ -93,17 +93,7 @@ async fn a_mark_tells_whether_an_aggregate_has_a_later_pending_row_on_sqlite() {
 #[tokio::test]
 async fn a_claim_probes_each_candidates_aggregate_even_with_a_plan_cached_on_an_empty_table() {
     common::testing::init_tracing();
-    let url = common::testing::fresh_postgres_database("outbox_claim_generic_plan")
-        .await
-        .unwrap();
-    // One connection, so every statement below shares its prepared statements and settings.
-    let db = common::database::connect_and_migrate::<crate::migration::Migrator>(
-        &url,
-        PoolOptions::new(1),
-    )
-    .await
-    .unwrap();
-    common::testing::pin_generic_plans(&db).await;
+    let db = one_connection_with_generic_plans("outbox_claim_generic_plan").await;
     enqueue(&db, Uuid::now_v7()).await;
     let txn = db.begin().await.unwrap();
     assert_eq!(outbox::claim_batch(&txn, 100, None).await.unwrap().len(), 1);
@@ -132,5 +122,93 @@ async fn a_claim_probes_each_candidates_aggregate_even_with_a_plan_cached_on_an_
     assert!(
         read <= 400,
         "the claim of 100 rows read {read} rows and index entries of the outbox"
+    );
+}
+
+/// A fresh database with the outbox, on one connection whose prepared statements are planned
+/// generically from their first execution (see [`common::testing::pin_generic_plans`]).
+async fn one_connection_with_generic_plans(label: &str) -> DatabaseConnection {
+    let url = common::testing::fresh_postgres_database(label)
+        .await
+        .unwrap();
+    let db = common::database::connect_and_migrate::<crate::migration::Migrator>(
+        &url,
+        PoolOptions::new(1),
+    )
+    .await
+    .unwrap();
+    common::testing::pin_generic_plans(&db).await;
+    db
+}
+
+/// Adds `rows` published rows of as many users, published now.
+async fn add_published_rows(db: &DatabaseConnection, rows: u32) {
+    common::testing::scalar(
+        db,
+        &format!(
+            "WITH added AS (INSERT INTO outbox (id, aggregate_id, event_type, routing_key, \
+             payload, headers, created_at, published_at) SELECT gen_random_uuid(), \
+             gen_random_uuid(), 'SignupAttemptedV1', 'signup.attempted', '{{}}', '{{}}', now(), \
+             now() FROM generate_series(1, {rows}) RETURNING 1) SELECT COUNT(*) FROM added"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_mark_probes_its_rows_even_with_a_plan_cached_on_an_empty_table() {
+    common::testing::init_tracing();
+    let db = one_connection_with_generic_plans("outbox_mark_generic_plan").await;
+    enqueue(&db, Uuid::now_v7()).await;
+    let claimed = outbox::claim_batch(&db, 10, None).await.unwrap();
+    outbox::mark_published(&db, &[claimed[0].seq], Utc::now())
+        .await
+        .unwrap();
+    outbox::record_failure(&db, &[claimed[0].seq], "caching the plan")
+        .await
+        .unwrap();
+
+    add_published_rows(&db, 5000).await;
+    for _ in 0..100 {
+        enqueue(&db, Uuid::now_v7()).await;
+    }
+    let claimed = outbox::claim_batch(&db, 100, None).await.unwrap();
+    let seqs: Vec<i64> = claimed.iter().map(|row| row.seq).collect();
+    assert_eq!(seqs.len(), 100);
+
+    let txn = db.begin().await.unwrap();
+    outbox::record_failure(&txn, &seqs, "broker away")
+        .await
+        .unwrap();
+    let marked = outbox::mark_published(&txn, &seqs, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(marked.rows, 100);
+    let read = common::testing::rows_read_in_transaction(&txn, "outbox").await;
+    txn.commit().await.unwrap();
+    // Each statement probes the primary key for its 100 rows (and the mark probes each one's
+    // aggregate). A sequential scan reads all 5,101 rows per statement.
+    assert!(
+        read <= 600,
+        "a failure and a mark of 100 rows read {read} rows and index entries of the outbox"
+    );
+}
+
+#[tokio::test]
+async fn a_purge_with_nothing_to_delete_reads_almost_nothing_whatever_the_table_size() {
+    common::testing::init_tracing();
+    let db = one_connection_with_generic_plans("outbox_purge_generic_plan").await;
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(outbox::purge_published(&db, day, 100).await.unwrap(), 0);
+
+    add_published_rows(&db, 5000).await;
+    let txn = db.begin().await.unwrap();
+    assert_eq!(outbox::purge_published(&txn, day, 100).await.unwrap(), 0);
+    let read = common::testing::rows_read_in_transaction(&txn, "outbox").await;
+    txn.rollback().await.unwrap();
+    // Nothing was published a day ago: one probe of the published-at index finds that.
+    assert!(
+        read <= 10,
+        "a purge that deleted nothing read {read} rows and index entries of 5,000"
     );
 }
