@@ -343,6 +343,13 @@ pub fn init_tracing() {
     static INIT: std::sync::Once = std::sync::Once::new();
     INIT.call_once(|| {
         if std::env::var_os("TEST_LOG").is_none() {
+            // An explicit global subscriber, even one that records nothing: while a test
+            // process has a single registered subscriber, tracing works out a callsite's
+            // interest from the default of whichever thread reaches it first. A test capturing
+            // logs with a scoped subscriber (`set_default`, the only registered one) then
+            // missed every event whose callsite another test's thread had reached first.
+            let _ =
+                tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
             return;
         }
         use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt};
