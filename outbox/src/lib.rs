@@ -31,7 +31,7 @@ pub use reader::{
     purge_published, record_failure,
 };
 pub use wakeup::Wakeup;
-pub use writer::{REDACTED, enqueue};
+pub use writer::{REDACTED, enqueue, insert_with_event};
 
 /// PostgreSQL `NOTIFY` channel signalled by every commit that wrote outbox rows.
 pub const NOTIFY_CHANNEL: &str = "outbox_wakeup";

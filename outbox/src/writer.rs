@@ -1,7 +1,8 @@
 //! The writer: events are rows, appended in the caller's transaction.
 //!
 //! [`enqueue`] takes the connection of an open transaction, so the state change and the event
-//! that announces it commit together or not at all. On PostgreSQL its INSERT also calls
+//! that announces it commit together or not at all. [`insert_with_event`] does the same for a
+//! state change made of inserts, in one statement on PostgreSQL. On PostgreSQL its INSERT also calls
 //! `pg_notify` (in the same statement), which the server delivers only at commit: a wake-up hint
 //! for the relay, never a source of truth (a lost notification only costs the relay's poll
 //! interval). In one process, signal a [`crate::Wakeup`] after the commit instead.
@@ -16,8 +17,11 @@ use common::{
     trace::TraceContext,
 };
 use sea_orm::{
-    ActiveValue::Set, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryTrait, Statement,
+    ActiveValue::Set,
+    ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryTrait, Statement, TransactionSession,
+    TransactionTrait,
     prelude::Json,
+    sea_query::{CommonTableExpression, Func, InsertStatement, Query, WithClause},
 };
 use uuid::Uuid;
 
@@ -37,6 +41,78 @@ pub async fn enqueue<E: Event>(
     event: E,
     trace: &TraceContext,
 ) -> Result<Uuid, DbErr> {
+    let (event_id, row) = outbox_row(occurred_at, event, trace)?;
+    let backend = conn.get_database_backend();
+    let insert = entity::Entity::insert(row).build(backend);
+    let statement = match backend {
+        DbBackend::Postgres => with_notify(insert),
+        _ => insert,
+    };
+    conn.execute_raw(statement).await?;
+    Ok(event_id)
+}
+
+/// Inserts `changes` (the state change, in order) and appends `event` to the outbox, all or
+/// nothing, in as few round trips as the backend allows, and returns the event id.
+///
+/// On PostgreSQL this is one statement, atomic without BEGIN and COMMIT: each change is a
+/// data-modifying CTE, then come the outbox row and the relay's wake-up, as [`enqueue`] writes
+/// them. One round trip instead of a transaction's 2 + 1 per row. (The CTEs see one snapshot
+/// and not each other's rows, which inserts need not; foreign keys are checked at the
+/// statement's end, so a change may reference a row an earlier change inserts.) Elsewhere the
+/// changes and [`enqueue`] run in a transaction.
+///
+/// # Errors
+/// Any database error; nothing was written.
+pub async fn insert_with_event<E: Event>(
+    db: &(impl ConnectionTrait + TransactionTrait),
+    changes: Vec<InsertStatement>,
+    occurred_at: DateTime<Utc>,
+    event: E,
+    trace: &TraceContext,
+) -> Result<Uuid, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Postgres {
+        let txn = db.begin().await?;
+        for change in &changes {
+            txn.execute_raw(backend.build(change)).await?;
+        }
+        let event_id = enqueue(&txn, occurred_at, event, trace).await?;
+        txn.commit().await?;
+        return Ok(event_id);
+    }
+    let (event_id, row) = outbox_row(occurred_at, event, trace)?;
+    let mut with = WithClause::new();
+    for (i, change) in changes.into_iter().enumerate() {
+        with.cte(
+            CommonTableExpression::new()
+                .query(change)
+                .table_name(format!("change_{i}"))
+                .to_owned(),
+        );
+    }
+    let mut append = entity::Entity::insert(row).into_query();
+    append.returning_col(entity::Column::Seq);
+    with.cte(
+        CommonTableExpression::new()
+            .query(append)
+            .table_name("appended")
+            .to_owned(),
+    );
+    let notify = Query::select()
+        .expr(Func::cust("pg_notify").arg(NOTIFY_CHANNEL).arg(""))
+        .from("appended")
+        .to_owned();
+    db.execute_raw(backend.build(&notify.with(with))).await?;
+    Ok(event_id)
+}
+
+/// The outbox row of `event` and its event id.
+fn outbox_row<E: Event>(
+    occurred_at: DateTime<Utc>,
+    event: E,
+    trace: &TraceContext,
+) -> Result<(Uuid, entity::ActiveModel), DbErr> {
     let event_id = Uuid::now_v7();
     let aggregate_id = event.aggregate_id();
     let envelope = Envelope::new(event_id, occurred_at, event);
@@ -56,14 +132,7 @@ pub async fn enqueue<E: Event>(
         last_error: Set(None),
         ..Default::default()
     };
-    let backend = conn.get_database_backend();
-    let insert = entity::Entity::insert(row).build(backend);
-    let statement = match backend {
-        DbBackend::Postgres => with_notify(insert),
-        _ => insert,
-    };
-    conn.execute_raw(statement).await?;
-    Ok(event_id)
+    Ok((event_id, row))
 }
 
 /// The PostgreSQL `insert` with the relay's wake-up riding on it: one statement, one round trip,

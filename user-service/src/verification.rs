@@ -123,6 +123,23 @@ pub(crate) async fn issue_first_verification(
     now: DateTime<Utc>,
     settings: &Settings,
 ) -> Result<VerificationDetails, DbErr> {
+    let (row, details) = first_verification(user_id, now, settings)?;
+    verification::Entity::insert(row)
+        .exec_without_returning(conn)
+        .await?;
+    Ok(details)
+}
+
+/// The row of a new verification of `user_id` (random link token and code, stored hashed) and
+/// the plain link and code for the event; [`issue_first_verification`] inserts it.
+///
+/// # Errors
+/// A TTL too large for a date.
+pub(crate) fn first_verification(
+    user_id: Uuid,
+    now: DateTime<Utc>,
+    settings: &Settings,
+) -> Result<(verification::ActiveModel, VerificationDetails), DbErr> {
     let id = Uuid::now_v7();
     let (token, code) = {
         let mut rng = rand::rng();
@@ -140,7 +157,7 @@ pub(crate) async fn issue_first_verification(
     };
     let expires_at = after(settings.verification_ttl, "VERIFICATION_TTL")?;
     let code_expires_at = after(settings.code_ttl, "CODE_TTL")?.min(expires_at);
-    verification::Entity::insert(verification::ActiveModel {
+    let row = verification::ActiveModel {
         id: Set(id),
         user_id: Set(user_id),
         token_hash: Set(hash_token(&token)),
@@ -151,11 +168,8 @@ pub(crate) async fn issue_first_verification(
         attempts: Set(0),
         consumed_at: Set(None),
         superseded_at: Set(None),
-    })
-    .exec_without_returning(conn)
-    .await?;
-
-    Ok(VerificationDetails {
+    };
+    let details = VerificationDetails {
         link: format!(
             "{}/user/verify?token={token}",
             settings.public_base_url.trim_end_matches('/')
@@ -163,7 +177,8 @@ pub(crate) async fn issue_first_verification(
         code,
         expires_at,
         code_expires_at: Some(code_expires_at),
-    })
+    };
+    Ok((row, details))
 }
 
 /// SHA-256 (hex) of a link token: the token has 256 bits of entropy, so a fast hash is enough.

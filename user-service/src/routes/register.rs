@@ -15,9 +15,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use chrono::{DateTime, Utc};
-use common::events::UserRegisteredV1;
+use common::events::{UserRegisteredV1, VerificationDetails};
 use sea_orm::{
-    ActiveEnum, ActiveValue::Set, ConnectionTrait, EntityTrait, SqlErr, TransactionTrait,
+    ActiveEnum, ActiveValue::Set, DbErr, EntityTrait, QueryTrait, SqlErr, TransactionTrait,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use uuid::Uuid;
@@ -30,6 +30,7 @@ use crate::{
     entity::{
         idempotency_key,
         user::{self, UserStatus},
+        verification,
     },
     error::{ApiError, ApiJson, ErrorBody, validation_details},
     idempotency::{self, IdempotencyKey},
@@ -39,7 +40,7 @@ use crate::{
     routes::phone::resend::record_blocked,
     signup_attempt,
     state::AppState,
-    verification::issue_first_verification,
+    verification::{first_verification, issue_first_verification},
 };
 
 /// The registration request. Unknown fields are rejected (422), so a typo such as `fist_name`
@@ -297,6 +298,27 @@ async fn create_user(
             .unwrap_or(chrono::Duration::MAX)
     });
 
+    let row = user_row(user_id, new_user, password_hash, now, next_reminder_at);
+    let response = RegisterResponse {
+        user_id,
+        status: UserStatus::PendingVerification.to_value(),
+    };
+    if new_user.phone.is_none() && key.is_none() {
+        // Most registrations: the user, their first verification and the event, which on
+        // PostgreSQL is one statement (no BEGIN, no COMMIT).
+        let (verification_row, verification) = first_verification(user_id, now, settings)?;
+        let changes = vec![
+            user::Entity::insert(row).into_query(),
+            verification::Entity::insert(verification_row).into_query(),
+        ];
+        let event = registered_event(user_id, new_user, verification, now);
+        outbox::insert_with_event(&state.db, changes, now, event, trace)
+            .await
+            .map_err(email_taken)?;
+        state.outbox_wakeup.wake();
+        return Ok(response);
+    }
+
     let txn = state.db.begin().await?;
     if let Some(phone) = &new_user.phone {
         // The send lock first, before the user row: the order every sending transaction uses.
@@ -312,39 +334,18 @@ async fn create_user(
             });
         }
     }
-    insert_user(
-        &txn,
-        user_id,
-        new_user,
-        password_hash,
-        now,
-        next_reminder_at,
-    )
-    .await?;
+    user::Entity::insert(row)
+        .exec_without_returning(&txn)
+        .await
+        .map_err(email_taken)?;
     // The user is new in this transaction: it has no older verification to supersede.
     let verification = issue_first_verification(&txn, user_id, now, settings).await?;
-    outbox::enqueue(
-        &txn,
-        now,
-        UserRegisteredV1 {
-            user_id,
-            email: new_user.email.as_str().to_owned(),
-            first_name: new_user.first_name.clone(),
-            last_name: new_user.last_name.clone(),
-            verification,
-            registered_at: Some(now),
-        },
-        trace,
-    )
-    .await?;
+    let event = registered_event(user_id, new_user, verification, now);
+    outbox::enqueue(&txn, now, event, trace).await?;
     if let Some(phone) = &new_user.phone {
         let verification = phone_verification::start(&txn, user_id, phone, now, settings).await?;
         phone_verification::send(&txn, &verification, phone, client, now, settings, trace).await?;
     }
-    let response = RegisterResponse {
-        user_id,
-        status: UserStatus::PendingVerification.to_value(),
-    };
     if let Some(key) = key {
         idempotency::store(
             &txn,
@@ -362,16 +363,15 @@ async fn create_user(
     Ok(response)
 }
 
-/// Inserts the user row; the unique email index turns a duplicate into [`ApiError::EmailTaken`].
-async fn insert_user(
-    conn: &impl ConnectionTrait,
+/// The user row of a new registration.
+fn user_row(
     user_id: Uuid,
     new_user: &NewUser,
     password_hash: String,
     now: DateTime<Utc>,
     next_reminder_at: Option<DateTime<Utc>>,
-) -> Result<(), ApiError> {
-    let row = user::ActiveModel {
+) -> user::ActiveModel {
+    user::ActiveModel {
         id: Set(user_id),
         email: Set(new_user.email.as_str().to_owned()),
         password_hash: Set(password_hash),
@@ -390,15 +390,34 @@ async fn insert_user(
         last_attempt_notice_at: Set(None),
         phone: Set(new_user.phone.as_ref().map(|phone| phone.e164().to_owned())),
         phone_verified_at: Set(None),
-    };
-    user::Entity::insert(row)
-        .exec_without_returning(conn)
-        .await
-        .map_err(|error| match error.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::EmailTaken,
-            _ => ApiError::from(error),
-        })?;
-    Ok(())
+    }
+}
+
+/// The event of a new registration.
+fn registered_event(
+    user_id: Uuid,
+    new_user: &NewUser,
+    verification: VerificationDetails,
+    now: DateTime<Utc>,
+) -> UserRegisteredV1 {
+    UserRegisteredV1 {
+        user_id,
+        email: new_user.email.as_str().to_owned(),
+        first_name: new_user.first_name.clone(),
+        last_name: new_user.last_name.clone(),
+        verification,
+        registered_at: Some(now),
+    }
+}
+
+/// A write of a new user's row failed: the unique email index makes a duplicate
+/// [`ApiError::EmailTaken`]. (The other unique keys written with it are random: UUIDv7 ids and
+/// hashes of 32 random bytes.)
+fn email_taken(error: DbErr) -> ApiError {
+    match error.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::EmailTaken,
+        _ => ApiError::from(error),
+    }
 }
 
 /// Answers a retried request: the stored response if it repeats the stored request (same
