@@ -29,6 +29,9 @@ use crate::{
     error::ApiError,
 };
 
+#[cfg(test)]
+mod tests;
+
 const HEADER: &str = "idempotency-key";
 const MAX_KEY_LEN: usize = 255;
 

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::events::VerificationReminderV1;
-use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, FromQueryResult, Statement,
+    TransactionTrait,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -78,10 +81,12 @@ const MAX_PER_ROUND: usize = 100;
 /// Sends the reminders due at `now` (at most 100 per call, so the scheduler notices shutdown
 /// between rounds), one transaction per user; returns how many were sent.
 ///
+/// `db` is the pool, or a transaction (each user's is then a savepoint of it).
+///
 /// # Errors
 /// Database errors (the current user's transaction is rolled back; it stays due).
 pub async fn send_due_reminders(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = DatabaseTransaction>,
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
@@ -94,7 +99,7 @@ pub async fn send_due_reminders(
 
 /// Claims one due user and reminds them; `false` when none is due.
 async fn send_one_reminder(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = DatabaseTransaction>,
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {

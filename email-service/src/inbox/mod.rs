@@ -22,6 +22,8 @@ use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
 use uuid::Uuid;
 
 mod claim;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use claim::{CapCheck, Claim, claim};
 

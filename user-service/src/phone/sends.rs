@@ -16,6 +16,9 @@ use uuid::Uuid;
 use super::{Phone, SendBlock};
 use crate::{entity::phone_send, rate_limit::ClientAddress, settings::Settings};
 
+#[cfg(test)]
+mod tests;
+
 /// The advisory lock key of phone sends (an arbitrary constant: "phone" in ASCII).
 const SEND_LOCK_KEY: i64 = 0x70_68_6f_6e_65;
 
