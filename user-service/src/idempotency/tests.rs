@@ -72,3 +72,31 @@ async fn a_keyed_registrations_purge_probes_the_expiry_index_even_with_a_plan_ca
         "a keyed registration's purge read {read} rows and index entries of idempotency_keys"
     );
 }
+
+#[tokio::test]
+async fn expired_keys_are_purged_on_sqlite_too() {
+    let db = crate::migration::connect_and_migrate("sqlite::memory:", 1)
+        .await
+        .unwrap();
+    let (now, day) = (Utc::now(), Duration::from_secs(24 * 3600));
+    let response = serde_json::json!({});
+    let two_days_ago = now - chrono::Duration::days(2);
+    let key = IdempotencyKey("old".into());
+    store(
+        &db,
+        &key,
+        &ann(),
+        StatusCode::CREATED,
+        &response,
+        two_days_ago,
+        day,
+    )
+    .await
+    .unwrap();
+    let key = IdempotencyKey("new".into());
+    store(&db, &key, &ann(), StatusCode::CREATED, &response, now, day)
+        .await
+        .unwrap();
+    let keys = common::testing::scalar(&db, "SELECT COUNT(*) FROM idempotency_keys").await;
+    assert_eq!(keys, 1, "the expired key is purged, the new one stored");
+}
