@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::events::VerificationReminderV1;
-use sea_orm::{ConnectionTrait, DatabaseConnection, FromQueryResult, Statement, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, FromQueryResult, Statement,
+    TransactionTrait,
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -78,10 +81,12 @@ const MAX_PER_ROUND: usize = 100;
 /// Sends the reminders due at `now` (at most 100 per call, so the scheduler notices shutdown
 /// between rounds), one transaction per user; returns how many were sent.
 ///
+/// `db` is the pool, or a transaction (each user's is then a savepoint of it).
+///
 /// # Errors
 /// Database errors (the current user's transaction is rolled back; it stays due).
 pub async fn send_due_reminders(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = DatabaseTransaction>,
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
@@ -94,18 +99,23 @@ pub async fn send_due_reminders(
 
 /// Claims one due user and reminds them; `false` when none is due.
 async fn send_one_reminder(
-    db: &DatabaseConnection,
+    db: &impl TransactionTrait<Transaction = DatabaseTransaction>,
     settings: &Settings,
     now: DateTime<Utc>,
 ) -> anyhow::Result<bool> {
     let txn = db.begin().await?;
     let backend = txn.get_database_backend();
     let lock = common::database::skip_locked(backend);
+    // `next_reminder_at >= '-infinity'` is always true of a due row, but it bounds the range:
+    // without it, the generic plan PostgreSQL caches for the prepared statement while `users` is
+    // new and small estimates `<= $2` to match a third of the table, and seq-scans every user
+    // (4.8 ms at 20,000 users) for each reminder, until an ANALYZE, instead of probing
+    // `users_due_reminders`. (SQLite compares the ISO text: every timestamp sorts after it.)
     let claim = Statement::from_sql_and_values(
         backend,
         format!(
             "SELECT id, email, first_name, last_name, reminders_sent, created_at FROM users \
-             WHERE status = $1 AND next_reminder_at <= $2 \
+             WHERE status = $1 AND next_reminder_at <= $2 AND next_reminder_at >= '-infinity' \
              ORDER BY next_reminder_at LIMIT 1{lock}"
         ),
         [UserStatus::PendingVerification.into(), now.into()],

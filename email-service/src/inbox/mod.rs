@@ -22,6 +22,8 @@ use sea_orm::{ConnectionTrait, DbErr, Statement, Value};
 use uuid::Uuid;
 
 mod claim;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use claim::{CapCheck, Claim, claim};
 
@@ -132,6 +134,11 @@ pub(crate) async fn mark_failed(
 
 /// Deletes up to `batch` rows untouched for longer than `retention`; returns how many.
 ///
+/// `updated_at >= '-infinity'` (always true) bounds the range, so the generic plan PostgreSQL
+/// caches for the prepared statement while the inbox is new and small probes `inbox_updated_at`
+/// instead of seq-scanning the whole inbox on every purge (8.3 ms at 20,000 rows with nothing to
+/// purge), until an ANALYZE. SQLite compares the ISO text, which always sorts after it.
+///
 /// # Errors
 /// Database errors.
 pub(crate) async fn purge_expired(
@@ -144,7 +151,7 @@ pub(crate) async fn purge_expired(
         .execute_raw(statement(
             db,
             "DELETE FROM inbox WHERE event_id IN \
-             (SELECT event_id FROM inbox WHERE updated_at < $1 LIMIT $2)",
+             (SELECT event_id FROM inbox WHERE updated_at < $1 AND updated_at >= '-infinity' LIMIT $2)",
             [cutoff.into(), i64::from(batch).into()],
         ))
         .await?

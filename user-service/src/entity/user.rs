@@ -4,7 +4,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::entity::prelude::*;
 
 /// Whether the user proved the address. Stored as text; the values are the only place the
-/// status strings are spelled (raw SQL binds the enum, the schema's CHECK lists the same two).
+/// status strings are spelled (raw SQL binds the enum, or formats its value into the SQL where a
+/// partial index needs the literal; the schema's CHECK lists the same two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
 #[sea_orm(rs_type = "String", db_type = "Text")]
 pub(crate) enum UserStatus {

@@ -121,3 +121,86 @@ async fn two_schedulers_together_send_each_reminder_once() {
         .collect();
     assert_eq!(users.len(), 30, "no user reminded twice");
 }
+
+/// Adds a pending user whose first reminder was due a minute ago.
+async fn add_due_user(db: &impl sea_orm::ConnectionTrait) {
+    common::testing::scalar(
+        db,
+        "WITH added AS (INSERT INTO users (id, email, password_hash, status, created_at, \
+         next_reminder_at) VALUES (gen_random_uuid(), gen_random_uuid() || '@example.com', 'x', \
+         'pending_verification', now() - interval '1 day', now() - interval '1 minute') \
+         RETURNING 1) SELECT COUNT(*) FROM added",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_reminder_claim_probes_the_due_index_even_with_a_plan_cached_on_a_new_table() {
+    use sea_orm::TransactionTrait;
+    let url = common::testing::fresh_postgres_database("reminders_generic_plan")
+        .await
+        .unwrap();
+    // One connection, so every statement below shares its prepared statements and settings.
+    let db = user_service::migration::connect_and_migrate(&url, 1)
+        .await
+        .unwrap();
+    common::testing::pin_generic_plans(&db).await;
+    let mut settings = test_settings(url);
+    settings.reminder_interval = HOUR;
+    add_due_user(&db).await;
+    assert_eq!(
+        send_due_reminders(&db, &settings, Utc::now())
+            .await
+            .unwrap(),
+        1
+    );
+
+    // 5,000 verified users (no reminder due), never analyzed, and one more due.
+    common::testing::scalar(
+        &db,
+        "WITH added AS (INSERT INTO users (id, email, password_hash, status, created_at, \
+         verified_at) SELECT gen_random_uuid(), 'user' || i || '@example.com', 'x', 'verified', \
+         now(), now() FROM generate_series(1, 5000) i RETURNING 1) SELECT COUNT(*) FROM added",
+    )
+    .await;
+    add_due_user(&db).await;
+
+    let txn = db.begin().await.unwrap();
+    assert_eq!(
+        send_due_reminders(&txn, &settings, Utc::now())
+            .await
+            .unwrap(),
+        1
+    );
+    let read = common::testing::rows_read_in_transaction(&txn, "users").await;
+    txn.rollback().await.unwrap();
+    // Two claims (the due user, then none), the update and the verification's foreign key
+    // check, each a probe of a few entries; the seq scan read all 5,002 users per claim.
+    assert!(
+        read <= 20,
+        "one reminder read {read} rows and index entries of users"
+    );
+}
+
+#[tokio::test]
+async fn reminders_are_sent_on_sqlite_too() {
+    let app = crate::helpers::spawn_sqlite_app().await;
+    assert_eq!(app.register(&crate::helpers::ann()).await.status(), 201);
+    let start = Utc::now();
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, start)
+            .await
+            .unwrap(),
+        0,
+        "not due yet"
+    );
+    let due = start + chrono::Duration::from_std(app.settings.reminder_interval).unwrap();
+    let due = due + chrono::Duration::seconds(1);
+    assert_eq!(
+        send_due_reminders(&app.db, &app.settings, due)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(app.events("VerificationReminderV1").await.len(), 1);
+}

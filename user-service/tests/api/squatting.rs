@@ -199,3 +199,55 @@ async fn the_confirmation_page_and_the_event_say_when_the_sign_up_was_made() {
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn a_sweep_probes_the_pending_index_even_with_a_plan_cached_on_a_new_table() {
+    use sea_orm::TransactionTrait;
+    let url = common::testing::fresh_postgres_database("squat_sweep_generic_plan")
+        .await
+        .unwrap();
+    // One connection, so every statement below shares its prepared statements and settings.
+    let db = user_service::migration::connect_and_migrate(&url, 1)
+        .await
+        .unwrap();
+    common::testing::pin_generic_plans(&db).await;
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let add_expired = "WITH added AS (INSERT INTO users (id, email, password_hash, status, \
+                       created_at) VALUES (gen_random_uuid(), gen_random_uuid() || '@example.com', \
+                       'x', 'pending_verification', now() - interval '8 days') RETURNING 1) \
+                       SELECT COUNT(*) FROM added";
+    common::testing::scalar(&db, add_expired).await;
+    assert_eq!(
+        delete_expired_pending_accounts(&db, week, Utc::now(), 500)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // 5,000 verified users as old, never analyzed, and one more expired.
+    common::testing::scalar(
+        &db,
+        "WITH added AS (INSERT INTO users (id, email, password_hash, status, created_at, \
+         verified_at) SELECT gen_random_uuid(), 'user' || i || '@example.com', 'x', 'verified', \
+         now() - interval '30 days', now() FROM generate_series(1, 5000) i RETURNING 1) \
+         SELECT COUNT(*) FROM added",
+    )
+    .await;
+    common::testing::scalar(&db, add_expired).await;
+
+    let txn = db.begin().await.unwrap();
+    assert_eq!(
+        delete_expired_pending_accounts(&txn, week, Utc::now(), 500)
+            .await
+            .unwrap(),
+        1
+    );
+    let read = common::testing::rows_read_in_transaction(&txn, "users").await;
+    txn.rollback().await.unwrap();
+    // The expired account's entry in `users_pending_by_age`, twice; the two seq scans read all
+    // 5,002 users.
+    assert!(
+        read <= 10,
+        "a sweep of 1 account read {read} rows and index entries of users"
+    );
+}
