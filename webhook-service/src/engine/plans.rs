@@ -1,0 +1,116 @@
+//! The engine's statements on PostgreSQL with a generic plan cached on small, never-analyzed
+//! tables (what a new deployment caches in its first minutes, and keeps until the next ANALYZE):
+//! each statement runs once on a tiny table, the table grows, and the statement run again must
+//! read about the rows it touches, not the whole table or index.
+
+use chrono::Utc;
+use common::testing::{pin_generic_plans, rows_read_in_transaction, scalar};
+use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
+use uuid::Uuid;
+
+use super::record::{self, Change};
+use crate::entity::delivery;
+
+/// A fresh PostgreSQL database, migrated, behind one connection (so every statement shares its
+/// prepared statements and settings) whose plans are generic from the first execution.
+async fn pinned_database(label: &str) -> DatabaseConnection {
+    let url = common::testing::fresh_postgres_database(label)
+        .await
+        .expect("a test database");
+    let db = crate::migration::connect_and_migrate(&url, 1)
+        .await
+        .expect("migrated");
+    pin_generic_plans(&db).await;
+    db
+}
+
+/// Runs `sql` (an `INSERT`) and returns how many rows it inserted.
+async fn insert(db: &DatabaseConnection, sql: &str) -> i64 {
+    scalar(
+        db,
+        &format!("WITH added AS ({sql} RETURNING 1) SELECT COUNT(*) FROM added"),
+    )
+    .await
+}
+
+/// Inserts `n` deliveries of `endpoint` (SQL) in `status` (completed now unless pending), due
+/// at `due` (SQL).
+async fn deliveries(db: &DatabaseConnection, n: usize, endpoint: &str, status: &str, due: &str) {
+    let completed = if status == "pending" { "NULL" } else { "now()" };
+    insert(
+        db,
+        &format!(
+            "INSERT INTO deliveries (id, kind, endpoint_id, url, method, headers, timeout_ms, \
+             status, attempts, next_attempt_at, created_at, updated_at, completed_at) \
+             SELECT gen_random_uuid(), 'job', {endpoint}, 'http://unused.invalid/', 'POST', \
+             '[]', 1000, '{status}', 1, {due}, now(), now(), {completed} \
+             FROM generate_series(1, {n}) AS g"
+        ),
+    )
+    .await;
+}
+
+/// A pending delivery due in an hour, leased until then (as a claim leaves it).
+async fn leased(db: &DatabaseConnection) -> delivery::Model {
+    let id = Uuid::now_v7();
+    insert(
+        db,
+        &format!(
+            "INSERT INTO deliveries (id, kind, url, method, headers, timeout_ms, status, \
+             attempts, next_attempt_at, leased_until, created_at, updated_at) \
+             VALUES ('{id}', 'job', 'http://unused.invalid/', 'POST', '[]', 1000, 'pending', \
+             1, date_trunc('second', now()) + interval '1 hour', \
+             date_trunc('second', now()) + interval '1 hour', now(), now())"
+        ),
+    )
+    .await;
+    delivery::Entity::find_by_id(id)
+        .one(db)
+        .await
+        .expect("read")
+        .expect("the leased row")
+}
+
+fn succeeded(claimed: delivery::Model) -> Change {
+    let now = Utc::now();
+    Change {
+        attempts: claimed.attempts,
+        claimed,
+        attempt: None,
+        status: delivery::status::SUCCEEDED,
+        next_attempt_at: now,
+        last_status: Some(200),
+        last_error: None,
+        health: None,
+        now,
+    }
+}
+
+/// Recording a batch must find its deliveries by id: the generic plan cached on a small table
+/// walked the whole pending index (the backlog) and matched the batch by a join filter.
+#[tokio::test]
+async fn recording_a_batch_reads_its_deliveries_even_with_a_plan_cached_on_a_small_table() {
+    let db = pinned_database("webhook_record_generic_plan").await;
+    deliveries(&db, 15, "NULL", "succeeded", "now()").await;
+    let (a, b) = (succeeded(leased(&db).await), succeeded(leased(&db).await));
+    let recorded = record::record_batch(&db, &[&a, &b])
+        .await
+        .expect("recorded");
+    assert!(recorded.iter().all(|r| r.applied));
+
+    // A backlog of 3,000 pending rows, never analyzed.
+    deliveries(&db, 3000, "NULL", "pending", "now() + interval '1 hour'").await;
+
+    let (a, b) = (succeeded(leased(&db).await), succeeded(leased(&db).await));
+    let txn = db.begin().await.unwrap();
+    let recorded = record::record_batch(&txn, &[&a, &b])
+        .await
+        .expect("recorded");
+    assert!(recorded.iter().all(|r| r.applied));
+    let read = rows_read_in_transaction(&txn, "deliveries").await;
+    txn.rollback().await.unwrap();
+    assert!(
+        read <= 20,
+        "recording 2 attempts read {read} rows and index entries of deliveries"
+    );
+}
