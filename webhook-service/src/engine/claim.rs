@@ -184,6 +184,10 @@ fn decode(row: &QueryResult) -> Result<delivery::Model, DbErr> {
 /// lease was left to make the call): due again now, the attempt uncounted, the lease cleared.
 /// Only rows still holding their claim's lease are touched.
 ///
+/// `status || ''` keeps the row's lookup on its primary key: with `status = 'pending'`, the
+/// generic plan cached on a small table searched `deliveries_due` for the id (its third
+/// column), walking the whole pending index.
+///
 /// # Errors
 /// Any database error.
 pub(super) async fn put_back(
@@ -204,7 +208,7 @@ pub(super) async fn put_back(
             format!(
                 "UPDATE deliveries SET next_attempt_at = {now}, leased_until = NULL, \
                  attempts = attempts - 1, updated_at = {now} \
-                 WHERE id = $1 AND status = 'pending' AND leased_until = $2"
+                 WHERE id = $1 AND status || '' = 'pending' AND leased_until = $2"
             ),
             values,
         ))

@@ -8,7 +8,10 @@ use common::testing::{pin_generic_plans, rows_read_in_transaction, scalar};
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
 use uuid::Uuid;
 
-use super::record::{self, Change};
+use super::{
+    claim,
+    record::{self, Change},
+};
 use crate::entity::delivery;
 
 /// A fresh PostgreSQL database, migrated, behind one connection (so every statement shares its
@@ -22,6 +25,22 @@ async fn pinned_database(label: &str) -> DatabaseConnection {
         .expect("migrated");
     pin_generic_plans(&db).await;
     db
+}
+
+/// Pages (buffers) of `table` and its indexes used so far (by this transaction, and by recent
+/// ones whose counts the session has not reported yet: measure a difference). A
+/// scan that tests its condition inside the index returns only the entries that match, so
+/// [`rows_read_in_transaction`] does not see it walk the index; the pages it reads show it.
+async fn pages_read_in_transaction(txn: &impl sea_orm::ConnectionTrait, table: &str) -> i64 {
+    scalar(
+        txn,
+        &format!(
+            "SELECT (pg_stat_get_xact_blocks_fetched('{table}'::regclass) + COALESCE((SELECT \
+             SUM(pg_stat_get_xact_blocks_fetched(indexrelid)) FROM pg_index \
+             WHERE indrelid = '{table}'::regclass), 0))::bigint"
+        ),
+    )
+    .await
 }
 
 /// Runs `sql` (an `INSERT`) and returns how many rows it inserted.
@@ -112,5 +131,38 @@ async fn recording_a_batch_reads_its_deliveries_even_with_a_plan_cached_on_a_sma
     assert!(
         read <= 20,
         "recording 2 attempts read {read} rows and index entries of deliveries"
+    );
+}
+
+/// Putting a row back must find it by id: the generic plan cached on a small table searched
+/// the pending index for it (the id is its third column), walking the whole index.
+#[tokio::test]
+async fn putting_a_row_back_reads_that_row_even_with_a_plan_cached_on_a_small_table() {
+    let db = pinned_database("webhook_put_back_generic_plan").await;
+    deliveries(&db, 15, "NULL", "succeeded", "now()").await;
+    deliveries(&db, 4, "NULL", "pending", "now() + interval '1 hour'").await;
+    let first = leased(&db).await;
+    claim::put_back(&db, &[first]).await.expect("put back");
+
+    // A backlog of 20,000 pending rows, never analyzed.
+    deliveries(&db, 20_000, "NULL", "pending", "now()").await;
+
+    let second = leased(&db).await;
+    let txn = db.begin().await.unwrap();
+    let before = pages_read_in_transaction(&txn, "deliveries").await;
+    claim::put_back(&txn, &[second]).await.expect("put back");
+    let read = rows_read_in_transaction(&txn, "deliveries").await;
+    let pages = pages_read_in_transaction(&txn, "deliveries").await - before;
+    txn.rollback().await.unwrap();
+    assert!(
+        read <= 10,
+        "putting one row back read {read} rows and index entries of deliveries"
+    );
+    // A probe of the primary key, the row's page, and an entry in each of the six indexes
+    // (the row moves in the pending index): a few dozen pages. The pending index alone is over
+    // 100 pages long.
+    assert!(
+        pages <= 50,
+        "putting one row back read {pages} pages of deliveries and its indexes"
     );
 }
