@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{
     claim::{self, Claim},
     record::{self, Change},
+    retention,
 };
 use crate::entity::delivery;
 
@@ -222,5 +223,93 @@ async fn putting_a_row_back_reads_that_row_even_with_a_plan_cached_on_a_small_ta
     assert!(
         pages <= 50,
         "putting one row back read {pages} pages of deliveries and its indexes"
+    );
+}
+
+/// Inserts `n` messages created `age` (SQL interval) ago, and a pending delivery of each
+/// (without reading either table: a session reports its reads late, so a read here would count
+/// in the next transaction's).
+async fn referred_messages(db: &DatabaseConnection, n: usize, age: &str) {
+    scalar(
+        db,
+        &format!(
+            "WITH m AS (INSERT INTO messages (id, event_type, payload, created_at) \
+               SELECT gen_random_uuid(), 'user.registered', '{{}}', now() - interval '{age}' \
+               FROM generate_series(1, {n}) RETURNING id), \
+             d AS (INSERT INTO deliveries (id, kind, message_id, url, method, headers, \
+               timeout_ms, status, attempts, next_attempt_at, created_at, updated_at) \
+               SELECT gen_random_uuid(), 'webhook', m.id, 'http://unused.invalid/', 'POST', \
+               '[]', 1000, 'pending', 0, now() + interval '1 hour', now(), now() FROM m \
+               RETURNING 1) \
+             SELECT COUNT(*) FROM d"
+        ),
+    )
+    .await;
+}
+
+/// Purges once (caching the plans) after `seed` (empty tables, or 20 messages, half of them
+/// old, each with a pending delivery), grows the tables, and purges again; the rows and index
+/// entries that second purge read of attempts, deliveries and messages.
+async fn purge_after_growth(label: &str, seed: bool) -> Vec<(&'static str, i64)> {
+    let db = pinned_database(label).await;
+    let cutoff = || common::database::retention_cutoff(Duration::from_secs(30 * 24 * 3600));
+    if seed {
+        referred_messages(&db, 10, "0 days").await;
+        referred_messages(&db, 10, "40 days").await;
+    }
+    assert_eq!(retention::purge(&db, cutoff()).await.expect("purged"), 0);
+
+    // Recent attempts, finished deliveries and messages (3,000 each), and 50 (more) old
+    // messages still referred to by a pending delivery each; never analyzed.
+    insert(
+        &db,
+        "INSERT INTO attempts (delivery_id, attempt, started_at, duration_ms, url) \
+         SELECT gen_random_uuid(), 1, now(), 5, 'http://unused.invalid/' \
+         FROM generate_series(1, 3000)",
+    )
+    .await;
+    deliveries(&db, 3000, "NULL", "succeeded", "now()").await;
+    insert(
+        &db,
+        "INSERT INTO messages (id, event_type, payload, created_at) \
+         SELECT gen_random_uuid(), 'user.registered', '{}', now() \
+         FROM generate_series(1, 3000)",
+    )
+    .await;
+    referred_messages(&db, 50, "40 days").await;
+
+    let txn = db.begin().await.unwrap();
+    assert_eq!(retention::purge(&txn, cutoff()).await.expect("purged"), 0);
+    let mut reads = Vec::new();
+    for table in ["attempts", "deliveries", "messages"] {
+        reads.push((table, rows_read_in_transaction(&txn, table).await));
+    }
+    txn.rollback().await.unwrap();
+    reads
+}
+
+/// A purge with nothing old to delete must read next to nothing: the generic plans cached on
+/// empty tables scanned attempts, deliveries and messages whole.
+#[tokio::test]
+async fn a_purge_reads_only_old_rows_even_with_plans_cached_on_empty_tables() {
+    let reads = purge_after_growth("webhook_purge_empty_generic_plan", false).await;
+    // Each of the 50 old messages is read once with its index entry, and probes deliveries
+    // once.
+    assert!(
+        reads.iter().all(|&(_, read)| read <= 150),
+        "a purge with nothing to delete read (rows and index entries): {reads:?}"
+    );
+}
+
+/// The same with plans cached on small tables: the messages' cached anti-join scanned
+/// deliveries whole to match the old messages still referred to.
+#[tokio::test]
+async fn a_purge_reads_only_old_rows_even_with_plans_cached_on_small_tables() {
+    let reads = purge_after_growth("webhook_purge_small_generic_plan", true).await;
+    // Each of the 60 old messages is read once with its index entry, and probes deliveries
+    // once.
+    assert!(
+        reads.iter().all(|&(_, read)| read <= 150),
+        "a purge with nothing to delete read (rows and index entries): {reads:?}"
     );
 }
