@@ -30,6 +30,8 @@
 mod attempt;
 mod claim;
 mod metrics;
+#[cfg(test)]
+mod plans;
 mod record;
 mod recorder;
 mod request;

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
 use tokio_util::sync::CancellationToken;
 
 use common::{backoff::Backoff, shutdown::sleep_or_cancel};
@@ -21,8 +21,8 @@ const BATCH: i64 = 1000;
 
 /// The purges, in an order that never leaves a row pointing at a deleted one: attempts, then
 /// deliveries, then the jobs and messages no delivery refers to (a job's delivery and its
-/// `notify` delivery both gone).
-const PURGES: &[&str] = &[
+/// `notify` delivery both gone). SQLite's.
+const PURGES_SQLITE: &[&str] = &[
     "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts \
      WHERE started_at < $1 LIMIT $2)",
     "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
@@ -33,6 +33,26 @@ const PURGES: &[&str] = &[
     "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
      WHERE m.created_at < $1 \
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id) LIMIT $2)",
+];
+
+/// The same on PostgreSQL, written for the generic plans cached on small tables (a new
+/// deployment's, kept until the next ANALYZE): those scanned attempts, deliveries and messages
+/// whole at every purge, even with nothing to purge. A redundant lower bound (`>=
+/// '-infinity'`) keeps each time test on its index; `OFFSET 0` keeps the messages' `NOT EXISTS`
+/// a probe per old message (the cached anti-join scanned deliveries for each). (SQLite stores
+/// timestamps as text, where `'-infinity'` is a string, and rejects a bare `OFFSET`.)
+const PURGES_POSTGRES: &[&str] = &[
+    "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts \
+     WHERE started_at < $1 AND started_at >= '-infinity' LIMIT $2)",
+    "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries \
+     WHERE status <> 'pending' AND completed_at < $1 AND completed_at >= '-infinity' LIMIT $2)",
+    "DELETE FROM jobs WHERE id IN (SELECT j.id FROM jobs j \
+     WHERE j.created_at < $1 \
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.job_id = j.id) LIMIT $2)",
+    "DELETE FROM messages WHERE id IN (SELECT m.id FROM messages m \
+     WHERE m.created_at < $1 AND m.created_at >= '-infinity' \
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id OFFSET 0) \
+     LIMIT $2)",
 ];
 
 /// Purges every `min(retention / 10, 60 s)` (at least 1 s) until `shutdown`.
@@ -76,8 +96,12 @@ pub(super) async fn purge(
     cutoff: DateTime<Utc>,
 ) -> Result<u64, DbErr> {
     let backend = conn.get_database_backend();
+    let purges = match backend {
+        DbBackend::Postgres => PURGES_POSTGRES,
+        _ => PURGES_SQLITE,
+    };
     let mut total = 0;
-    for &sql in PURGES {
+    for &sql in purges {
         loop {
             let deleted = conn
                 .execute_raw(Statement::from_sql_and_values(
