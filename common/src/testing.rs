@@ -420,8 +420,11 @@ pub async fn pin_generic_plans(db: &impl ConnectionTrait) {
     .await;
 }
 
-/// Rows (heap tuples and index entries) read from `table` and its indexes by the current
-/// transaction so far: call it inside the transaction that ran the statements to measure.
+/// Rows (heap tuples and index entries) read from `table` and its indexes by this session and
+/// not yet reported to the statistics: the current transaction's, and those of earlier ones of
+/// the last second or so (a backend reports at most once a second). Call it inside the
+/// transaction that ran the statements to measure, after a setup that did not read the table,
+/// or measure a difference. An upper bound of what the statements read either way.
 ///
 /// # Panics
 /// When the query fails.
