@@ -1,5 +1,6 @@
 //! `POST /user/register`: validate, hash, then write the user, its first verification and the
-//! `UserRegisteredV1` outbox row in ONE transaction; with a `phone`, also its phone
+//! `UserRegisteredV1` outbox row in ONE transaction (on PostgreSQL, without a phone or an
+//! `Idempotency-Key`, ONE statement: see [`outbox::insert_with_event`]); with a `phone`, also its phone
 //! verification, the send record and `PhoneVerificationRequestedV1`, in the same transaction.
 //!
 //! A phone is checked before anything is written: invalid → 422 `invalid_phone`, a refused
@@ -280,8 +281,10 @@ pub(crate) async fn register_user(
     }
 }
 
-/// The transaction: user row, first verification, `UserRegisteredV1` outbox row (and, with a key,
-/// the stored response). Commit or nothing.
+/// The write: user row, first verification, `UserRegisteredV1` outbox row (and, with a key,
+/// the stored response; with a phone, its verification and send). All or nothing: without a
+/// phone or a key, one statement on PostgreSQL ([`outbox::insert_with_event`]); else a
+/// transaction.
 async fn create_user(
     state: &AppState,
     new_user: &NewUser,
