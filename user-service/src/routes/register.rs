@@ -1,7 +1,8 @@
 //! `POST /user/register`: validate, hash, then write the user, its first verification and the
 //! `UserRegisteredV1` outbox row in ONE transaction (on PostgreSQL, without a phone or an
-//! `Idempotency-Key`, ONE statement: see [`outbox::insert_with_event`]); with a `phone`, also its phone
-//! verification, the send record and `PhoneVerificationRequestedV1`, in the same transaction.
+//! `Idempotency-Key`, ONE statement: see [`outbox::insert_with_event`]); with a `phone`, also
+//! its phone verification, the send record and `PhoneVerificationRequestedV1`, in the same
+//! transaction.
 //!
 //! A phone is checked before anything is written: invalid → 422 `invalid_phone`, a refused
 //! type or country → 422 `phone_type_not_allowed` / `phone_country_not_allowed` (the refused
