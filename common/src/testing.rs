@@ -415,7 +415,8 @@ pub async fn fresh_postgres_database(label: &str) -> anyhow::Result<String> {
 pub async fn pin_generic_plans(db: &impl ConnectionTrait) {
     scalar(
         db,
-        "SELECT 0::bigint FROM (SELECT set_config('plan_cache_mode', 'force_generic_plan', false)) s",
+        "SELECT 0::bigint FROM \
+         (SELECT set_config('plan_cache_mode', 'force_generic_plan', false)) s",
     )
     .await;
 }

@@ -2,10 +2,10 @@
 //!
 //! [`enqueue`] takes the connection of an open transaction, so the state change and the event
 //! that announces it commit together or not at all. [`insert_with_event`] does the same for a
-//! state change made of inserts, in one statement on PostgreSQL. On PostgreSQL its INSERT also calls
-//! `pg_notify` (in the same statement), which the server delivers only at commit: a wake-up hint
-//! for the relay, never a source of truth (a lost notification only costs the relay's poll
-//! interval). In one process, signal a [`crate::Wakeup`] after the commit instead.
+//! state change made of inserts, in one statement on PostgreSQL. On PostgreSQL the outbox INSERT
+//! also calls `pg_notify` (in the same statement), which the server delivers only at commit: a
+//! wake-up hint for the relay, never a source of truth (a lost notification only costs the
+//! relay's poll interval). In one process, signal a [`crate::Wakeup`] after the commit instead.
 //!
 //! The event's [`Event::SECRET_FIELDS`] are blanked in a copy of the payload stored with the
 //! row (`redacted_payload`), which replaces the payload when the row is marked published: the
