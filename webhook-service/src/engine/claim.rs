@@ -121,48 +121,20 @@ pub(super) async fn claim(
             Value::from(hex_json_list(claim.saturated)),
         ),
     };
-    // The window: the earliest due rows, ranked per endpoint.
-    let due = format!(
-        "SELECT id, endpoint_id, next_attempt_at FROM deliveries \
-         WHERE status = 'pending' AND next_attempt_at <= $1 \
-           AND (endpoint_id IS NULL OR {not_saturated}) \
-         ORDER BY next_attempt_at LIMIT $3"
-    );
-    let ranked = |due: &str| {
-        format!(
-            "SELECT id FROM ( \
-               SELECT id, endpoint_id, row_number() OVER ( \
-                 PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS place \
-               FROM {due}) AS ranked \
-             WHERE endpoint_id IS NULL OR place <= $4"
-        )
-    };
-    // The rows the window picked. On PostgreSQL the window runs once (a CTE) and its ids are
-    // an array, and the locking scan stops at the window's last due time: the generic plan
-    // cached on a small table (a new deployment's, kept until the next ANALYZE) was a
-    // semi-join that ranked the window again for each due row, walking all the due rows (a
-    // busy endpoint's whole backlog when its rows are due first). SQLite (one process) plans
-    // each statement as it is prepared.
-    let (with, picked) = match backend {
-        DbBackend::Postgres => (
-            format!("WITH due AS MATERIALIZED ({due}) "),
-            format!(
-                "next_attempt_at <= (SELECT max(next_attempt_at) FROM due) \
-                 AND id = ANY (ARRAY({}))",
-                ranked("due")
-            ),
-        ),
-        _ => (
-            String::new(),
-            format!("id IN ({})", ranked(&format!("({due}) AS due"))),
-        ),
-    };
     let skip_locked = common::database::skip_locked(backend);
     let sql = format!(
-        "{with}UPDATE deliveries SET next_attempt_at = {lease}, leased_until = {lease}, \
+        "UPDATE deliveries SET next_attempt_at = {lease}, leased_until = {lease}, \
          attempts = attempts + 1, updated_at = $1 \
          WHERE id IN (SELECT id FROM deliveries \
-           WHERE status = 'pending' AND next_attempt_at <= $1 AND {picked} \
+           WHERE status = 'pending' AND next_attempt_at <= $1 AND id IN ( \
+             SELECT id FROM ( \
+               SELECT id, endpoint_id, row_number() OVER ( \
+                 PARTITION BY endpoint_id ORDER BY next_attempt_at, id) AS place \
+               FROM (SELECT id, endpoint_id, next_attempt_at FROM deliveries \
+                 WHERE status = 'pending' AND next_attempt_at <= $1 \
+                   AND (endpoint_id IS NULL OR {not_saturated}) \
+                 ORDER BY next_attempt_at LIMIT $3) AS due) AS ranked \
+             WHERE endpoint_id IS NULL OR place <= $4) \
            ORDER BY next_attempt_at LIMIT $2{skip_locked}) \
          RETURNING *"
     );

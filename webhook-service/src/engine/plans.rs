@@ -3,15 +3,13 @@
 //! each statement runs once on a tiny table, the table grows, and the statement run again must
 //! read about the rows it touches, not the whole table or index.
 
-use std::time::{Duration, Instant};
-
 use chrono::Utc;
 use common::testing::{pin_generic_plans, rows_read_in_transaction, scalar};
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
 use uuid::Uuid;
 
 use super::{
-    claim::{self, Claim},
+    claim,
     record::{self, Change},
     retention,
 };
@@ -91,62 +89,6 @@ async fn leased(db: &DatabaseConnection) -> delivery::Model {
         .await
         .expect("read")
         .expect("the leased row")
-}
-
-/// Claims at most 10 rows, at most `per_endpoint` of one endpoint; how many it claimed.
-async fn claim_ten(db: &impl sea_orm::ConnectionTrait, per_endpoint: usize) -> usize {
-    let started = Instant::now();
-    let now = claim::database_now(db).await.expect("now");
-    claim::claim(
-        db,
-        &Claim {
-            now,
-            started,
-            limit: 10,
-            per_endpoint,
-            saturated: &[],
-            max_timeout: Duration::from_secs(30),
-        },
-    )
-    .await
-    .expect("claimed")
-    .len()
-}
-
-/// The claim's window (the earliest due rows ranked per endpoint) must run once and the claim
-/// then take the rows it picked: the generic plan cached on a small table walked the due rows
-/// and matched each against the window (a semi-join), all of a busy endpoint's backlog when
-/// that endpoint's rows are due first.
-#[tokio::test]
-async fn a_claim_reads_the_rows_it_ranks_even_with_a_plan_cached_on_a_small_table() {
-    let db = pinned_database("webhook_claim_generic_plan").await;
-    deliveries(&db, 20, "NULL", "pending", "now() - interval '1 minute'").await;
-    let txn = db.begin().await.unwrap();
-    assert_eq!(claim_ten(&txn, 2).await, 10);
-    txn.rollback().await.unwrap();
-
-    // One endpoint's backlog of 3,000 rows, due before the others; never analyzed.
-    deliveries(
-        &db,
-        3000,
-        &format!("'{}'", Uuid::now_v7()),
-        "pending",
-        "now() - interval '2 minutes' + g * interval '1 millisecond'",
-    )
-    .await;
-
-    let txn = db.begin().await.unwrap();
-    // The window's 80 earliest rows are all that endpoint's: two of them may go.
-    assert_eq!(claim_ten(&txn, 2).await, 2);
-    let read = rows_read_in_transaction(&txn, "deliveries").await;
-    txn.rollback().await.unwrap();
-    // The window reads its 80 index entries (and rows) once; the locking scan stops at the
-    // window's last due time; the claim then fetches its rows. The semi-join walked all 3,020
-    // due rows.
-    assert!(
-        read <= 300,
-        "a claim of 2 rows read {read} rows and index entries of deliveries"
-    );
 }
 
 fn succeeded(claimed: delivery::Model) -> Change {
