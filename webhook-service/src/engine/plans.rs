@@ -3,6 +3,8 @@
 //! each statement runs once on a tiny table, the table grows, and the statement run again must
 //! read about the rows it touches, not the whole table or index.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use common::testing::{pin_generic_plans, rows_read_in_transaction, scalar};
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
