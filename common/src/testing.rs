@@ -421,11 +421,13 @@ pub async fn pin_generic_plans(db: &impl ConnectionTrait) {
     .await;
 }
 
-/// Rows (heap tuples and index entries) read from `table` and its indexes by this session and
-/// not yet reported to the statistics: the current transaction's, and those of earlier ones of
-/// the last second or so (a backend reports at most once a second). Call it inside the
-/// transaction that ran the statements to measure, after a setup that did not read the table,
-/// or measure a difference. An upper bound of what the statements read either way.
+/// Rows returned by sequential scans of `table` and index entries returned by its indexes, by
+/// this session and not yet reported to the statistics: the current transaction's, and those of
+/// earlier ones of the last second or so (a backend reports at most once a second). Call it
+/// inside the transaction that ran the statements to measure, after a setup that did not read
+/// the table, or measure a difference. It shows a sequential scan or a whole-index walk that
+/// returns its entries; a walk whose condition is tested inside the index returns only the
+/// matches, so count pages for that (`pg_stat_get_xact_blocks_fetched`).
 ///
 /// # Panics
 /// When the query fails.

@@ -52,15 +52,15 @@ pub async fn enqueue<E: Event>(
     Ok(event_id)
 }
 
-/// Inserts `changes` (the state change, in order) and appends `event` to the outbox, all or
-/// nothing, in as few round trips as the backend allows, and returns the event id.
+/// Inserts `changes` (the state change) and appends `event` to the outbox, all or nothing, in
+/// as few round trips as the backend allows, and returns the event id.
 ///
 /// On PostgreSQL this is one statement, atomic without BEGIN and COMMIT: each change is a
 /// data-modifying CTE, then come the outbox row and the relay's wake-up, as [`enqueue`] writes
-/// them. One round trip instead of a transaction's 2 + 1 per row. (The CTEs see one snapshot
-/// and not each other's rows, which inserts need not; foreign keys are checked at the
-/// statement's end, so a change may reference a row an earlier change inserts.) Elsewhere the
-/// changes and [`enqueue`] run in a transaction.
+/// them. One round trip instead of a transaction's 2 + 1 per row. (The CTEs run in no set
+/// order and see one snapshot, not each other's rows, which inserts need not; foreign keys are
+/// checked at the statement's end, so a change may reference a row another change inserts.)
+/// Elsewhere the changes run in order, then [`enqueue`], in a transaction.
 ///
 /// # Errors
 /// Any database error; nothing was written.

@@ -39,8 +39,8 @@ const PURGES_SQLITE: &[&str] = &[
 /// deployment's, kept until the next ANALYZE): those scanned attempts, deliveries and messages
 /// whole at every purge, even with nothing to purge. A redundant lower bound (`>=
 /// '-infinity'`) keeps each time test on its index; `OFFSET 0` keeps the messages' `NOT EXISTS`
-/// a probe per old message (the cached anti-join scanned deliveries for each). (SQLite stores
-/// timestamps as text, where `'-infinity'` is a string, and rejects a bare `OFFSET`.)
+/// a probe per old message (the cached anti-join scanned deliveries for each). (SQLite keeps
+/// [`PURGES_SQLITE`]: it rejects a bare `OFFSET`.)
 const PURGES_POSTGRES: &[&str] = &[
     "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts \
      WHERE started_at < $1 AND started_at >= '-infinity' LIMIT $2)",
