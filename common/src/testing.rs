@@ -5,7 +5,8 @@
 //!   in parallel against the real services;
 //! - waiting: [`eventually`], a bounded poll (never a bare sleep);
 //! - probing: [`http_get`], [`free_port`], [`scalar`], [`slow_header_clients`] (slowloris);
-//! - plans: [`pin_generic_plans`], [`rows_read_in_transaction`] (a cached plan's cost);
+//! - plans: [`pinned_postgres_database`], [`pin_generic_plans`], [`rows_read_in_transaction`],
+//!   [`pages_read_in_transaction`] (a cached plan's cost);
 //! - events: [`user_registered`], [`signup_attempted`], sign-up events to publish or decode;
 //! - logs: [`init_tracing`], which shows a test's logs when `TEST_LOG` is set (zero2prod's
 //!   trick: `TEST_LOG=1 cargo test name`).
@@ -427,20 +428,55 @@ pub async fn pin_generic_plans(db: &impl ConnectionTrait) {
 /// inside the transaction that ran the statements to measure, after a setup that did not read
 /// the table, or measure a difference. It shows a sequential scan or a whole-index walk that
 /// returns its entries; a walk whose condition is tested inside the index returns only the
-/// matches, so count pages for that (`pg_stat_get_xact_blocks_fetched`).
+/// matches, so count pages for that ([`pages_read_in_transaction`]).
 ///
 /// # Panics
 /// When the query fails.
 pub async fn rows_read_in_transaction(txn: &impl ConnectionTrait, table: &str) -> i64 {
+    unreported_count(txn, "pg_stat_get_xact_tuples_returned", table).await
+}
+
+/// Pages (buffers) of `table` and its indexes used by this session and not yet reported, as
+/// [`rows_read_in_transaction`] counts rows: a scan that tests its condition inside an index
+/// shows here, not there. Measure a difference within one transaction.
+///
+/// # Panics
+/// When the query fails.
+pub async fn pages_read_in_transaction(txn: &impl ConnectionTrait, table: &str) -> i64 {
+    unreported_count(txn, "pg_stat_get_xact_blocks_fetched", table).await
+}
+
+/// `counter` (a `pg_stat_get_xact_*` function) of `table` plus that of each of its indexes.
+async fn unreported_count(txn: &impl ConnectionTrait, counter: &str, table: &str) -> i64 {
     scalar(
         txn,
         &format!(
-            "SELECT (pg_stat_get_xact_tuples_returned('{table}'::regclass) + COALESCE((SELECT \
-             SUM(pg_stat_get_xact_tuples_returned(indexrelid)) FROM pg_index \
+            "SELECT ({counter}('{table}'::regclass) + COALESCE((SELECT \
+             SUM({counter}(indexrelid)) FROM pg_index \
              WHERE indrelid = '{table}'::regclass), 0))::bigint"
         ),
     )
     .await
+}
+
+/// A fresh PostgreSQL database named after `label`, migrated by `M`, behind a pool of ONE
+/// connection (so every statement shares its prepared statements and settings) whose plans are
+/// generic from the first execution ([`pin_generic_plans`]): for tests of the plans a service
+/// caches on new tables.
+///
+/// # Panics
+/// When the database cannot be created or migrated.
+pub async fn pinned_postgres_database<M: sea_orm_migration::MigratorTrait>(
+    label: &str,
+) -> sea_orm::DatabaseConnection {
+    let url = fresh_postgres_database(label)
+        .await
+        .expect("a test database");
+    let db = crate::database::connect_and_migrate::<M>(&url, crate::database::PoolOptions::new(1))
+        .await
+        .expect("the test database migrated");
+    pin_generic_plans(&db).await;
+    db
 }
 
 /// Deletes a test's exchange and queues when dropped (also when the test panics), so test runs

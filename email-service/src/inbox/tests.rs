@@ -24,14 +24,10 @@ async fn add_sent_rows(db: &impl ConnectionTrait, count: u32, age_sql: &str) {
 
 #[tokio::test]
 async fn a_purge_probes_the_update_index_even_with_a_plan_cached_on_a_new_inbox() {
-    let url = common::testing::fresh_postgres_database("inbox_purge_generic_plan")
-        .await
-        .unwrap();
-    // One connection, so every statement below shares its prepared statements and settings.
-    let db = crate::migration::connect_and_migrate(&url, 1)
-        .await
-        .unwrap();
-    common::testing::pin_generic_plans(&db).await;
+    let db = common::testing::pinned_postgres_database::<crate::migration::Migrator>(
+        "inbox_purge_generic_plan",
+    )
+    .await;
     add_sent_rows(&db, 1, "8 days").await;
     assert_eq!(purge_expired(&db, WEEK, 100).await.unwrap(), 1);
 

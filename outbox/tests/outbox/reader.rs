@@ -125,20 +125,9 @@ async fn a_claim_probes_each_candidates_aggregate_even_with_a_plan_cached_on_an_
     );
 }
 
-/// A fresh database with the outbox, on one connection whose prepared statements are planned
-/// generically from their first execution (see [`common::testing::pin_generic_plans`]).
+/// A fresh outbox whose plans are generic from the first execution.
 async fn one_connection_with_generic_plans(label: &str) -> DatabaseConnection {
-    let url = common::testing::fresh_postgres_database(label)
-        .await
-        .unwrap();
-    let db = common::database::connect_and_migrate::<crate::migration::Migrator>(
-        &url,
-        PoolOptions::new(1),
-    )
-    .await
-    .unwrap();
-    common::testing::pin_generic_plans(&db).await;
-    db
+    common::testing::pinned_postgres_database::<crate::migration::Migrator>(label).await
 }
 
 /// Adds `rows` published rows of as many users, published now.

@@ -18,14 +18,10 @@ fn ann() -> NewUser {
 #[tokio::test]
 async fn a_keyed_registrations_purge_probes_the_expiry_index_even_with_a_plan_cached_on_a_new_table()
  {
-    let url = common::testing::fresh_postgres_database("idempotency_purge_generic_plan")
-        .await
-        .unwrap();
-    // One connection, so every statement below shares its prepared statements and settings.
-    let db = crate::migration::connect_and_migrate(&url, 1)
-        .await
-        .unwrap();
-    common::testing::pin_generic_plans(&db).await;
+    let db = common::testing::pinned_postgres_database::<crate::migration::Migrator>(
+        "idempotency_purge_generic_plan",
+    )
+    .await;
     let (now, day) = (Utc::now(), Duration::from_secs(24 * 3600));
     let key = |k: &str| IdempotencyKey(k.into());
     let response = serde_json::json!({});

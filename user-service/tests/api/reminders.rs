@@ -137,15 +137,12 @@ async fn add_due_user(db: &impl sea_orm::ConnectionTrait) {
 #[tokio::test]
 async fn a_reminder_claim_probes_the_due_index_even_with_a_plan_cached_on_a_new_table() {
     use sea_orm::TransactionTrait;
-    let url = common::testing::fresh_postgres_database("reminders_generic_plan")
-        .await
-        .unwrap();
-    // One connection, so every statement below shares its prepared statements and settings.
-    let db = user_service::migration::connect_and_migrate(&url, 1)
-        .await
-        .unwrap();
-    common::testing::pin_generic_plans(&db).await;
-    let mut settings = test_settings(url);
+    let db = common::testing::pinned_postgres_database::<user_service::migration::Migrator>(
+        "reminders_generic_plan",
+    )
+    .await;
+    // The reminders are given the connection; the settings' URL is not used.
+    let mut settings = test_settings(String::new());
     settings.reminder_interval = HOUR;
     add_due_user(&db).await;
     assert_eq!(

@@ -203,14 +203,10 @@ async fn the_confirmation_page_and_the_event_say_when_the_sign_up_was_made() {
 #[tokio::test]
 async fn a_sweep_probes_the_pending_index_even_with_a_plan_cached_on_a_new_table() {
     use sea_orm::TransactionTrait;
-    let url = common::testing::fresh_postgres_database("squat_sweep_generic_plan")
-        .await
-        .unwrap();
-    // One connection, so every statement below shares its prepared statements and settings.
-    let db = user_service::migration::connect_and_migrate(&url, 1)
-        .await
-        .unwrap();
-    common::testing::pin_generic_plans(&db).await;
+    let db = common::testing::pinned_postgres_database::<user_service::migration::Migrator>(
+        "squat_sweep_generic_plan",
+    )
+    .await;
     let week = Duration::from_secs(7 * 24 * 3600);
     let add_expired = "WITH added AS (INSERT INTO users (id, email, password_hash, status, \
                        created_at) VALUES (gen_random_uuid(), gen_random_uuid() || '@example.com', \

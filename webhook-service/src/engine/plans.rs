@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use common::testing::{pin_generic_plans, rows_read_in_transaction, scalar};
+use common::testing::{pages_read_in_transaction, rows_read_in_transaction, scalar};
 use sea_orm::{DatabaseConnection, EntityTrait, TransactionTrait};
 use uuid::Uuid;
 
@@ -17,33 +17,9 @@ use super::{
 };
 use crate::entity::delivery;
 
-/// A fresh PostgreSQL database, migrated, behind one connection (so every statement shares its
-/// prepared statements and settings) whose plans are generic from the first execution.
+/// A fresh, migrated database whose plans are generic from the first execution.
 async fn pinned_database(label: &str) -> DatabaseConnection {
-    let url = common::testing::fresh_postgres_database(label)
-        .await
-        .expect("a test database");
-    let db = crate::migration::connect_and_migrate(&url, 1)
-        .await
-        .expect("migrated");
-    pin_generic_plans(&db).await;
-    db
-}
-
-/// Pages (buffers) of `table` and its indexes used so far (by this transaction, and by recent
-/// ones whose counts the session has not reported yet: measure a difference). A
-/// scan that tests its condition inside the index returns only the entries that match, so
-/// [`rows_read_in_transaction`] does not see it walk the index; the pages it reads show it.
-async fn pages_read_in_transaction(txn: &impl sea_orm::ConnectionTrait, table: &str) -> i64 {
-    scalar(
-        txn,
-        &format!(
-            "SELECT (pg_stat_get_xact_blocks_fetched('{table}'::regclass) + COALESCE((SELECT \
-             SUM(pg_stat_get_xact_blocks_fetched(indexrelid)) FROM pg_index \
-             WHERE indrelid = '{table}'::regclass), 0))::bigint"
-        ),
-    )
-    .await
+    common::testing::pinned_postgres_database::<crate::migration::Migrator>(label).await
 }
 
 /// Runs `sql` (an `INSERT`) and returns how many rows it inserted.

@@ -8,14 +8,10 @@ use super::*;
 
 #[tokio::test]
 async fn the_global_velocity_count_walks_the_time_index_even_with_a_plan_cached_on_a_new_table() {
-    let url = common::testing::fresh_postgres_database("phone_velocity_generic_plan")
-        .await
-        .unwrap();
-    // One connection, so every statement below shares its prepared statements and settings.
-    let db = crate::migration::connect_and_migrate(&url, 1)
-        .await
-        .unwrap();
-    common::testing::pin_generic_plans(&db).await;
+    let db = common::testing::pinned_postgres_database::<crate::migration::Migrator>(
+        "phone_velocity_generic_plan",
+    )
+    .await;
     let settings = Settings::default();
     let phone = Phone::parse("+447400123456", &settings).unwrap();
     let client = ClientAddress(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
