@@ -77,13 +77,7 @@ async fn a_mark_tells_whether_an_aggregate_has_a_later_pending_row_on_postgresql
 
 #[tokio::test]
 async fn a_mark_tells_whether_an_aggregate_has_a_later_pending_row_on_sqlite() {
-    common::testing::init_tracing();
-    let db = common::database::connect_and_migrate::<crate::migration::Migrator>(
-        "sqlite::memory:",
-        PoolOptions::new(1),
-    )
-    .await
-    .unwrap();
+    let db = crate::sqlite_outbox().await;
     mark_reports_pending_successors(db).await;
 }
 

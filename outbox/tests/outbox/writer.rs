@@ -13,7 +13,7 @@ use sea_orm::{
     ConnectionTrait, DatabaseConnection, TransactionTrait,
     sea_query::{InsertStatement, Query},
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use uuid::Uuid;
 
 /// Longest wait for a notification that must arrive.
@@ -40,17 +40,23 @@ async fn fresh_outbox(label: &str) -> DatabaseConnection {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_commit_wakes_the_listener_and_a_rollback_does_not() {
-    let db = fresh_outbox("outbox_writer_notify").await;
+/// A relay's listener on `db`, once its LISTEN is in place (from then on nothing is missed);
+/// it stops when the guard drops.
+async fn listening(db: &DatabaseConnection) -> (outbox::Wakeup, DropGuard) {
     let wakeup = outbox::Wakeup::default();
     let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
+    let stop = shutdown.clone().drop_guard();
     tokio::spawn(outbox::listen(db.clone(), wakeup.clone(), shutdown));
-    // The listener signals once when its LISTEN is in place: from then on nothing is missed.
     tokio::time::timeout(ARRIVES_WITHIN, wakeup.notified())
         .await
         .expect("LISTEN established");
+    (wakeup, stop)
+}
+
+#[tokio::test]
+async fn a_commit_wakes_the_listener_and_a_rollback_does_not() {
+    let db = fresh_outbox("outbox_writer_notify").await;
+    let (wakeup, _stop) = listening(&db).await;
 
     let txn = db.begin().await.unwrap();
     outbox::enqueue(&txn, Utc::now(), event(), &TraceContext::new_root())
@@ -146,13 +152,7 @@ async fn changes_and_their_event_are_kept_together(db: &DatabaseConnection) {
 #[tokio::test]
 async fn inserts_and_their_event_are_one_statement_that_wakes_the_relay_on_postgresql() {
     let mut db = fresh_outbox("outbox_insert_with_event").await;
-    let wakeup = outbox::Wakeup::default();
-    let shutdown = CancellationToken::new();
-    let _stop = shutdown.clone().drop_guard();
-    tokio::spawn(outbox::listen(db.clone(), wakeup.clone(), shutdown));
-    tokio::time::timeout(ARRIVES_WITHIN, wakeup.notified())
-        .await
-        .expect("LISTEN established");
+    let (wakeup, _stop) = listening(&db).await;
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = log.clone();
     db.set_metric_callback(move |info| sink.lock().unwrap().push(info.statement.sql.clone()));
@@ -173,12 +173,6 @@ async fn inserts_and_their_event_are_one_statement_that_wakes_the_relay_on_postg
 
 #[tokio::test]
 async fn inserts_and_their_event_are_kept_together_on_sqlite() {
-    common::testing::init_tracing();
-    let db = common::database::connect_and_migrate::<crate::migration::Migrator>(
-        "sqlite::memory:",
-        PoolOptions::new(1),
-    )
-    .await
-    .unwrap();
+    let db = crate::sqlite_outbox().await;
     changes_and_their_event_are_kept_together(&db).await;
 }
